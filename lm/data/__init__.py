@@ -1,0 +1,1 @@
+"""Data: corpora, tokenizers' output as token shards, and Grain pipelines."""
