@@ -1,0 +1,94 @@
+"""Pieces every experiment config shares: model sizes, mesh, sharding rules, optimizer.
+
+Each experiment family's config file (pretrain.py, ...) imports these and adds
+its own keys. Every key the code reads is declared here or there.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+# Logical axis → mesh axes. A mesh axis is used at most once per array, so an
+# activation's 'act_embed' stays unsharded when 'batch' already took fsdp.
+SHARDING_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("length", None),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("mlp", "tensor"),
+    ("norm", None),
+    ("layers", None),
+    ("act_embed", None),
+    ("act_heads", "tensor"),
+    ("act_kv_heads", "tensor"),
+    ("act_mlp", "tensor"),
+    ("act_vocab", "tensor"),
+)
+
+
+def model_config(size: str) -> ml_collections.ConfigDict:
+  """Model presets: 'tiny' (CPU), 'bench' (peer shapes), 'gpt2_124m', 'llama_1b', 'llama_tiny'."""
+  gpt2 = dict(positions="learned", norm="layernorm", mlp="gelu", tie_embeddings=True,
+              use_bias=True, qkv_bias=False, norm_eps=1e-5)
+  llama = dict(positions="rotary", norm="rmsnorm", mlp="swiglu", tie_embeddings=False,
+               use_bias=False, qkv_bias=False, norm_eps=1e-5)
+  sizes = {
+      "tiny": dict(gpt2, vocab_size=0, max_len=256, d_model=192, n_layers=4, n_heads=4, n_kv_heads=4, d_ff=768),
+      "llama_tiny": dict(llama, vocab_size=0, max_len=256, d_model=192, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=512),
+      "bench": dict(gpt2, vocab_size=4096, max_len=256, d_model=256, n_layers=4, n_heads=4, n_kv_heads=4, d_ff=1024),
+      "gpt2_124m": dict(gpt2, vocab_size=50304, max_len=1024, d_model=768, n_layers=12, n_heads=12, n_kv_heads=12, d_ff=3072),
+      "llama_1b": dict(llama, vocab_size=128256, max_len=2048, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8, d_ff=8192,
+                       rope_theta=500000.0),
+  }
+  if size not in sizes:
+    raise ValueError(f"model size {size!r} is not one of {sorted(sizes)}")
+  m = ml_collections.ConfigDict()
+  m.vocab_size = 0          # 0: taken from the tokenizer; else must be ≥ its vocabulary
+  m.max_len = 256           # longest sequence (learned position table size)
+  m.d_model = 256           # residual width D
+  m.n_layers = 4            # transformer blocks L
+  m.n_heads = 4             # query heads H
+  m.n_kv_heads = 4          # key/value heads K (< H: grouped-query attention)
+  m.head_dim = 0            # per-head width; 0 means d_model // n_heads
+  m.d_ff = 1024             # MLP hidden width F
+  m.positions = "learned"   # learned | rotary
+  m.rope_theta = 10000.0    # rotary base frequency
+  m.norm = "layernorm"      # layernorm | rmsnorm
+  m.norm_eps = 1e-5         # epsilon inside the norm
+  m.mlp = "gelu"            # gelu (tanh approx.) | swiglu
+  m.tie_embeddings = True   # LM head shares the token embedding
+  m.use_bias = True         # biases on every linear layer (GPT-2)
+  m.qkv_bias = False        # biases on q/k/v only (Qwen2)
+  m.init_std = 0.02         # normal init std; residual outputs scaled by 1/sqrt(2L)
+  m.dtype = "float32"       # compute dtype: float32 | bfloat16 (parameters stay float32)
+  m.remat = "none"          # none | full | dots | dots_no_batch (jax.checkpoint policy)
+  m.scan_layers = False     # lax.scan over blocks: O(1) compile time in depth
+  m.attention = "xla"       # xla | cudnn | auto (jax.nn.dot_product_attention implementation)
+  m.update(sizes[size])
+  return m
+
+
+def mesh_config(data: int = -1, fsdp: int = 1, tensor: int = 1) -> ml_collections.ConfigDict:
+  mesh = ml_collections.ConfigDict()
+  mesh.data = data          # pure data-parallel axis (-1: all devices left)
+  mesh.fsdp = fsdp          # parameter/optimizer-sharded data-parallel axis
+  mesh.tensor = tensor      # tensor-parallel axis (heads, MLP width, vocabulary)
+  return mesh
+
+
+def optimizer_config(lr: float = 3e-4) -> ml_collections.ConfigDict:
+  opt = ml_collections.ConfigDict()
+  opt.name = "adamw"        # adamw | sgd
+  opt.lr = lr               # peak learning rate
+  opt.min_lr_ratio = 0.1    # final lr as a fraction of the peak (cosine / wsd)
+  opt.schedule = "cosine"   # cosine | wsd (warmup-stable-decay) | constant
+  opt.warmup_steps = 100    # linear warmup from 0
+  opt.decay_fraction = 0.2  # wsd: fraction of post-warmup steps spent decaying
+  opt.b1 = 0.9              # Adam beta1 (SGD momentum)
+  opt.b2 = 0.95             # Adam beta2
+  opt.eps = 1e-8            # Adam epsilon
+  opt.weight_decay = 0.1    # decoupled, on matrices only
+  opt.clip_norm = 1.0       # global-norm gradient clipping (0: off)
+  return opt

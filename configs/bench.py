@@ -1,0 +1,44 @@
+"""Benchmarks, each printing one JSON object as its last line.
+
+  python -m experiments.bench --config=configs/bench.py:train_step
+      Train-step throughput and MFU on the peer's shapes (batch 16, context 256,
+      width 256, 4 layers, 4 heads, vocab 4096, GPT-2 style, float32), then the
+      PyTorch peer (../shared/peers/nanogpt_torch_step.py) on the same CPU, and
+      the ratio. ~2 min on 2 CPU cores.
+  python -m experiments.bench --config=configs/bench.py:decode
+      KV-cache decoding: batch 8, prompt 64, 256 new tokens, same shapes, against
+      transformers' generate with the same weights.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from configs import base
+
+ARGS = ("train_step", "decode")
+
+
+def get_config(arg: str = "train_step") -> ml_collections.ConfigDict:
+  if arg not in ARGS:
+    raise ValueError(f"configs/bench.py: unknown arg {arg!r}, choose one of {ARGS}")
+  c = ml_collections.ConfigDict()
+  c.kind = arg                   # which benchmark runs
+  c.seed = 0                     # init seed
+  c.model = base.model_config("bench")
+  c.mesh = base.mesh_config()
+  c.sharding_rules = base.SHARDING_RULES
+  c.opt = base.optimizer_config(lr=1e-3)
+  c.opt.update(warmup_steps=0, schedule="constant", weight_decay=0.01, clip_norm=0.0, b2=0.999)
+  c.batch_size = 16              # sequences per step (train_step) or decode rows
+  c.seq_len = 256                # context (train_step)
+  c.warmup_steps = 3             # untimed steps after compilation
+  c.steps = 10                   # timed steps
+  c.peer = True                  # also run the peer on the same machine and report the ratio
+  c.peer_script = "../shared/peers/nanogpt_torch_step.py"  # relative to the repository root
+  if arg == "decode":
+    c.batch_size = 8
+    c.prompt_len = 64            # prompt tokens per row
+    c.new_tokens = 256           # generated tokens per row
+    c.steps = 3                  # timed generate calls
+    c.warmup_steps = 1
+  return c

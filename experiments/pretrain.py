@@ -1,0 +1,236 @@
+"""Pretrain a base model: python -m experiments.pretrain --config=configs/pretrain.py:tiny --workdir=runs/tiny
+
+Reads the config, builds the mesh, tokenizes the corpus into shards once
+(cached in <workdir>/data), initialises or resumes the train state from the
+newest checkpoint in <workdir>/checkpoints, then trains with the shared step,
+evaluating on held-out documents and sampling continuations as it goes.
+
+The workdir ends up with config.json, metrics.jsonl, tensorboard/,
+checkpoints/, loss.png and report.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+from tqdm import tqdm
+
+from lm import checkpoint as ckpt_lib
+from lm import losses, perf, report, sampling, sharding, train
+from lm import model as model_lib
+from lm import tokenizer as tokenizer_lib
+from lm.data import pretrain as data_lib
+from lm.data import shards as shards_lib
+from lm.metrics import MetricWriter
+
+
+@dataclasses.dataclass
+class Run:
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: Any
+  rules: Any
+  tokenizer: Any
+  model: nn.Module
+  train_dir: str
+  val_dir: str
+  bytes_per_token: float
+
+
+def resolve_tokenizer(config, workdir: str):
+  """data.tokenizer='auto': a prepared folder's own tokenizer, else bytes."""
+  spec = config.data.tokenizer
+  prepared = os.path.join(config.data.path, "train")
+  if spec == "auto":
+    if os.path.exists(os.path.join(prepared, shards_lib.META)):
+      return tokenizer_lib.load_tokenizer(shards_lib.TokenShards(prepared).tokenizer_path)
+    spec = "byte"
+  return tokenizer_lib.load_tokenizer(spec)
+
+
+def validate(config) -> None:
+  """Config errors a user can make, caught before any compilation."""
+  model_lib.validate(config.model)
+  t = config.train
+  if t.seq_len > config.model.max_len and config.model.positions == "learned":
+    raise ValueError(f"config.train.seq_len={t.seq_len} exceeds config.model.max_len={config.model.max_len}")
+  for key in ("steps", "batch_size", "grad_accum", "seq_len", "log_every", "eval_every", "ckpt_every"):
+    if t[key] <= 0:
+      raise ValueError(f"config.train.{key} must be positive, got {t[key]}")
+  if not 0 < config.data.val_fraction < 1:
+    raise ValueError(f"config.data.val_fraction must be in (0, 1), got {config.data.val_fraction}")
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
+  validate(config)
+  sharding.initialize_distributed()
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch(config.train.batch_size, config.train.grad_accum, mesh)
+  tok = resolve_tokenizer(config, workdir)
+  if config.data.path != "default" and not os.path.exists(config.data.path):
+    raise FileNotFoundError(f"config.data.path: no such file or folder {config.data.path!r}")
+  with config.unlocked():
+    if config.model.vocab_size == 0:
+      config.model.vocab_size = int(math.ceil(tok.vocab_size / 64) * 64)  # lane-friendly padding
+  if config.model.vocab_size < tok.vocab_size:
+    raise ValueError(f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
+                     f"tokenizer's {tok.vocab_size}")
+  os.makedirs(workdir, exist_ok=True)
+  train_dir, val_dir = data_lib.prepare(config.data, tok, os.path.join(workdir, "data"))
+  for d in (train_dir, val_dir):
+    shards_lib.check_vocab(tok.vocab_size, data_lib.vocab_of(d), f"token shards {d!r}")
+  check_checkpoint_vocab(workdir, tok)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  return Run(config, workdir, mesh, sharding.rules(config), tok, model_lib.build(config.model),
+             train_dir, val_dir, data_lib.bytes_per_token(val_dir, tok))
+
+
+def check_checkpoint_vocab(workdir: str, tok) -> None:
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    return
+  ck = ckpt_lib.Checkpointer(ckpt_dir, keep=1, every=1, async_save=False)
+  step = ck.latest_step()
+  if step is not None:
+    _, record = ck.restore_meta(step)
+    shards_lib.check_vocab(tok.vocab_size, record["vocab_size"], f"checkpoint {ckpt_dir}/{step}")
+  ck.close()
+
+
+def evaluate(run: Run, eval_step, params) -> dict:
+  cfg = run.config
+  host_batch = cfg.train.batch_size // cfg.train.grad_accum // jax.process_count()
+  ds = data_lib.dataset(run.val_dir, cfg.train.seq_len, host_batch, seed=0, shuffle=False,
+                        repeat=True, document_mask=cfg.data.document_mask)
+  totals: dict[str, float] = {}
+  for _, batch in zip(range(cfg.train.eval_batches), ds):
+    out = eval_step(params, sharding.host_batch_to_global(batch, run.mesh))
+    for k, v in jax.device_get(out).items():
+      totals[k] = totals.get(k, 0.0) + float(v)
+  weight = max(totals.pop("weight"), 1.0)
+  loss = totals["loss"] / weight
+  return {"val/loss": loss, "val/accuracy": totals["accuracy"] / weight,
+          "val/bits_per_byte": loss / math.log(2) / run.bytes_per_token}
+
+
+def samples(run: Run, params) -> list[tuple[str, str]]:
+  cfg = run.config.sample
+  prompts = [[run.tokenizer.bos_id] + run.tokenizer.encode(p) for p in cfg.prompts]
+  # Sampling runs unsharded on the gathered parameters: small models only, at eval time.
+  host_params = jax.device_get(params)
+  outs = sampling.sample_uncached(run.model, host_params, prompts, cfg.max_new_tokens,
+                                  temperature=cfg.temperature, top_k=cfg.top_k, seed=0,
+                                  pad_id=run.tokenizer.pad_id)
+  return [(p, run.tokenizer.decode(o)) for p, o in zip(cfg.prompts, outs)]
+
+
+def train_loop(run: Run) -> dict:
+  cfg, mesh = run.config, run.mesh
+  tx, schedule = train.make_optimizer(cfg.opt, cfg.train.steps)
+  micro = cfg.train.batch_size // cfg.train.grad_accum
+  sample_inputs = {"tokens_BT": jax.ShapeDtypeStruct((micro, cfg.train.seq_len), np.int32)}
+  state_abs, state_sh = train.state_shardings(run.model, tx, mesh, run.rules, sample_inputs)
+  loss_fn = losses.next_token(run.model)
+  step_fn = train.make_train_step(loss_fn, tx, schedule, mesh, run.rules, state_sh, cfg.train.grad_accum)
+  eval_step = train.make_eval_step(loss_fn, mesh, run.rules, state_sh.params)
+
+  host_batch = cfg.train.batch_size // jax.process_count()
+  data_iter = iter(data_lib.dataset(run.train_dir, cfg.train.seq_len, host_batch,
+                                    seed=cfg.data.shuffle_seed, shuffle=True, repeat=True,
+                                    document_mask=cfg.data.document_mask,
+                                    prefetch_threads=cfg.data.prefetch_threads))
+  ckpt = ckpt_lib.Checkpointer(os.path.join(run.workdir, "checkpoints"), cfg.train.keep_checkpoints,
+                               cfg.train.ckpt_every, cfg.train.async_checkpoint)
+  start = ckpt.latest_step()
+  if start is not None:
+    state = ckpt.restore(start, ckpt_lib.abstract_with_shardings(state_abs, state_sh), data_iter)
+    print(f"resumed from {ckpt.directory}/{start}", flush=True)
+  else:
+    state, _ = train.init_state(run.model, tx, mesh, run.rules, sample_inputs, cfg.seed)
+    start = 0
+
+  n_params = model_lib.num_params(state.params)
+  flops_tok = model_lib.flops_per_token(cfg.model, cfg.train.seq_len)
+  peak = perf.measure_matmul_peak(cfg.model.dtype)
+  print(f"model: {n_params / 1e6:.2f}M parameters, mesh {dict(mesh.shape)}, "
+        f"measured matmul peak {peak / 1e9:.1f} GFLOP/s/device", flush=True)
+  writer = MetricWriter(run.workdir)
+  rng = jax.random.key(cfg.seed)
+  tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
+  last_samples: list[tuple[str, str]] = []
+  final: dict = {}
+  t_last, steps_since = time.perf_counter(), 0
+  bar = tqdm(range(start, cfg.train.steps), initial=start, total=cfg.train.steps, desc="train",
+             disable=jax.process_index() != 0, dynamic_ncols=True)
+  for step in bar:
+    batch = sharding.host_batch_to_global(next(data_iter), mesh)
+    state, metrics = step_fn(state, batch, rng)
+    steps_since += 1
+    done = step + 1
+    if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+      metrics = jax.device_get(metrics)
+      dt = time.perf_counter() - t_last
+      tps = tokens_per_step * steps_since / dt
+      row = {"train/loss": metrics["loss"], "train/accuracy": metrics["accuracy"],
+             "train/grad_norm": metrics["grad_norm"], "train/lr": metrics["lr"],
+             "perf/tokens_per_sec": tps,
+             "perf/mfu": perf.mfu(flops_tok, tps, peak, jax.device_count())}
+      writer.write(done, row)
+      bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tps:,.0f}")
+      final.update(row)
+      t_last, steps_since = time.perf_counter(), 0
+    if done % cfg.train.eval_every == 0 or done == cfg.train.steps:
+      ev = evaluate(run, eval_step, state.params)
+      last_samples = samples(run, state.params)
+      writer.write(done, ev)
+      writer.text(done, "samples", "\n\n".join(p + t for p, t in last_samples))
+      tqdm.write(f"step {done}: val loss {ev['val/loss']:.4f}, {ev['val/bits_per_byte']:.3f} bits/byte")
+      for p, t in last_samples:
+        tqdm.write(f"  {p!r} → {t[:160]!r}")
+      final.update(ev)
+      t_last = time.perf_counter()  # evaluation time is not training throughput
+    ckpt.save(done, state, data_iter, cfg, run.tokenizer, force=done == cfg.train.steps)
+  ckpt.close()
+  writer.close()
+  final.update({"params_millions": n_params / 1e6, "steps": cfg.train.steps, **perf.memory_stats()})
+  if jax.process_index() == 0:
+    plot = report.loss_curve(run.workdir)
+    report.write_report(run.workdir, f"Pretraining: {os.path.basename(os.path.abspath(run.workdir))}",
+                        final, last_samples, plot)
+  return {"state": state, "metrics": final}
+
+
+def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  return train_loop(setup(config, workdir))
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path:arg).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where the run writes everything.")
+
+
+def _cli(argv):
+  del argv
+  try:
+    run = setup(_CONFIG.value, _WORKDIR.value)
+  except (ValueError, FileNotFoundError, KeyError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  train_loop(run)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(_cli)

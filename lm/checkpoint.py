@@ -1,0 +1,94 @@
+"""Orbax checkpoints: train state + Grain iterator state + config + tokenizer, together.
+
+Layout: <workdir>/checkpoints/<step>/{state, data, config, tokenizer}. Orbax
+writes each step into a temporary folder and renames it when complete, so a
+run killed mid-save leaves the previous checkpoints intact, and `latest_step`
+only ever sees finished ones. Restoring takes the abstract state with the
+*current* run's shardings, so a checkpoint written on one mesh restores onto
+another (Orbax reshards on read).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+from typing import Any
+
+import grain
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from lm import tokenizer as tokenizer_lib
+
+
+def _tokenizer_record(tok) -> dict:
+  """The tokenizer file's bytes, so every checkpoint can be decoded on its own."""
+  import tempfile
+  name = getattr(tok, "file_name", tokenizer_lib.TOKENIZER_FILE)
+  with tempfile.TemporaryDirectory() as d:
+    tok.save(os.path.join(d, name))
+    with open(os.path.join(d, name), "rb") as f:
+      data = f.read()
+  return {"file_name": name, "vocab_size": int(tok.vocab_size), "data_b64": base64.b64encode(data).decode()}
+
+
+def tokenizer_from_record(record: dict, dest_dir: str):
+  os.makedirs(dest_dir, exist_ok=True)
+  path = os.path.join(dest_dir, record["file_name"])
+  with open(path, "wb") as f:
+    f.write(base64.b64decode(record["data_b64"]))
+  return tokenizer_lib.load_tokenizer(path)
+
+
+class Checkpointer:
+  """Save every N steps, keep the last K, resume from the newest finished step."""
+
+  def __init__(self, directory: str, keep: int, every: int, async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, save_interval_steps=every, create=True,
+        enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
+    self.manager = ocp.CheckpointManager(
+        self.directory, item_names=("state", "data", "config", "tokenizer"), options=options)
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: Any, data_iter, config: ml_collections.ConfigDict, tok,
+           force: bool = False) -> bool:
+    if not force and not self.manager.should_save(step):
+      return False
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(data_iter),
+        config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())),
+        tokenizer=ocp.args.JsonSave(_tokenizer_record(tok)),
+    )
+    return self.manager.save(step, args=args, force=force)
+
+  def restore(self, step: int, abstract_state: Any, data_iter) -> Any:
+    """abstract_state: ShapeDtypeStructs carrying the target shardings."""
+    args = ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=grain.checkpoint.CheckpointRestore(data_iter),
+    )
+    out = self.manager.restore(step, args=args)
+    return out.state
+
+  def restore_meta(self, step: int) -> tuple[dict, dict]:
+    """(config dict, tokenizer record) of a step, without touching the state."""
+    out = self.manager.restore(step, args=ocp.args.Composite(
+        config=ocp.args.JsonRestore(), tokenizer=ocp.args.JsonRestore()))
+    return out.config, out.tokenizer
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def abstract_with_shardings(state_abs: Any, state_sh: Any) -> Any:
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), state_abs, state_sh)

@@ -1,0 +1,30 @@
+"""Loss functions for `lm.train.make_train_step` (see its contract: sums + aux["weight"]).
+
+Each is a factory taking the model, so the step stays generic: a new objective
+is a new function here, not an `if` in the step.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def token_cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array, mask_BT: jax.Array):
+  """Summed masked cross-entropy and the number of correct argmax predictions."""
+  ce_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, targets_BT)
+  mask_BT = mask_BT.astype(jnp.float32)
+  correct_BT = (jnp.argmax(logits_BTV, -1) == targets_BT).astype(jnp.float32)
+  return (ce_BT * mask_BT).sum(), (correct_BT * mask_BT).sum(), mask_BT.sum()
+
+
+def next_token(model: nn.Module):
+  """Pretraining / SFT loss: batch has inputs, targets, loss_mask (+ positions, segment_ids)."""
+  def loss_fn(params, batch, rng):
+    del rng
+    logits_BTV = model.apply({"params": params}, batch["inputs"], batch.get("positions"),
+                             batch.get("segment_ids"))
+    loss, correct, weight = token_cross_entropy(logits_BTV, batch["targets"], batch["loss_mask"])
+    return loss, {"weight": weight, "accuracy": correct}
+  return loss_fn

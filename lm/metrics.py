@@ -1,0 +1,46 @@
+"""Metric sinks for a run: metrics.jsonl and TensorBoard events in the workdir (process 0 only)."""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+
+
+class MetricWriter:
+  def __init__(self, workdir: str):
+    self.active = jax.process_index() == 0
+    if not self.active:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.file = open(self.path, "a")
+    from tensorboardX import SummaryWriter
+    self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, metrics: dict) -> None:
+    if not self.active:
+      return
+    row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
+    self.file.write(json.dumps(row) + "\n")
+    self.file.flush()
+    for k, v in row.items():
+      if k != "step":
+        self.tb.add_scalar(k, v, step)
+
+  def text(self, step: int, tag: str, text: str) -> None:
+    if self.active:
+      self.tb.add_text(tag, text, step)
+
+  def close(self) -> None:
+    if self.active:
+      self.file.close()
+      self.tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]

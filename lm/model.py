@@ -1,0 +1,283 @@
+"""Decoder-only transformer in Flax Linen, used functionally (`init` / `apply`).
+
+One module covers the two families the field trains, chosen by config keys,
+not by subclasses:
+
+  GPT-2 style: positions='learned', norm='layernorm', mlp='gelu',
+               tie_embeddings=True, use_bias=True
+  Llama style: positions='rotary', norm='rmsnorm', mlp='swiglu',
+               tie_embeddings=False, use_bias=False, n_kv_heads < n_heads (GQA)
+  (Qwen2 is Llama style with qkv_bias=True.)
+
+Parameters are float32 and carry logical axis names (`nn.with_logical_partitioning`);
+the compute dtype is `config.dtype`. Main activations are pinned with
+`nn.with_logical_constraint`, so one set of rules in the config shards the
+whole network over (data, fsdp, tensor). Layers can be scanned (`scan_layers`,
+parameters gain a leading 'layers' axis) and rematerialised (`remat`).
+
+Shapes in names: B batch, T length, D model width, H query heads, K kv heads,
+Dh head width, F MLP width, V vocabulary.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+Array = jax.Array
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+ATTENTION_IMPLS = ("xla", "cudnn", "auto")
+
+
+def head_dim(cfg: ml_collections.ConfigDict) -> int:
+  """`model.head_dim`, where 0 means d_model // n_heads."""
+  return cfg.head_dim or cfg.d_model // cfg.n_heads
+
+
+def _init(std: float):
+  return nn.initializers.normal(stddev=std)
+
+
+class Linear(nn.Module):
+  """x[..., *in] · W[*in, *out] (+ b[*out]) with logically named axes.
+
+  Written out instead of nn.DenseGeneral so multi-axis kernels (D → H×Dh,
+  H×Dh → D) are created in their final shape and their names always match.
+  """
+  features: tuple[int, ...]
+  axes: tuple[str | None, ...]
+  cfg: ml_collections.ConfigDict
+  std: float
+  use_bias: bool
+  n_in: int = 1
+
+  @nn.compact
+  def __call__(self, x):
+    in_shape = x.shape[x.ndim - self.n_in:]
+    kernel = self.param("kernel", nn.with_logical_partitioning(_init(self.std), self.axes),
+                        (*in_shape, *self.features), jnp.float32)
+    dtype = DTYPES[self.cfg.dtype]
+    in_dims = tuple(range(x.ndim - self.n_in, x.ndim))
+    y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype),
+                            ((in_dims, tuple(range(self.n_in))), ((), ())))
+    if self.use_bias:
+      bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[self.n_in:]),
+                        self.features, jnp.float32)
+      y = y + bias.astype(dtype)
+    return y
+
+
+def _dense(features, axes, name, cfg, std, use_bias):
+  features = features if isinstance(features, tuple) else (features,)
+  n_in = len(axes) - len(features)
+  return Linear(features, axes, cfg, std, use_bias, n_in, name=name)
+
+
+class Norm(nn.Module):
+  cfg: ml_collections.ConfigDict
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    x32 = x.astype(jnp.float32)
+    scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+                       (x.shape[-1],), jnp.float32)
+    if cfg.norm == "rmsnorm":
+      y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, -1, keepdims=True) + cfg.norm_eps) * scale
+    else:
+      mean = jnp.mean(x32, -1, keepdims=True)
+      var = jnp.mean(jnp.square(x32 - mean), -1, keepdims=True)
+      bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("norm",)),
+                        (x.shape[-1],), jnp.float32)
+      y = (x32 - mean) * jax.lax.rsqrt(var + cfg.norm_eps) * scale + bias
+    return y.astype(DTYPES[cfg.dtype])
+
+
+def rotary(x_BTNH: Array, positions_BT: Array, theta: float) -> Array:
+  """Rotary embedding, half-split convention (as in Llama/Qwen checkpoints)."""
+  dh = x_BTNH.shape[-1]
+  freqs = theta ** (-jnp.arange(0, dh, 2, dtype=jnp.float32) / dh)
+  angles_BTH = positions_BT[..., None].astype(jnp.float32) * freqs
+  sin, cos = jnp.sin(angles_BTH)[:, :, None, :], jnp.cos(angles_BTH)[:, :, None, :]
+  x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BTNH.dtype)
+
+
+def attention_mask(segment_ids_BT: Array | None, T: int) -> Array | None:
+  """Causal mask that also keeps packed documents from seeing each other."""
+  if segment_ids_BT is None:
+    return None
+  causal_TT = jnp.tril(jnp.ones((T, T), jnp.bool_))
+  same_BTT = segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :]
+  return (same_BTT & causal_TT)[:, None, :, :]
+
+
+class Attention(nn.Module):
+  cfg: ml_collections.ConfigDict
+
+  @nn.compact
+  def __call__(self, x_BTD, positions_BT, mask_B1TT):
+    cfg = self.cfg
+    H, K, Dh = cfg.n_heads, cfg.n_kv_heads, head_dim(cfg)
+    std = cfg.init_std
+    qkv_bias = cfg.use_bias or cfg.qkv_bias
+    q_BTHD = _dense((H, Dh), ("embed", "heads", "head_dim"), "query", cfg, std, qkv_bias)(x_BTD)
+    k_BTKD = _dense((K, Dh), ("embed", "kv_heads", "head_dim"), "key", cfg, std, qkv_bias)(x_BTD)
+    v_BTKD = _dense((K, Dh), ("embed", "kv_heads", "head_dim"), "value", cfg, std, qkv_bias)(x_BTD)
+    if cfg.positions == "rotary":
+      q_BTHD = rotary(q_BTHD, positions_BT, cfg.rope_theta)
+      k_BTKD = rotary(k_BTKD, positions_BT, cfg.rope_theta)
+    q_BTHD = nn.with_logical_constraint(q_BTHD, ("batch", "length", "act_heads", None))
+    k_BTKD = nn.with_logical_constraint(k_BTKD, ("batch", "length", "act_kv_heads", None))
+    v_BTKD = nn.with_logical_constraint(v_BTKD, ("batch", "length", "act_kv_heads", None))
+    impl = None if cfg.attention == "auto" else cfg.attention
+    if mask_B1TT is not None:
+      out_BTHD = jax.nn.dot_product_attention(q_BTHD, k_BTKD, v_BTKD, mask=mask_B1TT,
+                                              implementation=impl)
+    else:
+      out_BTHD = jax.nn.dot_product_attention(q_BTHD, k_BTKD, v_BTKD, is_causal=True,
+                                              implementation=impl)
+    out_BTHD = nn.with_logical_constraint(out_BTHD, ("batch", "length", "act_heads", None))
+    out_std = std / (2 * cfg.n_layers) ** 0.5
+    return _dense(cfg.d_model, ("heads", "head_dim", "embed"), "out", cfg, out_std,
+                  cfg.use_bias)(out_BTHD)
+
+
+class Mlp(nn.Module):
+  cfg: ml_collections.ConfigDict
+
+  @nn.compact
+  def __call__(self, x_BTD):
+    cfg = self.cfg
+    std, out_std = cfg.init_std, cfg.init_std / (2 * cfg.n_layers) ** 0.5
+    if cfg.mlp == "swiglu":
+      gate_BTF = _dense(cfg.d_ff, ("embed", "mlp"), "gate", cfg, std, cfg.use_bias)(x_BTD)
+      up_BTF = _dense(cfg.d_ff, ("embed", "mlp"), "up", cfg, std, cfg.use_bias)(x_BTD)
+      h_BTF = nn.silu(gate_BTF) * up_BTF
+    else:
+      h_BTF = nn.gelu(_dense(cfg.d_ff, ("embed", "mlp"), "up", cfg, std, cfg.use_bias)(x_BTD),
+                      approximate=True)
+    h_BTF = nn.with_logical_constraint(h_BTF, ("batch", "length", "act_mlp"))
+    return _dense(cfg.d_model, ("mlp", "embed"), "down", cfg, out_std, cfg.use_bias)(h_BTF)
+
+
+class Block(nn.Module):
+  """Pre-norm residual block; (carry, None) signature so it can be scanned."""
+  cfg: ml_collections.ConfigDict
+
+  @nn.compact
+  def __call__(self, x_BTD, positions_BT, mask_B1TT):
+    x_BTD = x_BTD + Attention(self.cfg, name="attn")(Norm(self.cfg, name="ln_attn")(x_BTD),
+                                                      positions_BT, mask_B1TT)
+    x_BTD = x_BTD + Mlp(self.cfg, name="mlp")(Norm(self.cfg, name="ln_mlp")(x_BTD))
+    x_BTD = nn.with_logical_constraint(x_BTD, ("batch", "length", "act_embed"))
+    return x_BTD, None
+
+
+class Transformer(nn.Module):
+  """tokens_BT → logits_BTV (float32). Use `hidden=True` for the final normed states."""
+  cfg: ml_collections.ConfigDict
+
+  @nn.compact
+  def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, hidden=False):
+    cfg = self.cfg
+    B, T = tokens_BT.shape
+    if positions_BT is None:
+      positions_BT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
+    embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=DTYPES[cfg.dtype], param_dtype=jnp.float32,
+                     embedding_init=nn.with_logical_partitioning(_init(cfg.init_std), ("vocab", "embed")),
+                     name="embed")
+    x_BTD = embed(tokens_BT)
+    if cfg.positions == "learned":
+      pos = nn.Embed(cfg.max_len, cfg.d_model, dtype=DTYPES[cfg.dtype], param_dtype=jnp.float32,
+                     embedding_init=nn.with_logical_partitioning(_init(cfg.init_std / 2), (None, "embed")),
+                     name="pos_embed")
+      x_BTD = x_BTD + pos(positions_BT)
+    x_BTD = nn.with_logical_constraint(x_BTD, ("batch", "length", "act_embed"))
+    mask_B1TT = attention_mask(segment_ids_BT, T)
+
+    block = Block
+    policy = REMAT_POLICIES[cfg.remat]
+    if cfg.remat != "none":
+      block = nn.remat(block, policy=policy, prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                      in_axes=(nn.broadcast, nn.broadcast), length=cfg.n_layers,
+                      metadata_params={nn.PARTITION_NAME: "layers"})
+      x_BTD, _ = stack(cfg, name="layers")(x_BTD, positions_BT, mask_B1TT)
+    else:
+      for i in range(cfg.n_layers):
+        x_BTD, _ = block(cfg, name=f"layer_{i}")(x_BTD, positions_BT, mask_B1TT)
+
+    x_BTD = Norm(cfg, name="ln_final")(x_BTD)
+    if hidden:
+      return x_BTD
+    if cfg.tie_embeddings:
+      logits_BTV = embed.attend(x_BTD)
+    else:
+      logits_BTV = _dense(cfg.vocab_size, ("embed", "vocab"), "lm_head", cfg, cfg.init_std,
+                          False)(x_BTD)
+    logits_BTV = nn.with_logical_constraint(logits_BTV, ("batch", "length", "act_vocab"))
+    return logits_BTV.astype(jnp.float32)
+
+
+def build(cfg: ml_collections.ConfigDict) -> Transformer:
+  """The model for `config.model`, frozen so the module is hashable (jit static arg)."""
+  validate(cfg)
+  return Transformer(ml_collections.FrozenConfigDict(cfg))
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+  """One-line errors naming the `model.*` key, before anything compiles."""
+  def bad(key, msg):
+    raise ValueError(f"config.model.{key}: {msg}")
+  for key, options in (("positions", ("learned", "rotary")), ("norm", ("layernorm", "rmsnorm")),
+                       ("mlp", ("gelu", "swiglu")), ("dtype", tuple(DTYPES)),
+                       ("remat", tuple(REMAT_POLICIES)), ("attention", ATTENTION_IMPLS)):
+    if cfg[key] not in options:
+      bad(key, f"{cfg[key]!r} is not one of {options}")
+  if cfg.n_heads % cfg.n_kv_heads:
+    bad("n_kv_heads", f"{cfg.n_kv_heads} must divide n_heads={cfg.n_heads}")
+  if cfg.head_dim == 0 and cfg.d_model % cfg.n_heads:
+    bad("n_heads", f"{cfg.n_heads} must divide d_model={cfg.d_model} (or set model.head_dim)")
+  if cfg.positions == "rotary" and head_dim(cfg) % 2:
+    bad("head_dim", f"rotary embeddings need an even head_dim, got {head_dim(cfg)}")
+
+
+def num_params(params: Any, exclude_embeddings: bool = False) -> int:
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  total = 0
+  for path, leaf in flat:
+    name = jax.tree_util.keystr(path)
+    if exclude_embeddings and "pos_embed" in name:
+      continue
+    total += leaf.size
+  return total
+
+
+def flops_per_token(cfg: ml_collections.ConfigDict, seq_len: int) -> float:
+  """Training FLOPs per token: 6·N (matmul weights, incl. the LM head) + 12·L·D·T attention.
+
+  N counts every weight that takes part in a matmul: the embedding table once
+  (as the LM head when tied), not the learned positions — the PaLM / nanoGPT
+  estimate, so figures compare with those projects.
+  """
+  D, F, L, V = cfg.d_model, cfg.d_ff, cfg.n_layers, cfg.vocab_size
+  H, K, Dh = cfg.n_heads, cfg.n_kv_heads, head_dim(cfg)
+  attn = D * (H + 2 * K) * Dh + H * Dh * D
+  mlp = (3 if cfg.mlp == "swiglu" else 2) * D * F
+  n = L * (attn + mlp) + V * D * (1 if cfg.tie_embeddings else 2)
+  # A tied or untied input embedding is a gather, not a matmul: count the head only.
+  n_matmul = n - (V * D if not cfg.tie_embeddings else 0)
+  return 6 * n_matmul + 12 * L * H * Dh * seq_len
+

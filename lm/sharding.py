@@ -1,0 +1,119 @@
+"""Device mesh, logical-axis rules and the shardings every experiment uses.
+
+The mesh has three axes, sized by `config.mesh` (one `-1` takes the devices
+left over):
+  data    pure data parallelism (parameters replicated)
+  fsdp    data parallelism with parameters and optimizer state sharded (ZeRO-3)
+  tensor  Megatron-style tensor parallelism over heads and MLP width
+The model names its axes logically ('embed', 'heads', 'mlp', 'vocab', ...);
+`config.sharding_rules` maps those names to mesh axes. Axis types are Auto:
+the model steers GSPMD with `with_logical_constraint`, and `jax.make_mesh`
+would otherwise make Explicit axes.
+
+Multi-host: `initialize_distributed()` calls `jax.distributed.initialize()` when
+the launcher says several processes take part; every process then builds the
+same global mesh and feeds only its slice of the global batch
+(`host_batch_to_global`).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+BATCH_AXES = ("data", "fsdp")
+
+
+def initialize_distributed() -> None:
+  """Join the other processes when launched as one of several.
+
+  Explicit: JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES + JAX_PROCESS_ID (what
+  our loopback test and Slurm/GKE launchers set). TPU pods and Slurm jobs are
+  also detected by JAX itself when LM_DISTRIBUTED=auto.
+  """
+  if jax.distributed.is_initialized():
+    return
+  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    jax.distributed.initialize(
+        coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+        num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+        process_id=int(os.environ["JAX_PROCESS_ID"]),
+    )
+  elif os.environ.get("LM_DISTRIBUTED") == "auto":
+    jax.distributed.initialize()
+
+
+def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
+  """Resolve the config's axis sizes; a -1 takes what is left."""
+  sizes = [int(mesh_cfg[a]) for a in MESH_AXES]
+  if sizes.count(-1) > 1:
+    raise ValueError(f"config.mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
+  if any(s == 0 or s < -1 for s in sizes):
+    raise ValueError(f"config.mesh: sizes must be positive or -1, got {dict(zip(MESH_AXES, sizes))}")
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if num_devices % known:
+      raise ValueError(f"config.mesh: {dict(zip(MESH_AXES, sizes))} does not divide {num_devices} devices")
+    sizes[sizes.index(-1)] = num_devices // known
+  if math.prod(sizes) != num_devices:
+    raise ValueError(f"config.mesh: {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
+                     f"{num_devices} available")
+  return tuple(sizes)
+
+
+def make_mesh(mesh_cfg, devices: Sequence[Any] | None = None) -> Mesh:
+  devices = list(devices) if devices is not None else jax.devices()
+  shape = mesh_shape(mesh_cfg, len(devices))
+  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
+                       devices=devices)
+
+
+def rules(config) -> tuple[tuple[str, Any], ...]:
+  """`config.sharding_rules` as the tuple of pairs Flax expects."""
+  return tuple((name, tuple(axes) if isinstance(axes, list) else axes)
+               for name, axes in config.sharding_rules)
+
+
+def logical_to_shardings(logical_specs: Any, mesh: Mesh, rule_pairs) -> Any:
+  """Pytree of logical PartitionSpecs → pytree of NamedShardings."""
+  return nn.logical_to_mesh_sharding(logical_specs, mesh, rule_pairs)
+
+
+def batch_axis_size(mesh: Mesh) -> int:
+  return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension over data×fsdp, the rest replicated (any rank ≥ 1)."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def host_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Each process passes its own rows; the result is one global array per key."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh), v)
+          for k, v in batch.items()}
+
+
+def check_batch(global_batch: int, grad_accum: int, mesh: Mesh) -> None:
+  """Per-microbatch rows must split evenly over the batch axes and the hosts."""
+  if global_batch % grad_accum:
+    raise ValueError(f"config.train.batch_size={global_batch} is not divisible by "
+                     f"config.train.grad_accum={grad_accum}")
+  n = batch_axis_size(mesh)
+  micro = global_batch // grad_accum
+  if micro % n:
+    raise ValueError(f"config.train.batch_size: microbatch {micro} (batch_size/grad_accum) is not "
+                     f"divisible by the data axes data×fsdp={n}")
+  if global_batch % jax.process_count():
+    raise ValueError(f"config.train.batch_size={global_batch} is not divisible by "
+                     f"{jax.process_count()} processes")

@@ -1,0 +1,181 @@
+"""The train state, the optimizer, and the one sharded train-step factory.
+
+Pretraining, SFT, GRPO and the reward model all call `make_train_step` with
+their own loss function. The contract for a loss function:
+
+    loss_fn(params, batch, rng) -> (loss_sum, aux)
+
+`loss_sum` is summed (not averaged) over the microbatch and `aux["weight"]` is
+what it is summed over (tokens, sequences, pairs). Every other entry of `aux`
+is a sum too. The step divides by the total weight across microbatches, so
+gradient accumulation gives exactly the full-batch gradient even when
+microbatches hold different numbers of real tokens.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh, PartitionSpec as P
+
+from lm import sharding
+
+LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]]
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def make_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+  """Linear warmup, then cosine to min_lr_ratio·lr, or warmup-stable-decay, or constant."""
+  peak, floor = opt.lr, opt.lr * opt.min_lr_ratio
+  warmup = optax.linear_schedule(0.0, peak, max(opt.warmup_steps, 1))
+  rest = max(total_steps - opt.warmup_steps, 1)
+  if opt.schedule == "cosine":
+    after = optax.cosine_decay_schedule(peak, rest, alpha=opt.min_lr_ratio)
+  elif opt.schedule == "wsd":
+    decay = max(int(rest * opt.decay_fraction), 1)
+    after = optax.join_schedules(
+        [optax.constant_schedule(peak), optax.linear_schedule(peak, floor, decay)], [rest - decay])
+  elif opt.schedule == "constant":
+    after = optax.constant_schedule(peak)
+  else:
+    raise ValueError(f"config.opt.schedule: {opt.schedule!r} is not one of cosine, wsd, constant")
+  return optax.join_schedules([warmup, after], [opt.warmup_steps])
+
+
+def decay_mask(params: Any) -> Any:
+  """Weight decay on matrices only: not on biases, norm scales or 1-d vectors."""
+  def keep(path, leaf):
+    name = jax.tree_util.keystr(path)
+    return leaf.ndim >= 2 and "scale" not in name and "bias" not in name
+  return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int):
+  schedule = make_schedule(opt, total_steps)
+  if opt.name == "adamw":
+    tx = optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
+                     mask=decay_mask)
+  elif opt.name == "sgd":
+    tx = optax.sgd(schedule, momentum=opt.b1)
+  else:
+    raise ValueError(f"config.opt.name: {opt.name!r} is not one of adamw, sgd")
+  if opt.clip_norm > 0:
+    tx = optax.chain(optax.clip_by_global_norm(opt.clip_norm), tx)
+  return tx, schedule
+
+
+def state_shardings(model: nn.Module, tx, mesh: Mesh, rule_pairs, sample_inputs: dict):
+  """Abstract train state (ShapeDtypeStructs) and its NamedShardings, computed without FLOPs."""
+  def boxed_params(rng):
+    return model.init(rng, **sample_inputs)["params"]
+
+  boxed = jax.eval_shape(boxed_params, jax.random.key(0))
+  param_specs = nn.get_partition_spec(boxed)
+  params_abs = nn.meta.unbox(boxed)
+  param_sh = sharding.logical_to_shardings(param_specs, mesh, rule_pairs)
+  opt_abs = jax.eval_shape(tx.init, params_abs)
+  # Optimizer moments shard like their parameters; counters are replicated.
+  opt_sh = optax.tree_map_params(tx, lambda _, s: s, opt_abs, param_sh,
+                                 transform_non_params=lambda _: sharding.replicated(mesh),
+                                 is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
+  state_abs = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params_abs, opt_state=opt_abs)
+  state_sh = TrainState(step=sharding.replicated(mesh), params=param_sh, opt_state=opt_sh)
+  return state_abs, state_sh
+
+
+def init_state(model: nn.Module, tx, mesh: Mesh, rule_pairs, sample_inputs: dict, seed: int):
+  """Initialise parameters directly into their shards (no host copy of the full model)."""
+  state_abs, state_sh = state_shardings(model, tx, mesh, rule_pairs, sample_inputs)
+
+  def init(rng):
+    params = nn.meta.unbox(model.init(rng, **sample_inputs)["params"])
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rule_pairs):
+    state = jax.jit(init, out_shardings=state_sh)(jax.random.key(seed))
+  return state, state_sh
+
+
+def _split_microbatches(batch: dict, n: int, mesh: Mesh) -> dict:
+  """(B, ...) → (n, B/n, ...) keeping each microbatch spread over the batch axes."""
+  def split(x):
+    x = x.reshape(x.shape[0] // n, n, *x.shape[1:]).swapaxes(0, 1)
+    spec = P(None, sharding.BATCH_AXES, *([None] * (x.ndim - 2)))
+    return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, spec))
+  return jax.tree.map(split, batch)
+
+
+def make_train_step(loss_fn: LossFn, tx, schedule: optax.Schedule, mesh: Mesh, rule_pairs,
+                    state_sh: TrainState, grad_accum: int = 1, donate: bool = True):
+  """One jitted, sharded step: (state, batch, rng) → (state, metrics).
+
+  Gradients are accumulated in float32 over `grad_accum` microbatches with a
+  `lax.scan`; the global gradient norm is measured before clipping.
+  """
+  def grads_of(params, batch, rng):
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
+    return grads, dict(aux, loss=loss)
+
+  def step(state: TrainState, batch: dict, rng: jax.Array):
+    rng = jax.random.fold_in(rng, state.step)
+    if grad_accum == 1:
+      grads, sums = grads_of(state.params, batch, rng)
+    else:
+      micro = _split_microbatches(batch, grad_accum, mesh)
+      zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), state.params)
+      _, aux_shape = jax.eval_shape(grads_of, state.params,
+                                    jax.tree.map(lambda x: x[0], micro), rng)
+      sums0 = jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), aux_shape)
+
+      def body(carry, xs):
+        mb, i = xs
+        g, s = grads_of(state.params, mb, jax.random.fold_in(rng, i))
+        return jax.tree.map(jnp.add, carry, (g, s)), None
+
+      (grads, sums), _ = jax.lax.scan(body, (zeros, sums0), (micro, jnp.arange(grad_accum)))
+    weight = jnp.maximum(sums.pop("weight"), 1.0)
+    grads = jax.tree.map(lambda g: g / weight, grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {k: v / weight for k, v in sums.items()}
+    metrics.update(grad_norm=optax.global_norm(grads), lr=schedule(state.step), weight=weight)
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  batch_sh = sharding.batch_sharding(mesh)
+  jitted = jax.jit(step, in_shardings=(state_sh, batch_sh, sharding.replicated(mesh)),
+                   out_shardings=(state_sh, sharding.replicated(mesh)),
+                   donate_argnames=("state",) if donate else ())
+
+  def run(state, batch, rng):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rule_pairs):
+      return jitted(state, batch, rng)
+
+  run.jitted = jitted
+  return run
+
+
+def make_eval_step(loss_fn: LossFn, mesh: Mesh, rule_pairs, param_sh):
+  """Jitted (params, batch) → summed aux (incl. 'loss' and 'weight'); callers divide."""
+  def evaluate(params, batch):
+    loss, aux = loss_fn(params, batch, jax.random.key(0))
+    return dict(aux, loss=loss)
+
+  jitted = jax.jit(evaluate, in_shardings=(param_sh, sharding.batch_sharding(mesh)),
+                   out_shardings=sharding.replicated(mesh))
+
+  def run(params, batch):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rule_pairs):
+      return jitted(params, batch)
+
+  return run
