@@ -14,7 +14,6 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
 from typing import Any
 
@@ -22,11 +21,12 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
 from lm import checkpoint as ckpt_lib
+from lm import cli
 from lm import losses, perf, report, sampling, sharding, train
 from lm import model as model_lib
 from lm import tokenizer as tokenizer_lib
@@ -220,17 +220,5 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path:arg).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the run writes everything.")
 
-
-def _cli(argv):
-  del argv
-  try:
-    run = setup(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, FileNotFoundError, KeyError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-  train_loop(run)
-
-
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(_cli)
+  cli.run(lambda: setup(_CONFIG.value, _WORKDIR.value), train_loop)

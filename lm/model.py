@@ -204,6 +204,8 @@ class Transformer(nn.Module):
                      name="pos_embed")
       x_BTD = x_BTD + pos(positions_BT)
     x_BTD = nn.with_logical_constraint(x_BTD, ("batch", "length", "act_embed"))
+    # A zero-cost hook: gradients w.r.t. the embedded inputs (causality tests, saliency).
+    x_BTD = self.perturb("embedded", x_BTD)
     mask_B1TT = attention_mask(segment_ids_BT, T)
 
     block = Block

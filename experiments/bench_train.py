@@ -1,0 +1,97 @@
+"""Train-step benchmark (kind 'train_step' of experiments.bench), with the peer side by side.
+
+Times our jitted, sharded train step (AdamW, float32 by default) on the peer's
+shapes, measures the device's matmul peak in the same process for MFU, then runs
+the PyTorch peer script on the same machine and reports both and their ratio.
+Ours and the peer run one after the other, never at once, so neither steals
+the other's cores.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+from lm import losses, perf, sharding, train
+from lm import model as model_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def time_ours(config) -> dict:
+  mesh = sharding.make_mesh(config.mesh)
+  rules = sharding.rules(config)
+  sharding.check_batch(config.batch_size, 1, mesh)
+  model = model_lib.build(config.model)
+  tx, schedule = train.make_optimizer(config.opt, config.steps + config.warmup_steps)
+  B, T = config.batch_size, config.seq_len
+  sample = {"tokens_BT": jax.ShapeDtypeStruct((B, T), np.int32)}
+  state, state_sh = train.init_state(model, tx, mesh, rules, sample, config.seed)
+  step = train.make_train_step(losses.next_token(model), tx, schedule, mesh, rules, state_sh)
+  rng = np.random.default_rng(config.seed)
+  tokens = rng.integers(0, config.model.vocab_size, (B, T + 1), dtype=np.int32)
+  batch = sharding.host_batch_to_global(
+      {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "loss_mask": np.ones((B, T), np.float32)}, mesh)
+  key = jax.random.key(0)
+
+  t = time.perf_counter()
+  with jax.set_mesh(mesh):
+    compiled = step.jitted.lower(state, batch, key).compile()
+  compile_s = time.perf_counter() - t
+  for _ in range(config.warmup_steps):
+    state, metrics = step(state, batch, key)
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(config.steps):
+    t = time.perf_counter()
+    state, metrics = step(state, batch, key)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - t)
+  step_s = float(np.median(times))
+  tps = B * T / step_s
+  peak = perf.measure_matmul_peak(config.model.dtype)
+  flops_tok = model_lib.flops_per_token(config.model, T)
+  mem = compiled.memory_analysis()
+  return {
+      "tokens_per_sec": tps, "step_ms": step_s * 1e3, "compile_s": compile_s,
+      "mfu": perf.mfu(flops_tok, tps, peak, jax.device_count()),
+      "peak_matmul_gflops": peak / 1e9, "model_flops_per_token": flops_tok,
+      "achieved_gflops": flops_tok * tps / 1e9, "loss": float(metrics["loss"]),
+      "temp_memory_mb": getattr(mem, "temp_size_in_bytes", 0) / 1e6 if mem else None,
+      "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
+      "dtype": config.model.dtype,
+  }
+
+
+def run_peer(config) -> dict | None:
+  script = os.path.join(ROOT, config.peer_script)
+  if not os.path.exists(script):
+    print(f"peer: {script} not found, skipping the comparison", file=sys.stderr)
+    return None
+  m = config.model
+  cmd = [sys.executable, script, "--batch", str(config.batch_size), "--ctx", str(config.seq_len),
+         "--d", str(m.d_model), "--layers", str(m.n_layers), "--heads", str(m.n_heads),
+         "--vocab", str(m.vocab_size), "--steps", str(config.steps)]
+  out = subprocess.run(cmd, capture_output=True, text=True)
+  if out.returncode != 0:
+    print(f"peer failed ({out.returncode}): {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+    return None
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(config) -> dict:
+  result = time_ours(config)
+  print(json.dumps({"ours": result}), flush=True)
+  if config.peer:
+    peer = run_peer(config)
+    if peer:
+      result["peer_tokens_per_sec"] = peer["tokens_per_sec"]
+      result["peer_step_ms"] = peer["step_ms"]
+      result["peer_mfu"] = peer["achieved_gflops"] / result["peak_matmul_gflops"]
+      result["speedup_vs_peer"] = result["tokens_per_sec"] / peer["tokens_per_sec"]
+  return result

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Run a Python module of this project in its own virtual environment, creating
+# the environment and installing what is missing first (a no-op when the
+# requirement files have not changed since the last install).
+#
+#   bash launch/local.sh experiments.pretrain --config=configs/pretrain.py:tiny --workdir=runs/tiny
+#   bash launch/local.sh pytest                      # the test suite (adds requirements-test.txt)
+#
+# Needs only python3 (3.11+) with venv and pip. LM_VENV picks another env folder.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+venv="${LM_VENV:-.venv}"
+module="${1:?usage: launch/local.sh <module> [args...]}"
+shift
+
+reqs=(requirements.txt)
+[[ "$module" == pytest ]] && reqs+=(requirements-test.txt)
+
+if [[ ! -x "$venv/bin/python" ]]; then
+  python3 -m venv "$venv"
+fi
+stamp="$venv/.installed-$(cat "${reqs[@]}" | sha1sum | cut -c1-12)"
+if [[ ! -f "$stamp" ]]; then
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt \
+    $([[ ${#reqs[@]} -gt 1 ]] && echo "-r requirements-test.txt")
+  touch "$stamp"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+exec "$venv/bin/python" -m "$module" "$@"

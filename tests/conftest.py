@@ -1,0 +1,37 @@
+"""Test setup: 8 virtual CPU devices (set before JAX is imported) and shared fixtures."""
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
+
+import pytest  # noqa: E402
+
+
+def shared_file(name: str) -> str:
+  """Path of a real data file from ../shared/data, or skip the test saying which is missing."""
+  path = os.path.join(SHARED_DATA, name)
+  if not os.path.exists(path):
+    pytest.skip(f"needs ../shared/data/{name} (see shared/data/SOURCES.md)")
+  return path
+
+
+@pytest.fixture
+def tiny_model_config():
+  from configs import base
+  cfg = base.model_config("tiny")
+  cfg.update(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=4, d_ff=64, max_len=32)
+  return cfg
+
+
+@pytest.fixture
+def tiny_llama_config():
+  from configs import base
+  cfg = base.model_config("llama_tiny")
+  cfg.update(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_len=32)
+  return cfg

@@ -1,0 +1,113 @@
+"""The transformer: shapes, causality, scan/remat equivalence, document masking, config errors."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lm import model as model_lib
+
+
+def init(cfg, B=2, T=16, seed=0):
+  model = model_lib.build(cfg)
+  tokens = jax.random.randint(jax.random.key(seed), (B, T), 0, cfg.vocab_size)
+  params = nn.meta.unbox(model.init(jax.random.key(1), tokens)["params"])
+  return model, params, tokens
+
+
+@pytest.mark.parametrize("family", ["tiny_model_config", "tiny_llama_config"])
+def test_logits_shape_and_dtype(family, request):
+  cfg = request.getfixturevalue(family)
+  model, params, tokens = init(cfg)
+  logits = model.apply({"params": params}, tokens)
+  assert logits.shape == (2, 16, cfg.vocab_size) and logits.dtype == jnp.float32
+  assert np.isfinite(np.asarray(logits)).all()
+
+
+@pytest.mark.parametrize("family", ["tiny_model_config", "tiny_llama_config"])
+def test_no_gradient_from_future_tokens(family, request):
+  """d logits[t] / d input[s] is exactly zero for every s > t, and not zero for s ≤ t."""
+  cfg = request.getfixturevalue(family)
+  model, params, tokens = init(cfg, B=1, T=12)
+  variables = model.init(jax.random.key(1), tokens)
+  perturb = variables["perturbations"]
+
+  for t in (0, 5, 11):
+    def logit_sum(perturbations):
+      return model.apply({"params": params, "perturbations": perturbations}, tokens)[0, t].sum()
+    g_TD = np.asarray(jax.grad(logit_sum)(perturb)["embedded"][0])
+    assert np.all(g_TD[t + 1:] == 0.0), f"position {t} sees the future"
+    assert np.all(np.abs(g_TD[:t + 1]).sum(-1) > 0), f"position {t} ignores its past"
+
+
+def test_document_mask_isolates_packed_documents(tiny_llama_config):
+  """With segment ids, a document's logits do not depend on the document before it."""
+  model, params, tokens = init(tiny_llama_config, B=1, T=12)
+  seg = jnp.asarray([[1] * 5 + [2] * 7])
+  pos = jnp.asarray([list(range(5)) + list(range(7))])
+  full = model.apply({"params": params}, tokens, pos, seg)[0, 5:]
+  alone = model.apply({"params": params}, tokens[:, 5:])[0]
+  np.testing.assert_allclose(np.asarray(full), np.asarray(alone), atol=1e-5)
+
+
+@pytest.mark.parametrize("remat", ["none", "full", "dots"])
+def test_scan_and_remat_match_unrolled(tiny_llama_config, remat):
+  cfg = tiny_llama_config
+  model, params, tokens = init(cfg)
+  ref = model.apply({"params": params}, tokens)
+  scanned_cfg = cfg.copy_and_resolve_references()
+  scanned_cfg.update(scan_layers=True, remat=remat)
+  scanned = model_lib.build(scanned_cfg)
+  layers = [params.pop(f"layer_{i}") for i in range(cfg.n_layers)]
+  stacked = dict(params, layers=jax.tree.map(lambda *xs: jnp.stack(xs), *layers))
+  out = scanned.apply({"params": stacked}, tokens)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5)
+  g = jax.grad(lambda p: scanned.apply({"params": p}, tokens).sum())(stacked)
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(g))
+
+
+def test_bfloat16_compute_keeps_float32_params(tiny_model_config):
+  cfg = tiny_model_config
+  cfg.dtype = "bfloat16"
+  model, params, tokens = init(cfg)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
+  ref_cfg = cfg.copy_and_resolve_references()
+  ref_cfg.dtype = "float32"
+  a = model.apply({"params": params}, tokens)
+  b = model_lib.build(ref_cfg).apply({"params": params}, tokens)
+  assert a.dtype == jnp.float32
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=0.1)
+
+
+def test_every_parameter_has_logical_axes(tiny_llama_config):
+  model = model_lib.build(tiny_llama_config)
+  boxed = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
+  specs = nn.get_partition_spec(boxed)
+  leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+  shapes = jax.tree.leaves(nn.meta.unbox(boxed))
+  assert len(leaves) == len(shapes)
+  for spec, shape in zip(leaves, shapes):
+    assert len(spec) == len(shape.shape), (spec, shape)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("n_kv_heads", 3, "config.model.n_kv_heads"),
+    ("positions", "alibi", "config.model.positions"),
+    ("remat", "sometimes", "config.model.remat"),
+])
+def test_bad_model_config_names_the_key(tiny_llama_config, key, value, message):
+  tiny_llama_config[key] = value
+  with pytest.raises(ValueError, match=message):
+    model_lib.build(tiny_llama_config)
+
+
+def test_flops_per_token_counts_matmul_weights(tiny_model_config):
+  cfg = tiny_model_config
+  model, params, _ = init(cfg)
+  n = model_lib.num_params(params)
+  D, L, V, T = cfg.d_model, cfg.n_layers, cfg.vocab_size, 16
+  # GPT-2 params minus positions, biases and norms = the matmul weights (tied head counted once).
+  biases_and_norms = sum(x.size for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
+                         if "bias" in jax.tree_util.keystr(path) or "scale" in jax.tree_util.keystr(path))
+  matmul = n - cfg.max_len * D - biases_and_norms
+  assert model_lib.flops_per_token(cfg, T) == 6 * matmul + 12 * L * D * T
