@@ -1,0 +1,396 @@
+"""Hugging Face checkpoints in and out: GPT-2, Llama and Qwen2, safetensors only.
+
+  cfg, params = hf.import_checkpoint("path/to/hf_folder")        # config.json + *.safetensors
+  hf.export_checkpoint(params, cfg, "path/to/out")                # transformers.from_pretrained loads it
+  cfg, params = hf.from_state_dict(tensors, hf_config_dict)       # in-memory weights (tests, torch)
+
+Our layout keeps heads as separate axes (query kernel (D, H, Dh), output
+(H, Dh, D)); Hugging Face stores torch `Linear` weights as (out, in), and GPT-2
+its `Conv1D` weights as (in, out) with q, k, v fused in one `c_attn`. Every
+parameter of ours is described by a `_Source`: which tensor, whether it is
+transposed, which column range of a fused tensor, and the reshape is implied by
+the shapes. That description also says which *slice* of the file a shard of
+ours needs, so with a mesh each host reads only the bytes of its own shards
+(`jax.make_array_from_callback` asks only for addressable shards, and
+safetensors files are read lazily, slice by slice).
+
+Both rotary conventions agree: Llama/Qwen2 checkpoints rotate half-split
+pairs, as `lm.model.rotary` does, so no permutation of q/k is needed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+
+from configs import base
+from lm import model as model_lib
+
+FAMILIES = ("gpt2", "llama", "qwen2")
+_ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+
+
+# ---------------------------------------------------------------- configs
+
+def config_from_hf(hf: dict, scan_layers: bool = False) -> ml_collections.ConfigDict:
+  """A Hugging Face config.json (as a dict) → our `config.model`; refuses what we cannot run exactly."""
+  family = hf.get("model_type")
+  if family not in FAMILIES:
+    raise ValueError(f"config.json: model_type {family!r} is not one of {FAMILIES}")
+  cfg = base.model_config("tiny")
+  if family == "gpt2":
+    if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+      raise ValueError(f"config.json: activation_function {hf['activation_function']!r} unsupported "
+                       "(our GPT-2 MLP is the tanh GELU: gelu_new)")
+    if hf.get("scale_attn_by_inverse_layer_idx") or not hf.get("scale_attn_weights", True):
+      raise ValueError("config.json: only 1/sqrt(head_dim) attention scaling is supported")
+    d = hf["n_embd"]
+    cfg.update(vocab_size=hf["vocab_size"], max_len=hf["n_positions"], d_model=d,
+               n_layers=hf["n_layer"], n_heads=hf["n_head"], n_kv_heads=hf["n_head"],
+               d_ff=hf.get("n_inner") or 4 * d, norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+               tie_embeddings=hf.get("tie_word_embeddings", True))
+  else:
+    if hf.get("hidden_act", "silu") != "silu":
+      raise ValueError(f"config.json: hidden_act {hf['hidden_act']!r} unsupported (SwiGLU needs silu)")
+    if hf.get("use_sliding_window"):
+      raise ValueError("config.json: use_sliding_window=true is not supported (full attention only)")
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    if rope.get("rope_type", rope.get("type", "default")) != "default" or rope.get("partial_rotary_factor", 1.0) != 1.0:
+      raise ValueError(f"config.json: rope {rope} unsupported; only plain rotary (rope_type 'default')")
+    H = hf["num_attention_heads"]
+    cfg.update(positions="rotary", norm="rmsnorm", mlp="swiglu",
+               vocab_size=hf["vocab_size"], max_len=hf.get("max_position_embeddings", 2048),
+               d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=H,
+               n_kv_heads=hf.get("num_key_value_heads") or H, head_dim=hf.get("head_dim") or 0,
+               d_ff=hf["intermediate_size"], norm_eps=hf.get("rms_norm_eps", 1e-6),
+               rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
+               tie_embeddings=hf.get("tie_word_embeddings", False))
+    if family == "qwen2":
+      cfg.update(use_bias=False, qkv_bias=True)
+    else:
+      # attention_bias without mlp_bias: our use_bias adds MLP biases too, imported as zeros.
+      cfg.update(use_bias=bool(hf.get("attention_bias") or hf.get("mlp_bias")), qkv_bias=False)
+  cfg.scan_layers = scan_layers
+  model_lib.validate(cfg)
+  return cfg
+
+
+def family_of(cfg: ml_collections.ConfigDict) -> str:
+  """Which Hugging Face architecture runs our config exactly, or a one-line error."""
+  if (cfg.positions, cfg.norm, cfg.mlp) == ("learned", "layernorm", "gelu"):
+    if not cfg.use_bias or cfg.n_kv_heads != cfg.n_heads or model_lib.head_dim(cfg) * cfg.n_heads != cfg.d_model:
+      raise ValueError("config.model: GPT-2 export needs use_bias=True, n_kv_heads=n_heads, head_dim=d_model/n_heads")
+    return "gpt2"
+  if (cfg.positions, cfg.norm, cfg.mlp) == ("rotary", "rmsnorm", "swiglu"):
+    return "qwen2" if cfg.qkv_bias and not cfg.use_bias else "llama"
+  raise ValueError(f"config.model: positions={cfg.positions}, norm={cfg.norm}, mlp={cfg.mlp} "
+                   "match neither GPT-2 (learned/layernorm/gelu) nor Llama (rotary/rmsnorm/swiglu)")
+
+
+def config_to_hf(cfg: ml_collections.ConfigDict) -> dict:
+  family = family_of(cfg)
+  common = dict(model_type=family, architectures=[_ARCHITECTURES[family]], vocab_size=cfg.vocab_size,
+                tie_word_embeddings=bool(cfg.tie_embeddings), dtype="float32", use_cache=True)
+  if family == "gpt2":
+    return dict(common, n_positions=cfg.max_len, n_embd=cfg.d_model, n_layer=cfg.n_layers,
+                n_head=cfg.n_heads, n_inner=cfg.d_ff, activation_function="gelu_new",
+                layer_norm_epsilon=cfg.norm_eps, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                scale_attn_weights=True, bos_token_id=None, eos_token_id=None)
+  out = dict(common, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
+             num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+             num_key_value_heads=cfg.n_kv_heads, head_dim=model_lib.head_dim(cfg),
+             max_position_embeddings=cfg.max_len, rms_norm_eps=cfg.norm_eps, hidden_act="silu",
+             rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rope_theta)},
+             attention_dropout=0.0, bos_token_id=None, eos_token_id=None)
+  if family == "llama":
+    out.update(attention_bias=bool(cfg.use_bias), mlp_bias=bool(cfg.use_bias))
+  return out
+
+
+# ---------------------------------------------------------------- the name map
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+  """Our parameter = reshape(view), view = tensor (or tensor.T) [..., cols[0]:cols[1]]."""
+  name: str
+  transpose: bool = False
+  cols: tuple[int, int] | None = None
+  zeros: bool = False  # no tensor in the checkpoint: an exact zero (Llama attention-only biases)
+
+
+def _sources(cfg: ml_collections.ConfigDict, family: str, prefix: str) -> dict[tuple, _Source]:
+  """Our (unstacked) parameter path → where it lives; layer paths start with 'layer_{i}'."""
+  out, L = {}, cfg.n_layers
+  if family == "gpt2":
+    D = cfg.d_model
+    out[("embed", "embedding")] = _Source(prefix + "wte.weight")
+    out[("pos_embed", "embedding")] = _Source(prefix + "wpe.weight")
+    out[("ln_final", "scale")] = _Source(prefix + "ln_f.weight")
+    out[("ln_final", "bias")] = _Source(prefix + "ln_f.bias")
+    for i in range(L):
+      h, ly = f"{prefix}h.{i}.", f"layer_{i}"
+      for ours, theirs in (("ln_attn", "ln_1"), ("ln_mlp", "ln_2")):
+        out[(ly, ours, "scale")] = _Source(h + theirs + ".weight")
+        out[(ly, ours, "bias")] = _Source(h + theirs + ".bias")
+      for j, qkv in enumerate(("query", "key", "value")):
+        for leaf in ("kernel", "bias"):
+          suffix = "weight" if leaf == "kernel" else "bias"
+          out[(ly, "attn", qkv, leaf)] = _Source(h + "attn.c_attn." + suffix, cols=(j * D, (j + 1) * D))
+      for ours, theirs in (("attn/out", "attn.c_proj"), ("mlp/up", "mlp.c_fc"), ("mlp/down", "mlp.c_proj")):
+        out[(ly, *ours.split("/"), "kernel")] = _Source(h + theirs + ".weight")
+        out[(ly, *ours.split("/"), "bias")] = _Source(h + theirs + ".bias")
+  else:
+    out[("embed", "embedding")] = _Source(prefix + "embed_tokens.weight")
+    out[("ln_final", "scale")] = _Source(prefix + "norm.weight")
+    qkv_bias = cfg.use_bias or cfg.qkv_bias
+    for i in range(L):
+      h, ly = f"{prefix}layers.{i}.", f"layer_{i}"
+      out[(ly, "ln_attn", "scale")] = _Source(h + "input_layernorm.weight")
+      out[(ly, "ln_mlp", "scale")] = _Source(h + "post_attention_layernorm.weight")
+      for ours, theirs, has_bias in (("attn/query", "self_attn.q_proj", qkv_bias),
+                                     ("attn/key", "self_attn.k_proj", qkv_bias),
+                                     ("attn/value", "self_attn.v_proj", qkv_bias),
+                                     ("attn/out", "self_attn.o_proj", cfg.use_bias),
+                                     ("mlp/gate", "mlp.gate_proj", cfg.use_bias),
+                                     ("mlp/up", "mlp.up_proj", cfg.use_bias),
+                                     ("mlp/down", "mlp.down_proj", cfg.use_bias)):
+        out[(ly, *ours.split("/"), "kernel")] = _Source(h + theirs + ".weight", transpose=True)
+        if has_bias:
+          out[(ly, *ours.split("/"), "bias")] = _Source(h + theirs + ".bias")
+  if not cfg.tie_embeddings:
+    out[("lm_head", "kernel")] = _Source("lm_head.weight", transpose=True)
+  return out
+
+
+def _groups(ours: tuple[int, ...], view: tuple[int, ...]) -> list[list[int]]:
+  """Which consecutive axes of ours merge into each axis of the (row-major) view."""
+  groups, axis = [], 0
+  for size in view:
+    group, prod = [], 1
+    while axis < len(ours) and (prod < size or not group):
+      group.append(axis)
+      prod *= ours[axis]
+      axis += 1
+    if prod != size:
+      raise ValueError(f"cannot reshape {view} into {ours}")
+    groups.append(group)
+  if axis != len(ours):
+    raise ValueError(f"cannot reshape {view} into {ours}")
+  return groups
+
+
+# ---------------------------------------------------------------- readers
+
+class _Reader:
+  """Lazy, sliced reads from a folder of safetensors files (single or index.json-sharded)."""
+
+  def __init__(self, folder: str):
+    from safetensors import safe_open
+    index = os.path.join(folder, "model.safetensors.index.json")
+    single = os.path.join(folder, "model.safetensors")
+    if os.path.exists(index):
+      with open(index) as f:
+        weight_map = json.load(f)["weight_map"]
+    elif os.path.exists(single):
+      weight_map = None
+    else:
+      raise FileNotFoundError(f"{folder}: no model.safetensors or model.safetensors.index.json "
+                              "(only safetensors checkpoints are read, never pickles)")
+    self._files = {}
+    files = sorted(set(weight_map.values())) if weight_map else ["model.safetensors"]
+    for fname in files:
+      self._files[fname] = safe_open(os.path.join(folder, fname), framework="numpy")
+    self._where = weight_map or {k: "model.safetensors" for k in self._files["model.safetensors"].keys()}
+
+  def names(self):
+    return self._where.keys()
+
+  def shape(self, name: str) -> tuple[int, ...]:
+    return tuple(self._files[self._where[name]].get_slice(name).get_shape())
+
+  def read(self, name: str, index: tuple[slice, ...]) -> np.ndarray:
+    return np.asarray(self._files[self._where[name]].get_slice(name)[index], np.float32)
+
+
+class _DictReader:
+  """The same surface over in-memory arrays (e.g. a torch state dict turned to numpy)."""
+
+  def __init__(self, tensors: dict[str, Any]):
+    self._t = tensors
+
+  def names(self):
+    return self._t.keys()
+
+  def shape(self, name):
+    return tuple(self._t[name].shape)
+
+  def read(self, name, index):
+    return np.asarray(self._t[name][index], np.float32)
+
+
+def _read(reader, src: _Source, shape: tuple[int, ...], index: tuple[slice, ...]) -> np.ndarray:
+  """The block `index` of our parameter (of `shape`), reading only the rows/columns it needs."""
+  if src.zeros:
+    return np.zeros([s.stop - s.start for s in index], np.float32)
+  full = reader.shape(src.name)
+  view = full[::-1] if src.transpose else full
+  if src.cols:
+    view = (*view[:-1], src.cols[1] - src.cols[0])
+  view_index, block_shape, inner = [], [], []
+  for group in _groups(shape, view):
+    first, rest = index[group[0]], group[1:]
+    stride = math.prod(shape[a] for a in rest)
+    view_index.append(slice(first.start * stride, first.stop * stride))
+    block_shape += [first.stop - first.start] + [shape[a] for a in rest]
+    inner += [slice(None)] + [index[a] for a in rest]
+  if src.cols:
+    last = view_index[-1]
+    view_index[-1] = slice(last.start + src.cols[0], last.stop + src.cols[0])
+  file_index = tuple(view_index[::-1]) if src.transpose else tuple(view_index)
+  block = reader.read(src.name, file_index)
+  if src.transpose:
+    block = block.T
+  return block.reshape(block_shape)[tuple(inner)]
+
+
+def _normalize(index: tuple, shape: tuple[int, ...]) -> tuple[slice, ...]:
+  index = tuple(index) + (slice(None),) * (len(shape) - len(index))
+  return tuple(slice(*s.indices(n)[:2]) for s, n in zip(index, shape))
+
+
+def _leaf_reader(reader, sources, path: tuple[str, ...], shape, scanned: bool) -> Callable:
+  """index → block of one of our (possibly layer-stacked) parameters."""
+  @functools.lru_cache(maxsize=None)
+  def read(bounds):
+    index = tuple(slice(a, b) for a, b in bounds)
+    if not scanned:
+      return _read(reader, sources[path], shape, index)
+    layers, rest = index[0], index[1:]
+    return np.stack([_read(reader, sources[(f"layer_{i}", *path[1:])], shape[1:], rest)
+                     for i in range(layers.start, layers.stop)])
+
+  def callback(index):
+    # Replicated shards ask for the same block once per device: read it once.
+    return read(tuple((s.start, s.stop) for s in _normalize(index, shape)))
+  return callback
+
+
+# ---------------------------------------------------------------- import
+
+def _prefix(reader, family: str) -> str:
+  """GPT-2 files exist with and without the 'transformer.' prefix; Llama-likes use 'model.'."""
+  stem = "wte.weight" if family == "gpt2" else "embed_tokens.weight"
+  for p in ("transformer.", "model.", ""):
+    if p + stem in reader.names():
+      return p
+  raise ValueError(f"checkpoint has no {stem!r} tensor: not a {family} checkpoint")
+
+
+def _abstract(cfg: ml_collections.ConfigDict):
+  model = model_lib.build(cfg)
+  boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), np.zeros((1, 1), np.int32))["params"])
+  return nn.meta.unbox(boxed), nn.get_partition_spec(boxed)
+
+
+def load_params(reader, cfg: ml_collections.ConfigDict, family: str, mesh=None, rule_pairs=None):
+  """Our parameter pytree (float32), sharded over `mesh` by `rule_pairs` when given."""
+  sources = _sources(cfg, family, _prefix(reader, family))
+  if family == "llama":
+    # attention_bias xor mlp_bias: our use_bias covers both, the absent ones are exact zeros.
+    sources = {p: _Source("", zeros=True) if p[-1] == "bias" and s.name not in reader.names() else s
+               for p, s in sources.items()}
+  missing = [s.name for s in sources.values() if not s.zeros and s.name not in reader.names()]
+  if missing:
+    raise ValueError(f"checkpoint lacks {len(missing)} tensors the config needs, e.g. {missing[:3]}")
+  params_abs, specs = _abstract(cfg)
+  shardings = None
+  if mesh is not None:
+    shardings = nn.logical_to_mesh_sharding(specs, mesh, rule_pairs)
+
+  def make(keypath, leaf_abs):
+    path = tuple(k.key for k in keypath)
+    cb = _leaf_reader(reader, sources, path, leaf_abs.shape, scanned=path[0] == "layers")
+    if shardings is None:
+      return jax.numpy.asarray(cb(()))
+    sh = functools.reduce(lambda t, k: t[k], path, shardings)
+    return jax.make_array_from_callback(leaf_abs.shape, sh, cb)
+  return jax.tree_util.tree_map_with_path(make, params_abs)
+
+
+def read_hf_config(folder: str) -> dict:
+  path = os.path.join(folder, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: expected a Hugging Face model folder")
+  with open(path) as f:
+    return json.load(f)
+
+
+def import_checkpoint(folder: str, *, scan_layers: bool = False, mesh=None, rule_pairs=None):
+  """(our model config, params) from a local Hugging Face folder (config.json + safetensors)."""
+  hf = read_hf_config(folder)
+  cfg = config_from_hf(hf, scan_layers)
+  return cfg, load_params(_Reader(folder), cfg, hf["model_type"], mesh, rule_pairs)
+
+
+def from_state_dict(tensors: dict[str, Any], hf_config: dict, *, scan_layers: bool = False):
+  """(our model config, params) from in-memory Hugging Face weights (numpy-convertible values)."""
+  cfg = config_from_hf(hf_config, scan_layers)
+  return cfg, load_params(_DictReader(tensors), cfg, hf_config["model_type"])
+
+
+# ---------------------------------------------------------------- export
+
+def to_state_dict(params: Any, cfg: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+  """Our params → Hugging Face tensor names and layouts (float32 numpy, host memory)."""
+  family = family_of(cfg)
+  prefix = "transformer." if family == "gpt2" else "model."
+  sources = _sources(cfg, family, prefix)
+  def host(v):
+    if isinstance(v, jax.Array) and not v.is_fully_addressable:
+      from jax.experimental import multihost_utils
+      v = multihost_utils.process_allgather(v, tiled=True)
+    return np.asarray(jax.device_get(v), np.float32)
+  flat = {tuple(k.key for k in kp): host(v) for kp, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  if cfg.scan_layers:
+    for path in [p for p in flat if p[0] == "layers"]:
+      stacked = flat.pop(path)
+      for i in range(cfg.n_layers):
+        flat[(f"layer_{i}", *path[1:])] = stacked[i]
+  out: dict[str, np.ndarray] = {}
+  for path, src in sources.items():
+    value = flat[path]
+    if value.ndim == 1 or path[-1] == "bias":
+      view = value.reshape(-1)
+    elif path[-2] == "out":                     # (H, Dh, D) → (H·Dh, D)
+      view = value.reshape(-1, value.shape[-1])
+    else:                                       # (D, H, Dh) → (D, H·Dh); 2-D kernels unchanged
+      view = value.reshape(value.shape[0], -1)
+    view = view.T if src.transpose else view
+    if src.cols:
+      fused = out.setdefault(src.name, np.zeros(
+          (*view.shape[:-1], 3 * view.shape[-1]), np.float32))
+      fused[..., src.cols[0]:src.cols[1]] = view
+    else:
+      out[src.name] = np.ascontiguousarray(view)
+  return out
+
+
+def export_checkpoint(params: Any, cfg: ml_collections.ConfigDict, folder: str) -> None:
+  """Write config.json + model.safetensors that `AutoModelForCausalLM.from_pretrained` loads."""
+  from safetensors.numpy import save_file
+  tensors = to_state_dict(params, cfg)
+  hf = config_to_hf(cfg)
+  if jax.process_index() != 0:
+    return
+  os.makedirs(folder, exist_ok=True)
+  save_file(tensors, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+  with open(os.path.join(folder, "config.json"), "w") as f:
+    json.dump(hf, f, indent=2)
