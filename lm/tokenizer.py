@@ -1,16 +1,22 @@
-"""Tokenizers: one small interface, a byte-level tokenizer, and loading by name.
+"""Tokenizers: one small interface, byte-level and sentencepiece BPE, and loading by name.
 
 Every tokenizer has the same surface: `encode(text) -> list[int]`,
 `decode(ids) -> str`, `vocab_size`, and ids for the special tokens
 (`bos_id`, `eos_id`, `pad_id`, plus `special_ids` by name). A tokenizer is saved
 next to token shards and inside every checkpoint as one file, so that a run can
 always be decoded and a vocabulary mismatch is caught (`save` / `load_tokenizer`).
+
+`SentencePieceTokenizer` is a BPE model trained with `train_sentencepiece` on
+cleaned text: identity normalisation and byte fallback make it lossless on any
+UTF-8 text, digits are split one per token, and the special tokens are
+sentencepiece *control* symbols, which encoding text can never produce.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
-from typing import Protocol, Sequence
+from typing import Iterable, Iterator, Protocol, Sequence
 
 SPECIAL_TOKENS = (
     "<|bos|>", "<|eos|>", "<|pad|>",
@@ -72,16 +78,137 @@ class ByteTokenizer:
       json.dump({"kind": "byte", "vocab_size": self.vocab_size}, f)
 
 
+# Sentencepiece turns " " into this meta symbol and back, so a literal one in
+# text would decode as a space; it is encoded as its three UTF-8 bytes instead.
+_SP_SPACE = "\u2581"
+
+
+class SentencePieceTokenizer:
+  """A trained sentencepiece BPE model with the project's special tokens.
+
+  Ids: 0 is <unk> (unused: byte fallback covers every byte), then the special
+  tokens in `SPECIAL_TOKENS` order, then 256 byte pieces, then merges.
+  """
+
+  kind = "sentencepiece"
+  file_name = "tokenizer.model"
+
+  def __init__(self, model_proto: bytes):
+    import sentencepiece as spm
+    self.model_proto = model_proto
+    self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+    self.vocab_size = self.sp.get_piece_size()
+    self.special_ids = {t: self.sp.piece_to_id(t) for t in SPECIAL_TOKENS}
+    missing = [t for t, i in self.special_ids.items() if not self.sp.is_control(i)]
+    if missing:
+      raise ValueError(f"tokenizer: sentencepiece model lacks control symbols {missing}; "
+                       f"train it with experiments.train_tokenizer")
+    self.bos_id = self.special_ids["<|bos|>"]
+    self.eos_id = self.special_ids["<|eos|>"]
+    self.pad_id = self.special_ids["<|pad|>"]
+    self._space_bytes = [self.sp.piece_to_id(f"<0x{b:02X}>") for b in _SP_SPACE.encode("utf-8")]
+    self._special_pieces = {i: t for t, i in self.special_ids.items()}
+
+  @classmethod
+  def from_file(cls, path: str) -> "SentencePieceTokenizer":
+    with open(path, "rb") as f:
+      return cls(f.read())
+
+  def encode(self, text: str) -> list[int]:
+    if _SP_SPACE not in text:
+      return self.sp.encode(text)
+    ids: list[int] = []
+    for k, part in enumerate(text.split(_SP_SPACE)):
+      if k:
+        ids.extend(self._space_bytes)
+      ids.extend(self.sp.encode(part))
+    return ids
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return [self.encode(t) for t in texts]
+
+  def decode(self, ids: Sequence[int]) -> str:
+    """Special ids decode to their own text (sentencepiece would drop control symbols)."""
+    out, run = [], []
+    for i in ids:
+      i = int(i)
+      if i in self._special_pieces:
+        out.append(self.sp.decode(run))
+        out.append(self._special_pieces[i])
+        run = []
+      else:
+        run.append(i)
+    out.append(self.sp.decode(run))
+    return "".join(out)
+
+  def save(self, path: str) -> None:
+    with open(path, "wb") as f:
+      f.write(self.model_proto)
+
+
+def _training_lines(texts: Iterable[str], max_chars: int) -> Iterator[str]:
+  """Sentencepiece trains on lines; long lines are cut so none is silently skipped."""
+  for text in texts:
+    for line in text.split("\n"):
+      for start in range(0, len(line), max_chars):
+        piece = line[start:start + max_chars]
+        if piece.strip():
+          yield piece
+
+
+def train_sentencepiece(texts: Iterable[str], vocab_size: int, *, max_lines: int = 2_000_000,
+                        num_threads: int = 2, max_line_chars: int = 4096) -> SentencePieceTokenizer:
+  """Trains a BPE model on `texts` (documents); returns it in memory (`save` writes it)."""
+  import sentencepiece as spm
+  floor = 1 + len(SPECIAL_TOKENS) + 256
+  if vocab_size <= floor:
+    raise ValueError(f"tokenizer.vocab_size={vocab_size} must exceed {floor} "
+                     f"(<unk> + {len(SPECIAL_TOKENS)} special tokens + 256 bytes)")
+  model = io.BytesIO()
+  try:
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=_training_lines(texts, max_line_chars),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        byte_fallback=True,
+        split_digits=True,
+        # Lossless round trips: no NFKC, no whitespace folding, no invented leading space.
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=False,
+        allow_whitespace_only_pieces=True,
+        unk_id=0, bos_id=-1, eos_id=-1, pad_id=-1,
+        control_symbols=list(SPECIAL_TOKENS),
+        character_coverage=0.9995,
+        input_sentence_size=max_lines,
+        shuffle_input_sentence=True,
+        max_sentence_length=max_line_chars * 4,  # bytes: 4 per character at most
+        num_threads=num_threads,
+        minloglevel=2,
+    )
+  except RuntimeError as e:
+    raise ValueError(f"tokenizer: sentencepiece training failed ({e}); "
+                     f"a smaller tokenizer.vocab_size or more text usually fixes it") from None
+  return SentencePieceTokenizer(model.getvalue())
+
+
 TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_FILES = (SentencePieceTokenizer.file_name, TOKENIZER_FILE)
 
 
 def load_tokenizer(spec: str) -> Tokenizer:
   """`spec` is 'byte' or a path to a saved tokenizer file (or a folder holding one)."""
   if spec == "byte":
     return ByteTokenizer()
-  path = os.path.join(spec, TOKENIZER_FILE) if os.path.isdir(spec) else spec
+  path = spec
+  if os.path.isdir(spec):
+    found = [os.path.join(spec, n) for n in TOKENIZER_FILES if os.path.exists(os.path.join(spec, n))]
+    path = found[0] if found else os.path.join(spec, TOKENIZER_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(f"tokenizer: no such file {path!r} (use 'byte' or a saved tokenizer)")
+  if path.endswith(".model"):
+    return SentencePieceTokenizer.from_file(path)
   if path.endswith(".json"):
     with open(path) as f:
       meta = json.load(f)

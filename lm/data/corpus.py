@@ -3,8 +3,9 @@
 `default_documents()` is the embedded default: real English that every Python
 install carries — the interpreter's help topics (`pydoc_data.topics`) and the
 docstrings of the standard library's modules, classes and functions, parsed
-from source with `ast` (nothing is imported or executed). It is read at run
-time, never copied into the repository.
+from source with `ast` (nothing is imported or executed) — plus the clean pages
+of the synthetic world (`lm/data/synthetic.py`, seed 0), whose facts later
+stages ask about. It is made at run time, never copied into the repository.
 
 `file_documents(path)` reads .txt (documents separated by blank lines),
 .jsonl / .jsonl.gz (a `text` field) and .parquet (a `text` column), or every
@@ -56,8 +57,10 @@ def stdlib_docstrings(min_chars: int = 200) -> Iterator[str]:
 
 
 def default_documents() -> Iterator[str]:
+  from lm.data import synthetic
   yield from pydoc_topics()
   yield from stdlib_docstrings()
+  yield from synthetic.clean_documents(seed=0)
 
 
 def _text_file_documents(path: str) -> Iterator[str]:

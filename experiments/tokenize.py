@@ -1,0 +1,72 @@
+"""Tokenize cleaned text into train/val token shards for pretraining.
+
+  python -m experiments.tokenize --config=configs/data.py:synthetic --workdir=runs/data
+
+Splits the documents (same source as experiments.train_tokenizer) by content
+hash, encodes them in config.shards.workers processes with a progress bar, and
+writes <workdir>/shards/{train,val}/ (each with meta.json and tokenizer.model),
+the folder experiments.pretrain takes as --config.data.path. Prints and saves
+(shards/tokenize_report.json) the throughput in MB/s. Shards written with a
+different vocabulary are an error, not overwritten.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
+
+from lm.data import corpus, tokenize_shards
+
+
+def tokenizer_path(config, workdir: str) -> str:
+  path = config.shards.tokenizer or os.path.join(workdir, "tokenizer", "tokenizer.model")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config.shards.tokenizer: {path!r} not found (run experiments.train_tokenizer "
+                            f"first or set --config.shards.tokenizer)")
+  return path
+
+
+def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  cfg = config.shards
+  tok_path = tokenizer_path(config, workdir)
+  docs = list(tokenize_shards.source_documents(tokenize_shards.text_path(config, workdir), config.tokenizer.extra))
+  train, val = corpus.split(docs, cfg.val_fraction)
+  if not train or not val:
+    raise ValueError(f"config.shards.val_fraction={cfg.val_fraction} leaves {len(train)} train / "
+                     f"{len(val)} val documents; need both")
+  out = os.path.join(workdir, "shards")
+  report = {}
+  for name, split_docs in (("train", train), ("val", val)):
+    meta = tokenize_shards.tokenize_split(split_docs, tok_path, os.path.join(out, name), workers=cfg.workers,
+                                          shard_tokens=cfg.shard_tokens, desc=f"tokenize {name}")
+    report[name] = {k: meta[k] for k in ("num_docs", "num_tokens", "vocab_size", "bytes", "seconds",
+                                         "mb_per_s", "workers")}
+    print(f"{name}: {meta['num_docs']} docs, {meta['num_tokens']:,} tokens, "
+          f"{meta['bytes'] / meta['num_tokens']:.2f} bytes/token, {meta['mb_per_s']:.2f} MB/s "
+          f"with {cfg.workers} workers", flush=True)
+  with open(os.path.join(out, "tokenize_report.json"), "w") as f:
+    json.dump(report, f, indent=1)
+  print(f"shards → {out} (use --config.data.path={out})", flush=True)
+  return report
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Data config file (configs/data.py:arg).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Data workdir shared by the data experiments.")
+
+
+def _cli(argv):
+  del argv
+  try:
+    main(_CONFIG.value, _WORKDIR.value)
+  except (ValueError, FileNotFoundError, KeyError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(_cli)

@@ -1,0 +1,72 @@
+"""Train the sentencepiece BPE tokenizer on cleaned text.
+
+  python -m experiments.train_tokenizer --config=configs/data.py:synthetic --workdir=runs/data
+
+Reads <workdir>/clean/jsonl (the output of experiments.prepare_data) or
+config.tokenizer.text, plus the interpreter's documentation with
+config.tokenizer.extra=python_docs, holds out a share of documents by content
+hash, trains on the rest, and writes <workdir>/tokenizer/tokenizer.model and
+tokenizer_report.json (vocabulary, special token ids, bytes per token on the
+held-out documents, a sample encoding). Takes seconds at vocab 4096.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
+
+from lm import tokenizer as tokenizer_lib
+from lm.data import corpus
+from lm.data import tokenize_shards
+
+
+def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  cfg = config.tokenizer
+  docs = list(tokenize_shards.source_documents(tokenize_shards.text_path(config, workdir), cfg.extra))
+  train, heldout = corpus.split(docs, cfg.heldout_fraction)
+  budget, kept = cfg.max_chars, []
+  for d in train:
+    if budget <= 0:
+      break
+    kept.append(d)
+    budget -= len(d)
+  start = time.perf_counter()
+  tok = tokenizer_lib.train_sentencepiece(kept, cfg.vocab_size)
+  seconds = time.perf_counter() - start
+  out = os.path.join(workdir, "tokenizer")
+  os.makedirs(out, exist_ok=True)
+  tok.save(os.path.join(out, tok.file_name))
+  sample = "<|im_start|>user<|im_sep|>What is 12 + 30?<|im_end|> café 🎉"
+  report = {"vocab_size": tok.vocab_size, "special_ids": tok.special_ids, "train_docs": len(kept),
+            "train_chars": sum(map(len, kept)), "train_seconds": seconds, "heldout_docs": len(heldout),
+            "heldout_bytes_per_token": tokenize_shards.bytes_per_token(tok, heldout) if heldout else None,
+            "sample": {"text": sample, "pieces": [tok.decode([i]) for i in tok.encode(sample)]}}
+  with open(os.path.join(out, "tokenizer_report.json"), "w") as f:
+    json.dump(report, f, indent=1, ensure_ascii=False)
+  print(f"tokenizer: vocab {tok.vocab_size}, trained on {report['train_chars'] / 1e6:.1f}M chars in "
+        f"{seconds:.1f}s, held-out bytes/token {report['heldout_bytes_per_token'] or float('nan'):.3f} "
+        f"→ {out}/{tok.file_name}", flush=True)
+  return report
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Data config file (configs/data.py:arg).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Data workdir shared by the data experiments.")
+
+
+def _cli(argv):
+  del argv
+  try:
+    main(_CONFIG.value, _WORKDIR.value)
+  except (ValueError, FileNotFoundError, KeyError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(_cli)
