@@ -18,7 +18,6 @@ Everything is a pure function of the seed: same seed, same bytes.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import io
 import json
 import os
@@ -296,13 +295,11 @@ def write_crawl(out_dir: str, seed: int = 0, n_files: int = 2, n_people: int = 2
   # Contiguous slices keep every original in a file at or before its copies.
   per_file = -(-len(pages) // n_files)
   for f in range(n_files):
-    raw = io.BytesIO()
-    writer = WARCWriter(raw, gzip=False)
-    for k, page in enumerate(pages[f * per_file:(f + 1) * per_file]):
-      _warc_record(writer, rng, page, f"2024-01-{1 + f % 28:02d}T00:{k // 60 % 60:02d}:{k % 60:02d}Z")
-    # mtime=0: the same seed gives the same bytes.
-    with gzip.GzipFile(os.path.join(out_dir, f"crawl-{f:04d}.warc.gz"), "wb", mtime=0) as gz:
-      gz.write(raw.getvalue())
+    # Gzip per record, as Common Crawl does (zlib's gzip header has no timestamp: same seed, same bytes).
+    with open(os.path.join(out_dir, f"crawl-{f:04d}.warc.gz"), "wb") as fh:
+      writer = WARCWriter(fh, gzip=True)
+      for k, page in enumerate(pages[f * per_file:(f + 1) * per_file]):
+        _warc_record(writer, rng, page, f"2024-01-{1 + f % 28:02d}T00:{k // 60 % 60:02d}:{k % 60:02d}Z")
   with open(os.path.join(out_dir, "labels.jsonl"), "w") as fh:
     for p in pages:
       row = {k: v for k, v in dataclasses.asdict(p).items() if k not in ("html", "text", "title")}
