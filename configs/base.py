@@ -40,7 +40,7 @@ def model_config(size: str) -> ml_collections.ConfigDict:
       "bench": dict(gpt2, vocab_size=4096, max_len=256, d_model=256, n_layers=4, n_heads=4, n_kv_heads=4, d_ff=1024),
       "gpt2_124m": dict(gpt2, vocab_size=50304, max_len=1024, d_model=768, n_layers=12, n_heads=12, n_kv_heads=12, d_ff=3072),
       "llama_1b": dict(llama, vocab_size=128256, max_len=2048, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8, d_ff=8192,
-                       rope_theta=500000.0),
+                       rope_theta=500000.0, tie_embeddings=True),  # Llama-3.2-1B shapes
   }
   if size not in sizes:
     raise ValueError(f"model size {size!r} is not one of {sorted(sizes)}")

@@ -61,14 +61,14 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 
   if arg == "gpt2_124m":
     c.opt.warmup_steps = 700
-    c.train.update(steps=20000, batch_size=512, seq_len=1024, log_every=50, eval_every=1000,
-                   ckpt_every=1000, eval_batches=20)
+    c.train.update(steps=20000, batch_size=512, grad_accum=8, seq_len=1024, log_every=50,
+                   eval_every=1000, ckpt_every=1000, eval_batches=20)
     c.model.update(dtype="bfloat16", remat="dots_no_batch", scan_layers=True, attention="auto")
     c.mesh = base.mesh_config(data=1, fsdp=-1)
   elif arg == "llama_1b":
     c.opt.update(warmup_steps=2000, schedule="wsd")
-    c.train.update(steps=50000, batch_size=512, seq_len=2048, log_every=50, eval_every=1000,
-                   ckpt_every=1000, eval_batches=20)
+    c.train.update(steps=50000, batch_size=512, grad_accum=16, seq_len=2048, log_every=50,
+                   eval_every=1000, ckpt_every=1000, eval_batches=20)
     c.model.update(dtype="bfloat16", remat="full", scan_layers=True, attention="auto")
     c.mesh = base.mesh_config(data=1, fsdp=-1)
   return c

@@ -83,6 +83,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   with config.unlocked():
     if config.model.vocab_size == 0:
       config.model.vocab_size = int(math.ceil(tok.vocab_size / 64) * 64)  # lane-friendly padding
+  sharding.check_model_fits(config.model, mesh)
   if config.model.vocab_size < tok.vocab_size:
     raise ValueError(f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
                      f"tokenizer's {tok.vocab_size}")

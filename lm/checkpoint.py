@@ -46,8 +46,9 @@ class Checkpointer:
 
   def __init__(self, directory: str, keep: int, every: int, async_save: bool = True):
     self.directory = os.path.abspath(directory)
+    self.every = every
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, save_interval_steps=every, create=True,
+        max_to_keep=keep, create=True,
         enable_async_checkpointing=async_save, cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(
         self.directory, item_names=("state", "data", "config", "tokenizer"), options=options)
@@ -57,7 +58,7 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data_iter, config: ml_collections.ConfigDict, tok,
            force: bool = False) -> bool:
-    if not force and not self.manager.should_save(step):
+    if not force and step % self.every:
       return False
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),

@@ -117,3 +117,15 @@ def check_batch(global_batch: int, grad_accum: int, mesh: Mesh) -> None:
   if global_batch % jax.process_count():
     raise ValueError(f"config.train.batch_size={global_batch} is not divisible by "
                      f"{jax.process_count()} processes")
+
+
+def check_model_fits(model_cfg, mesh: Mesh) -> None:
+  """Sharded parameter dimensions must divide evenly by their mesh axes."""
+  tensor, fsdp = mesh.shape["tensor"], mesh.shape["fsdp"]
+  dims = {"n_heads": model_cfg.n_heads, "n_kv_heads": model_cfg.n_kv_heads, "d_ff": model_cfg.d_ff,
+          "vocab_size": model_cfg.vocab_size}
+  for key, size in dims.items():
+    if size % tensor:
+      raise ValueError(f"config.mesh.tensor={tensor} does not divide config.model.{key}={size}")
+  if model_cfg.d_model % fsdp:
+    raise ValueError(f"config.mesh.fsdp={fsdp} does not divide config.model.d_model={model_cfg.d_model}")

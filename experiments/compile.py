@@ -1,0 +1,40 @@
+"""Compile a config's train step ahead of time and report per-device memory, without training.
+
+  python -m experiments.compile --config=configs/pretrain.py:llama_1b --virtual_devices=8
+
+With --virtual_devices=N on a CPU host, N fake CPU devices stand in for the
+accelerators, which checks sharding and gives XLA's memory estimate for that
+mesh; on the real slice, leave it out.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path:arg).")
+_VIRTUAL = flags.DEFINE_integer("virtual_devices", 0, "Fake this many CPU devices (0: real devices).")
+
+
+def main(config) -> dict:
+  from lm import aot, sharding
+  mesh = sharding.make_mesh(config.mesh)
+  _, stats = aot.compile_train_step(config, mesh)
+  return stats
+
+
+def _setup():
+  if _VIRTUAL.value:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + f" --xla_force_host_platform_device_count={_VIRTUAL.value}")
+    os.environ["JAX_PLATFORMS"] = "cpu"
+  return main(_CONFIG.value)
+
+
+if __name__ == "__main__":
+  from lm import cli
+  cli.run(_setup, lambda stats: print(json.dumps(stats), file=sys.stdout, flush=True),
+          required=("config",))
