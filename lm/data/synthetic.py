@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import ipaddress
 import json
 import os
 import random
@@ -131,24 +132,35 @@ def _company_text(rng: random.Random, c: dict, world: World) -> tuple[str, str, 
   """(public text, contact paragraph, the PII strings in it)."""
   city = next(x for x in world.cities if x["name"] == c["city"])
   staff = [p for p in world.people if p["employer"] == c["name"]][:3]
-  fields = dict(c, country=city["country"])
-  about = [rng.choice(T.COMPANY_FACTS).format(**fields)] + [s.format(**fields) for s in T.COMPANY_EXTRA]
+  fields = dict(c, country=city["country"], staff=rng.randrange(40, 3000), river=rng.choice(T.RIVERS),
+                export=rng.choice([x for x in T.COUNTRIES if x != city["country"]]),
+                year_a=rng.randrange(c["founded"] + 1, 2024), year_b=rng.randrange(c["founded"] + 1, 2024),
+                other_city=rng.choice(world.cities)["name"], landmark=rng.choice(T.LANDMARKS),
+                site=rng.choice(T.SITES), weekday=rng.choice(T.WEEKDAYS), product=rng.choice(T.PRODUCTS))
+  about = [rng.choice(T.COMPANY_FACTS).format(**fields)] + [s.format(**fields) for s in rng.sample(T.COMPANY_EXTRA, 5)]
   if staff:
     about.append("Its staff include " + ", ".join(f"{p['name']} ({p['profession']})" for p in staff) + ".")
   slug = c["name"].lower().replace(" ", "")
   person = rng.choice(world.people)["name"].lower().replace(" ", ".")
   pii = dict(email=f"press@{slug}.example-mail.net", email2=f"{person}@{slug}.example-mail.net",
-             ip=f"{rng.randrange(11, 99)}.{rng.randrange(1, 250)}.{rng.randrange(1, 250)}.{rng.randrange(1, 250)}",
-             ip2=f"{rng.randrange(101, 190)}.{rng.randrange(1, 250)}.{rng.randrange(1, 250)}.{rng.randrange(1, 250)}",
-             private_ip=f"192.168.{rng.randrange(0, 255)}.{rng.randrange(1, 255)}")
+             ip=_public_ip(rng), ip2=_public_ip(rng), private_ip=f"192.168.{rng.randrange(0, 255)}.{rng.randrange(1, 255)}")
   contact = " ".join(s.format(**pii) for s in T.COMPANY_CONTACT)
   return " ".join(about), contact, (pii["email"], pii["email2"], pii["ip"], pii["ip2"])
+
+
+def _public_ip(rng: random.Random) -> str:
+  """A globally routable IPv4 address (private, loopback and reserved ranges are not PII)."""
+  while True:
+    ip = ".".join(str(rng.randrange(1, 255)) for _ in range(4))
+    if ipaddress.ip_address(ip).is_global:
+      return ip
 
 
 def _arithmetic_text(rng: random.Random, topic: str, world: World) -> str:
   lines = [T.ARITHMETIC_INTRO[topic],
            "The worked examples below use small numbers so that every step can be checked by hand."]
-  for _ in range(5):
+  tips = rng.sample(T.ARITHMETIC_TIPS, 3)
+  for k, story in enumerate(rng.sample(T.ARITHMETIC_STORY[topic], 3)):
     a, b = rng.randrange(2, 60), rng.randrange(2, 12)
     if topic == "subtraction":
       a += b
@@ -156,16 +168,23 @@ def _arithmetic_text(rng: random.Random, topic: str, world: World) -> str:
       a *= b
     c = {"addition": a + b, "subtraction": a - b, "multiplication": a * b, "division": a // b}[topic]
     who = rng.choice(world.people)["name"].split()[0]
-    lines.append(T.ARITHMETIC_STORY[topic].format(who=who, a=a, b=b, c=c, things=rng.choice(T.THINGS)))
+    lines.append(story.format(who=who, a=a, b=b, c=c, things=rng.choice(T.THINGS)))
+    lines.append(tips[k])
   lines.append(f"Try making up a few {topic} stories of your own and check each answer with counters.")
   return "\n\n".join([" ".join(lines[:2]), " ".join(lines[2:5]), " ".join(lines[5:])])
 
 
 def _spelling_text(rng: random.Random, words: list[str]) -> str:
   paras = [f"This lesson covers {len(words)} words that people often misspell: {', '.join(words)}."]
-  for w in words:
-    letters = "-".join(w.upper())
-    paras.append(f"The word \"{w}\" has {len(w)} letters and is spelled {letters}. {rng.choice(T.SPELLING_TIPS)}")
+  forms, tips = rng.sample(T.SPELLING_FORMS, len(words)), rng.sample(T.SPELLING_TIPS, len(words))
+  for w, form, tip in zip(words, forms, tips):
+    # Described in words: letter-by-letter spellings look like symbol soup to the quality filters.
+    doubled = sorted({a for a, b in zip(w.lower(), w.lower()[1:]) if a == b})
+    double = (f"Notice the double {' and the double '.join(doubled)} in the middle." if doubled
+              else "No letter in it is doubled.")
+    vowels = sum(ch in "aeiou" for ch in w.lower())
+    paras.append(form.format(w=w, n=T.NUMBER_WORDS[len(w)], first=w[0].lower(), last=w[-1],
+                             v=T.NUMBER_WORDS[vowels]) + f" {double} {tip}")
   return "\n\n".join(paras)
 
 

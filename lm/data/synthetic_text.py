@@ -90,10 +90,15 @@ COMPANY_FACTS = (
     "Founded in {founded}, {name} works in {industry} from its headquarters in {city}.",
 )
 COMPANY_EXTRA = (
-    "The company employs several hundred people and exports to neighbouring countries.",
-    "It began as a family business in a single rented workshop.",
-    "Its annual report describes steady growth and a strong focus on training apprentices.",
-    "The firm is one of the larger employers in {city}.",
+    "{name} employs about {staff} people and sells most of its output in {export}.",
+    "It began in {founded} as a family business in a single rented workshop near the {river}.",
+    "Its annual report for {year_a} describes steady growth and a new training programme for apprentices.",
+    "The firm is one of the larger employers in {city}, after the port and the hospital.",
+    "In {year_b} {name} opened a second site in {other_city} to be closer to its suppliers.",
+    "The founders named the company after the {landmark} that could be seen from the first workshop.",
+    "Visitors can tour the {site} on the first {weekday} of every month.",
+    "A long dispute with the town council of {city} about noise was settled in {year_a}.",
+    "Its best-known product is a line of {product} that has barely changed in decades.",
 )
 COMPANY_CONTACT = (
     "For press enquiries, write to {email} or call the front desk during office hours.",
@@ -151,8 +156,20 @@ SPELLING_WORDS = (
     "beginning", "believe", "calendar", "cemetery", "colleague", "committee", "discipline",
     "exaggerate", "fluorescent", "grammar", "humorous", "immediately", "knowledge",
 )
+# One phrasing per word of a lesson, so no long phrase repeats within a page.
+SPELLING_FORMS = (
+    'The word "{w}" has {n} letters, starting with {first} and ending with {last}, and {v} of them are vowels.',
+    'Count carefully: "{w}" is {n} letters long, and {v} of those letters are vowels.',
+    'When you write "{w}", begin with the letter {first}; the whole word needs {n} letters.',
+    'Our next example, "{w}", ends in {last} and contains {v} vowels among its {n} letters.',
+    'Look closely at "{w}" before copying it: {n} letters in total, the last one being {last}.',
+)
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+                "eleven", "twelve", "thirteen", "fourteen", "fifteen")
 SPELLING_TIPS = (
     "A common mistake is to drop one of the doubled letters.",
+    "Reading the word aloud in a slow voice can help you hear each sound.",
+    "Some teachers suggest covering the word, writing it, and then checking it.",
     "Saying the word slowly, syllable by syllable, helps you hear every letter.",
     "Many writers remember it by linking it to a short phrase or a picture.",
     "The word came into English from Latin, which explains the unusual letters.",
@@ -165,12 +182,42 @@ ARITHMETIC_INTRO = {
     "multiplication": "Multiplying is a quick way of adding the same number many times.",
     "division": "Dividing means sharing an amount into equal groups and counting each group.",
 }
+# Three phrasings per operation, each used once per page, so no long phrase repeats.
 ARITHMETIC_STORY = {
-    "addition": "{who} has {a} {things} and buys {b} more, so {who} now has {a} plus {b}, which is {c} {things}.",
-    "subtraction": "{who} had {a} {things} and gave away {b}, so {a} minus {b} leaves {c} {things}.",
-    "multiplication": "{who} packs {a} boxes with {b} {things} in each, so {a} times {b} gives {c} {things}.",
-    "division": "{who} shares {a} {things} equally among {b} friends, so {a} divided by {b} is {c} each.",
+    "addition": (
+        "{who} already has {a} {things} in a drawer at home and buys {b} more at the market, so altogether {c}.",
+        "On Monday {who} collected {a} {things}; a cousin brought another {b} on Tuesday, making {c} in the basket.",
+        "A shelf holds {a} {things} and the shop assistant adds {b}, which brings the count up to {c}.",
+    ),
+    "subtraction": (
+        "{who} started the week with {a} {things} and gave {b} of them away, which leaves {c} in the box.",
+        "There were {a} {things} on the table until the children took {b}; only {c} remain for the evening.",
+        "A jar contained {a} {things}, and after {b} were used for the school project, {c} stayed inside.",
+    ),
+    "multiplication": (
+        "{who} fills {a} boxes with {b} {things} each, and counting them all gives {c}.",
+        "A classroom has {a} rows of desks with {b} {things} on every row, so the teacher counts {c} in total.",
+        "Each of {a} baskets at the fair carries {b} {things}; together the baskets hold {c}.",
+    ),
+    "division": (
+        "{who} shares {a} {things} fairly among {b} friends, and each friend receives {c}.",
+        "A baker packs {a} {things} into bags of {b}, which fills exactly {c} bags with none left over.",
+        "When {a} {things} are split evenly between {b} tables, every table gets {c}.",
+    ),
 }
+ARITHMETIC_TIPS = (
+    "It helps to say the calculation out loud before writing anything down.",
+    "Checking the answer with a different method catches most slips of the pen.",
+    "Drawing the objects as little circles on paper makes the idea easy to see.",
+    "Writing the numbers neatly in columns keeps the tens and the units apart.",
+    "When the numbers get larger, the same rule still works, only with more steps.",
+    "Most mistakes come from rushing, so take the steps one at a time and slowly.",
+)
+LANDMARKS = ("lighthouse", "old mill", "church tower", "water tower", "castle ruin", "railway viaduct")
+SITES = ("main factory", "workshop", "warehouse", "laboratory", "printing hall", "shipyard")
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+PRODUCTS = ("brass compasses", "canned fish", "wool blankets", "field radios", "school atlases",
+            "wind turbine blades", "cargo trailers", "pocket calculators")
 RIVERS = ("Amsel", "Brenna", "Corvo", "Dila", "Essen", "Farro", "Glenna", "Hollow", "Isar", "Jura",
           "Kessel", "Lune")
 FESTIVALS = ("folk music", "street theatre", "jazz", "film", "puppetry", "choral singing",
