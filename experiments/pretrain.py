@@ -11,7 +11,6 @@ checkpoints/, loss.png and report.md.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -48,7 +47,7 @@ class Run:
   bytes_per_token: float
 
 
-def resolve_tokenizer(config, workdir: str):
+def resolve_tokenizer(config):
   """data.tokenizer='auto': a prepared folder's own tokenizer, else bytes."""
   spec = config.data.tokenizer
   prepared = os.path.join(config.data.path, "train")
@@ -77,7 +76,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   sharding.initialize_distributed()
   mesh = sharding.make_mesh(config.mesh)
   sharding.check_batch(config.train.batch_size, config.train.grad_accum, mesh)
-  tok = resolve_tokenizer(config, workdir)
+  tok = resolve_tokenizer(config)
   if config.data.path != "default" and not os.path.exists(config.data.path):
     raise FileNotFoundError(f"config.data.path: no such file or folder {config.data.path!r}")
   with config.unlocked():
@@ -176,7 +175,12 @@ def train_loop(run: Run) -> dict:
   t_last, steps_since = time.perf_counter(), 0
   bar = tqdm(range(start, cfg.train.steps), initial=start, total=cfg.train.steps, desc="train",
              disable=jax.process_index() != 0, dynamic_ncols=True)
+  profile_at = start + cfg.train.log_every if cfg.train.profile_steps > 0 else -1
   for step in bar:
+    if step == profile_at:  # after compilation and warm-up: a trace of steady-state steps
+      jax.profiler.start_trace(os.path.join(run.workdir, "profile"))
+    if step == profile_at + cfg.train.profile_steps:
+      jax.profiler.stop_trace()
     batch = sharding.host_batch_to_global(next(data_iter), mesh)
     state, metrics = step_fn(state, batch, rng)
     steps_since += 1

@@ -105,7 +105,7 @@ def test_flops_per_token_counts_matmul_weights(tiny_model_config):
   cfg = tiny_model_config
   model, params, _ = init(cfg)
   n = model_lib.num_params(params)
-  D, L, V, T = cfg.d_model, cfg.n_layers, cfg.vocab_size, 16
+  D, L, T = cfg.d_model, cfg.n_layers, 16
   # GPT-2 params minus positions, biases and norms = the matmul weights (tied head counted once).
   biases_and_norms = sum(x.size for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
                          if "bias" in jax.tree_util.keystr(path) or "scale" in jax.tree_util.keystr(path))
