@@ -1,0 +1,262 @@
+"""Launch scripts and sweeps: syntax, dry runs, sweep expansion and summaries. No JAX, no cloud."""
+import argparse
+import glob
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from launch import sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = sorted(glob.glob(os.path.join(ROOT, "launch", "*.sh")) + glob.glob(os.path.join(ROOT, "launch", "*.sbatch")))
+EXP = ["experiments.pretrain", "--config=configs/pretrain.py:tiny", "--workdir=gs://bucket/runs/tiny"]
+JAX_PIN = next(l.split("==")[1].strip() for l in open(os.path.join(ROOT, "requirements.txt")) if l.startswith("jax=="))
+
+
+def _bash(script, args, env, tmp_path):
+  """Runs a launch script with a PATH whose gcloud/xpk only leave a trace, so nothing reaches a cloud."""
+  fake = tmp_path / "bin"
+  fake.mkdir(exist_ok=True)
+  for tool in ("gcloud", "xpk", "sbatch"):
+    (fake / tool).write_text(f"#!/usr/bin/env bash\necho \"$@\" >> {tmp_path}/{tool}.called\n")
+    (fake / tool).chmod(0o755)
+  full_env = {"PATH": f"{fake}:{os.environ['PATH']}", "HOME": str(tmp_path), "TMPDIR": str(tmp_path), **env}
+  return subprocess.run(["bash", os.path.join(ROOT, "launch", script), *args], env=full_env,
+                        capture_output=True, text=True, timeout=30)
+
+
+def _command_arg(line):
+  words = shlex.split(line)
+  return words[words.index("--command") + 1]
+
+
+@pytest.mark.parametrize("path", SCRIPTS, ids=os.path.basename)
+def test_shell_scripts_parse(path):
+  r = subprocess.run(["bash", "-n", path], capture_output=True, text=True)
+  assert r.returncode == 0, r.stderr
+
+
+def test_every_launcher_is_there():
+  names = {os.path.basename(p) for p in SCRIPTS}
+  assert {"local.sh", "tpu_vm.sh", "gke_xpk.sh", "slurm.sbatch"} <= names
+
+
+def test_tpu_vm_dry_run_copies_tree_and_starts_on_all_workers(tmp_path):
+  r = _bash("tpu_vm.sh", EXP + ["--config.opt.lr=0.001"],
+            {"DRY_RUN": "1", "TPU_NAME": "my-tpu", "ZONE": "us-central2-b", "PROJECT": "proj"}, tmp_path)
+  assert r.returncode == 0, r.stderr
+  assert not list(tmp_path.glob("*.called")), "DRY_RUN=1 must not call gcloud"
+  lines = r.stdout.strip().splitlines()
+  assert "tar czf" in lines[0] and "scp" in lines[1] and "--worker=all" in lines[1]
+  ssh = lines[-1]
+  assert ssh.startswith("gcloud compute tpus tpu-vm ssh my-tpu")
+  assert "--zone=us-central2-b" in ssh and "--project=proj" in ssh and "--worker=all" in ssh
+  remote = _command_arg(ssh)
+  for part in (*EXP, "--config.opt.lr=0.001", "LM_DISTRIBUTED=auto", f"jax[tpu]=={JAX_PIN}", "-r requirements.txt"):
+    assert part in remote, part
+  assert subprocess.run(["bash", "-n", "-c", remote]).returncode == 0
+
+
+def test_tpu_vm_git_ref_clones_instead_of_copying(tmp_path):
+  r = _bash("tpu_vm.sh", EXP, {"DRY_RUN": "1", "TPU_NAME": "t", "ZONE": "z", "GIT_REF": "v1.2",
+                               "REPO_URL": "https://example.com/lm.git"}, tmp_path)
+  assert r.returncode == 0, r.stderr
+  assert len(r.stdout.strip().splitlines()) == 1  # no tarball, no scp
+  remote = _command_arg(r.stdout)
+  assert "git clone -q https://example.com/lm.git lm" in remote and "git fetch -q origin v1.2" in remote
+
+
+def test_tpu_vm_needs_name_and_warns_on_local_workdir(tmp_path):
+  r = _bash("tpu_vm.sh", EXP, {"DRY_RUN": "1", "ZONE": "z"}, tmp_path)
+  assert r.returncode != 0 and "TPU_NAME" in r.stderr
+  r = _bash("tpu_vm.sh", EXP[:2] + ["--workdir=runs/x"], {"DRY_RUN": "1", "TPU_NAME": "t", "ZONE": "z"}, tmp_path)
+  assert r.returncode == 0 and "not a gs:// path" in r.stderr
+
+
+def test_gke_xpk_dry_run(tmp_path):
+  r = _bash("gke_xpk.sh", EXP, {"DRY_RUN": "1", "CLUSTER": "c1", "TPU_TYPE": "v5p-32", "NUM_SLICES": "2",
+                                "WORKLOAD": "My_Sweep.lr-0"}, tmp_path)
+  assert r.returncode == 0, r.stderr
+  assert not list(tmp_path.glob("*.called"))
+  stage, create = r.stdout.strip().splitlines()
+  assert "git ls-files" in stage
+  words = shlex.split(create)
+  assert words[:3] == ["xpk", "workload", "create"]
+  for flag in ("--cluster=c1", "--tpu-type=v5p-32", "--num-slices=2", "--workload=my-sweep-lr-0",
+               "--base-docker-image=python:3.11-slim"):
+    assert flag in words, flag
+  command = _command_arg(create)
+  for part in (*EXP, "LM_DISTRIBUTED=auto", f"jax[tpu]=={JAX_PIN}"):
+    assert part in command, part
+  assert subprocess.run(["bash", "-n", "-c", command]).returncode == 0
+
+
+def test_gke_xpk_prebuilt_image_skips_install(tmp_path):
+  r = _bash("gke_xpk.sh", EXP, {"DRY_RUN": "1", "CLUSTER": "c1", "TPU_TYPE": "v5p-32",
+                                "DOCKER_IMAGE": "gcr.io/p/lm:1"}, tmp_path)
+  assert r.returncode == 0, r.stderr
+  words = shlex.split(r.stdout.strip())
+  assert "--docker-image=gcr.io/p/lm:1" in words and "--script-dir" not in r.stdout
+  assert "pip install" not in _command_arg(r.stdout)
+
+
+def test_slurm_sets_jax_distributed_env(tmp_path):
+  """Fake scontrol/srun: the script must hand each task the coordinator, count and its own id."""
+  fake = tmp_path / "bin"
+  fake.mkdir()
+  (fake / "scontrol").write_text("#!/usr/bin/env bash\nprintf 'gpu-a07\\ngpu-a08\\n'\n")
+  (fake / "srun").write_text("#!/usr/bin/env bash\nwhile [[ $1 == -* ]]; do shift; done\n"
+                             "for id in 0 1; do SLURM_PROCID=$id \"$@\"; done\n")
+  venv = tmp_path / "venv"
+  (venv / "bin").mkdir(parents=True)
+  (venv / "bin" / "python").write_text("#!/usr/bin/env bash\n"
+                                       "echo \"$JAX_COORDINATOR_ADDRESS $JAX_NUM_PROCESSES $JAX_PROCESS_ID $*\"\n")
+  for f in (fake / "scontrol", fake / "srun", venv / "bin" / "python"):
+    f.chmod(0o755)
+  digest = subprocess.run(f"sha1sum {ROOT}/requirements.txt | cut -c1-12", shell=True,
+                          capture_output=True, text=True).stdout.strip()
+  (venv / f".installed-cuda-{digest}").touch()
+  env = {"PATH": f"{fake}:{os.environ['PATH']}", "LM_VENV": str(venv), "SLURM_SUBMIT_DIR": ROOT,
+         "SLURM_JOB_NODELIST": "gpu-a[07-08]", "SLURM_NTASKS": "2", "SLURM_JOB_ID": "4321"}
+  r = subprocess.run(["bash", os.path.join(ROOT, "launch", "slurm.sbatch"), *EXP], env=env,
+                     capture_output=True, text=True, timeout=30)
+  assert r.returncode == 0, r.stderr
+  assert r.stdout.splitlines() == [f"gpu-a07:24321 2 {i} -m {' '.join(EXP)}" for i in (0, 1)]
+
+
+def _args(**kw):
+  base = dict(config="configs/pretrain.py:tiny", sweep="sweep_lr", workdir=os.path.join(ROOT, "runs", "lr_sweep"),
+              experiment=None)
+  return argparse.Namespace(**{**base, **kw})
+
+
+def test_sweep_lr_expands_to_three_points():
+  exp, points, argv, workdirs = sweep.plan(_args(), ["--config.train.steps=50"])
+  assert exp == "experiments.pretrain"
+  assert [p["opt.lr"] for p in points] == [1e-3, 3e-3, 1e-2]
+  assert workdirs == ["runs/lr_sweep/opt.lr=0.001", "runs/lr_sweep/opt.lr=0.003", "runs/lr_sweep/opt.lr=0.01"]
+  for a, lr, wd in zip(argv, ("0.001", "0.003", "0.01"), workdirs):
+    assert a == ["--config=configs/pretrain.py:tiny", f"--workdir={wd}", f"--config.opt.lr={lr}",
+                 "--config.train.steps=50"]
+    assert float(a[2].split("=")[1]) in (1e-3, 3e-3, 1e-2)
+
+
+def test_sweep_print_launcher_prints_one_line_per_point(capsys):
+  assert sweep.main(["--config=configs/pretrain.py:tiny", "--sweep=sweep_lr", "--workdir=gs://b/sw",
+                     "--launcher=print"]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert len(lines) == 3
+  assert lines[1] == ("python -m experiments.pretrain --config=configs/pretrain.py:tiny "
+                      "--workdir=gs://b/sw/opt.lr=0.003 --config.opt.lr=0.003")
+
+
+def test_sweep_slurm_dry_run(capsys):
+  assert sweep.main(["--config=configs/pretrain.py:tiny", "--sweep=sweep_lr", "--workdir=/shared/sw",
+                     "--launcher=slurm", "--dry_run"]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert all(shlex.split(l)[0] == "sbatch" and "launch/slurm.sbatch experiments.pretrain" in l for l in lines)
+
+
+CONFIG = '''
+import ml_collections
+def get_config(arg="a"):
+  c = ml_collections.ConfigDict()
+  c.opt = ml_collections.ConfigDict()
+  c.opt.lr = 0.1
+  c.opt.name = "adamw"
+  return c
+def sweep_typo():
+  return [{"opt.lr": 0.1}, {"opt.lrr": 0.2}]
+def sweep_type():
+  return [{"opt.name": 3.5}]
+def sweep_ok():
+  return [{"opt.lr": 0.1}]
+def sweep_same():
+  return [{"opt.lr": 0.1}, {"opt.lr": 0.1}]
+'''
+
+
+def test_unknown_sweep_key_exits_2_with_one_line(tmp_path):
+  cfg = tmp_path / "bad.py"
+  cfg.write_text(CONFIG)
+  r = subprocess.run([sys.executable, "-m", "launch.sweep", f"--config={cfg}:a", "--sweep=sweep_typo",
+                      f"--workdir={tmp_path}/sw", "--experiment=pretrain", "--launcher=print"],
+                     cwd=ROOT, capture_output=True, text=True, timeout=30)
+  assert r.returncode == 2
+  assert r.stdout == ""
+  assert len(r.stderr.strip().splitlines()) == 1 and "'opt.lrr'" in r.stderr and "point 1" in r.stderr
+
+
+@pytest.mark.parametrize("name,message", [("sweep_type", "opt.name=3.5"), ("sweep_same", "share the workdir"),
+                                          ("sweep_nope", "no function")])
+def test_bad_sweeps_are_user_errors(tmp_path, capsys, name, message):
+  cfg = tmp_path / "bad.py"
+  cfg.write_text(CONFIG)
+  assert sweep.main([f"--config={cfg}", f"--sweep={name}", f"--workdir={tmp_path}", "--experiment=pretrain"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and message in err
+
+
+def test_experiment_must_exist(tmp_path, capsys):
+  cfg = tmp_path / "bad.py"
+  cfg.write_text(CONFIG)
+  assert sweep.main([f"--config={cfg}", "--sweep=sweep_ok", f"--workdir={tmp_path}"]) == 2
+  assert "--experiment" in capsys.readouterr().err
+
+
+def _fake_metrics(workdir, losses):
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    for step, loss in enumerate(losses):
+      f.write(json.dumps({"step": step * 10, "train/loss": loss + 0.1}) + "\n")
+      f.write(json.dumps({"step": step * 10, "val/loss": loss}) + "\n")
+    f.write('{"step": 99, "val/lo')  # killed mid-write
+
+
+def test_summary_table_and_plot(tmp_path):
+  points = [{"opt.lr": 1e-3}, {"opt.lr": 3e-3}, {"opt.lr": 1e-2}]
+  workdirs = [str(tmp_path / sweep.point_name(p)) for p in points]
+  _fake_metrics(workdirs[0], [5.0, 3.0, 2.5])
+  _fake_metrics(workdirs[1], [5.0, 2.8, 2.25])
+  md = sweep.write_summary(str(tmp_path), points, workdirs, returncodes=[0, 0, 1], title="lr")
+  text = open(md).read()
+  rows = [l for l in text.splitlines() if l.startswith("| ")]
+  assert rows == ["| point | opt.lr | step | final val/loss |",
+                  "| opt.lr=0.001 | 0.001 | 20 | 2.5000 |",
+                  "| opt.lr=0.003 | 0.003 | 20 | 2.2500 |",
+                  "| opt.lr=0.01 | 0.01 | — | failed (exit 1) |"]
+  assert "Best: `opt.lr=0.003`" in text and "![final val/loss per point](sweep.png)" in text
+  png = tmp_path / "sweep.png"
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 2000
+
+
+def test_summary_bar_plot_for_several_keys_and_no_plot_without_results(tmp_path):
+  points = [{"opt.lr": 1e-3, "model.norm": "rmsnorm"}, {"opt.lr": 1e-3, "model.norm": "layernorm"}]
+  workdirs = [str(tmp_path / sweep.point_name(p)) for p in points]
+  sweep.write_summary(str(tmp_path / "empty"), points, workdirs)
+  assert not (tmp_path / "empty" / "sweep.png").exists()
+  assert "no val/loss yet" in (tmp_path / "empty" / "sweep.md").read_text()
+  for wd, loss in zip(workdirs, (3.0, 3.5)):
+    _fake_metrics(wd, [loss])
+  sweep.write_summary(str(tmp_path), points, workdirs)
+  assert (tmp_path / "sweep.png").stat().st_size > 2000
+  assert "| opt.lr=0.001,model.norm=layernorm | 0.001 | layernorm | 0 | 3.5000 |" in (tmp_path / "sweep.md").read_text()
+
+
+def test_local_sweep_runs_points_in_parallel_and_summarizes(tmp_path, monkeypatch, capsys):
+  """The experiment is swapped for a script that writes metrics, so no JAX runs."""
+  def fake_commands(launcher, exp, argv, workdirs, name):
+    assert launcher == "local" and exp == "experiments.pretrain"
+    script = ("import json, os, sys; wd = sys.argv[1]; lr = float(sys.argv[2]); os.makedirs(wd, exist_ok=True);"
+              "open(os.path.join(wd, 'metrics.jsonl'), 'w').write(json.dumps({'step': 5, 'val/loss': abs(lr - 0.003) + 2}))")
+    return [({}, [sys.executable, "-c", script, a[1].split("=", 1)[1], a[2].split("=")[-1]]) for a in argv]
+  monkeypatch.setattr(sweep, "commands", fake_commands)
+  out = tmp_path / "sw"
+  assert sweep.main(["--config=configs/pretrain.py:tiny", "--sweep=sweep_lr", f"--workdir={out}", "--parallel=2"]) == 0
+  text = (out / "sweep.md").read_text()
+  assert "| opt.lr=0.003 | 0.003 | 5 | 2.0000 |" in text and "Best: `opt.lr=0.003`" in text
+  assert (out / "sweep.png").exists() and (out / "opt.lr=0.01" / "sweep.log").exists()
