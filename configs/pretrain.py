@@ -75,5 +75,5 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 
 
 def sweep_lr():
-  """Learning-rate sweep for the tiny model: `python -m launch.sweep configs/pretrain.py:tiny sweep_lr`."""
+  """Learning-rate sweep: python -m launch.sweep --config=configs/pretrain.py:tiny --sweep=sweep_lr --workdir=runs/lr_sweep"""
   return [{"opt.lr": lr} for lr in (1e-3, 3e-3, 1e-2)]
