@@ -71,6 +71,8 @@ def get_config(arg: str = "synthetic") -> ml_collections.ConfigDict:
   c.tokenizer.extra = "python_docs" # python_docs: also the interpreter's docs (the embedded corpus) | none
   c.tokenizer.max_chars = 50_000_000  # training text cap (characters)
   c.tokenizer.heldout_fraction = 0.05  # documents held out for the bytes/token report
+  c.tokenizer.report_files = (os.path.normpath(os.path.join(SHARED_DATA, "tinyshakespeare.txt")),)
+  #                                 more texts whose bytes/token is reported (missing ones are noted)
 
   c.shards = ml_collections.ConfigDict()
   c.shards.tokenizer = ""           # tokenizer file; "" = <workdir>/tokenizer/tokenizer.model

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The data chain, end to end, on one machine (nanochat style: read it top to bottom).
+#
+#   bash launch/pipeline.sh                      # synthetic crawl → tiny model (≈5 min on 2 cores)
+#   WARC=../shared/data bash launch/pipeline.sh  # real Common Crawl WARCs instead (English only)
+#   DATA=runs/data RUN=runs/tiny STEPS=600 VOCAB=4096 bash launch/pipeline.sh
+#
+# Every step is an experiment with the same workdir, so any one can be re-run alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DATA="${DATA:-runs/data}"       # data workdir: crawl, clean text, tokenizer, shards, reports
+RUN="${RUN:-runs/tiny}"         # pretraining workdir
+WARC="${WARC:-}"                # "" = generate the synthetic world's crawl
+VOCAB="${VOCAB:-4096}"          # sentencepiece vocabulary
+STEPS="${STEPS:-600}"           # pretraining steps
+WORKERS="${WORKERS:-2}"         # processes for the web pipeline and tokenization
+PY="${PYTHON:-python}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+data_flags=(--config=configs/data.py:synthetic --workdir="$DATA"
+            --config.web.workers="$WORKERS" --config.shards.workers="$WORKERS"
+            --config.tokenizer.vocab_size="$VOCAB")
+[[ -n "$WARC" ]] && data_flags+=(--config.web.warc_path="$WARC")
+
+# 1. WARC → clean text: URL blocklist, Trafilatura, fastText language ID, Gopher,
+#    C4 and FineWeb filters, MinHash dedup, PII replacement. Writes clean/jsonl,
+#    clean/parquet and web_report.md (per-filter counts; precision/recall on the
+#    synthetic crawl's labels) plus web_filters.png.
+"$PY" -m experiments.prepare_data "${data_flags[@]}"
+
+# 2. Clean text (+ the interpreter's docs) → sentencepiece BPE with byte fallback
+#    and the chat/tool special tokens. Writes tokenizer/tokenizer.model and
+#    tokenizer_report.json (bytes per token on held-out documents).
+"$PY" -m experiments.train_tokenizer "${data_flags[@]}"
+
+# 3. Clean text → token shards (train/ and val/, each carrying tokenizer.model).
+"$PY" -m experiments.tokenize "${data_flags[@]}"
+
+# 4. Pretrain on the shards; the tokenizer comes from them and is saved in every checkpoint.
+"$PY" -m experiments.pretrain --config=configs/pretrain.py:tiny --workdir="$RUN" \
+  --config.data.path="$DATA/shards" --config.train.steps="$STEPS"
