@@ -15,8 +15,13 @@ the compute dtype is `config.dtype`. Main activations are pinned with
 whole network over (data, fsdp, tensor). Layers can be scanned (`scan_layers`,
 parameters gain a leading 'layers' axis) and rematerialised (`remat`).
 
-Shapes in names: B batch, T length, D model width, H query heads, K kv heads,
-Dh head width, F MLP width, V vocabulary.
+Incremental decoding passes a key/value cache (`lm.kv_cache`) in and gets it
+back: `apply(..., tokens_BT, positions_BT, cache=c, cache_index=i, cache_start_B=s)`
+writes the new tokens' keys/values at slots i.. and attends over the whole
+cache; without `cache` nothing changes.
+
+Shapes in names: B batch, T length, S cache slots, D model width, H query heads,
+K kv heads, Dh head width, F MLP width, V vocabulary.
 """
 from __future__ import annotations
 
@@ -27,6 +32,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from lm import attention as attention_lib
+from lm import kv_cache
+
 Array = jax.Array
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 REMAT_POLICIES = {
@@ -35,7 +43,6 @@ REMAT_POLICIES = {
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
-ATTENTION_IMPLS = ("xla", "cudnn", "auto")
 
 
 def head_dim(cfg: ml_collections.ConfigDict) -> int:
@@ -126,7 +133,8 @@ class Attention(nn.Module):
   cfg: ml_collections.ConfigDict
 
   @nn.compact
-  def __call__(self, x_BTD, positions_BT, mask_B1TT):
+  def __call__(self, x_BTD, positions_BT, mask_B1TT, cache=None, cache_index=None):
+    """→ (out_BTD, cache); with a cache, `mask_B1TT` is the (B, 1, T, S) mask over its slots."""
     cfg = self.cfg
     H, K, Dh = cfg.n_heads, cfg.n_kv_heads, head_dim(cfg)
     std = cfg.init_std
@@ -140,17 +148,14 @@ class Attention(nn.Module):
     q_BTHD = nn.with_logical_constraint(q_BTHD, ("batch", "length", "act_heads", None))
     k_BTKD = nn.with_logical_constraint(k_BTKD, ("batch", "length", "act_kv_heads", None))
     v_BTKD = nn.with_logical_constraint(v_BTKD, ("batch", "length", "act_kv_heads", None))
-    impl = None if cfg.attention == "auto" else cfg.attention
-    if mask_B1TT is not None:
-      out_BTHD = jax.nn.dot_product_attention(q_BTHD, k_BTKD, v_BTKD, mask=mask_B1TT,
-                                              implementation=impl)
-    else:
-      out_BTHD = jax.nn.dot_product_attention(q_BTHD, k_BTKD, v_BTKD, is_causal=True,
-                                              implementation=impl)
+    if cache is not None:
+      cache = kv_cache.write(cache, k_BTKD, v_BTKD, cache_index)
+      k_BTKD, v_BTKD = cache["k"], cache["v"]
+    out_BTHD = attention_lib.attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TT, impl=cfg.attention)
     out_BTHD = nn.with_logical_constraint(out_BTHD, ("batch", "length", "act_heads", None))
     out_std = std / (2 * cfg.n_layers) ** 0.5
     return _dense(cfg.d_model, ("heads", "head_dim", "embed"), "out", cfg, out_std,
-                  cfg.use_bias)(out_BTHD)
+                  cfg.use_bias)(out_BTHD), cache
 
 
 class Mlp(nn.Module):
@@ -172,26 +177,38 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-norm residual block; (carry, None) signature so it can be scanned."""
+  """Pre-norm residual block; (carry, cache) signature so it can be scanned (cache None in training)."""
   cfg: ml_collections.ConfigDict
 
   @nn.compact
-  def __call__(self, x_BTD, positions_BT, mask_B1TT):
-    x_BTD = x_BTD + Attention(self.cfg, name="attn")(Norm(self.cfg, name="ln_attn")(x_BTD),
-                                                      positions_BT, mask_B1TT)
+  def __call__(self, x_BTD, positions_BT, mask_B1TT, cache=None, cache_index=None):
+    attn_BTD, cache = Attention(self.cfg, name="attn")(Norm(self.cfg, name="ln_attn")(x_BTD),
+                                                       positions_BT, mask_B1TT, cache, cache_index)
+    x_BTD = x_BTD + attn_BTD
     x_BTD = x_BTD + Mlp(self.cfg, name="mlp")(Norm(self.cfg, name="ln_mlp")(x_BTD))
     x_BTD = nn.with_logical_constraint(x_BTD, ("batch", "length", "act_embed"))
-    return x_BTD, None
+    return x_BTD, cache
 
 
 class Transformer(nn.Module):
-  """tokens_BT → logits_BTV (float32). Use `hidden=True` for the final normed states."""
+  """tokens_BT → logits_BTV (float32). Use `hidden=True` for the final normed states.
+
+  With `cache` (from `kv_cache.init`) returns (logits_BTV, cache): the T new
+  tokens occupy slots cache_index.., row b's real tokens start at slot
+  cache_start_B[b] (left padding), and positions default to slot − start.
+  """
   cfg: ml_collections.ConfigDict
 
   @nn.compact
-  def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, hidden=False):
+  def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None, hidden=False,
+               cache=None, cache_index=None, cache_start_B=None):
     cfg = self.cfg
     B, T = tokens_BT.shape
+    if cache is not None:
+      if cache_start_B is None:
+        cache_start_B = jnp.zeros((B,), jnp.int32)
+      if positions_BT is None:
+        positions_BT = kv_cache.positions(cache_start_B, cache_index, T)
     if positions_BT is None:
       positions_BT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
     embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=DTYPES[cfg.dtype], param_dtype=jnp.float32,
@@ -207,6 +224,9 @@ class Transformer(nn.Module):
     # A zero-cost hook: gradients w.r.t. the embedded inputs (causality tests, saliency).
     x_BTD = self.perturb("embedded", x_BTD)
     mask_B1TT = attention_mask(segment_ids_BT, T)
+    if cache is not None:
+      S = jax.tree.leaves(cache)[0].shape[-3]
+      mask_B1TT = kv_cache.mask(cache_start_B, cache_index, T, S)
 
     block = Block
     policy = REMAT_POLICIES[cfg.remat]
@@ -214,22 +234,28 @@ class Transformer(nn.Module):
       block = nn.remat(block, policy=policy, prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                      in_axes=(nn.broadcast, nn.broadcast), length=cfg.n_layers,
+                      in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast), length=cfg.n_layers,
                       metadata_params={nn.PARTITION_NAME: "layers"})
-      x_BTD, _ = stack(cfg, name="layers")(x_BTD, positions_BT, mask_B1TT)
+      x_BTD, new_layers = stack(cfg, name="layers")(
+          x_BTD, positions_BT, mask_B1TT, None if cache is None else cache["layers"], cache_index)
+      new_cache = {"layers": new_layers}
     else:
+      new_cache = {}
       for i in range(cfg.n_layers):
-        x_BTD, _ = block(cfg, name=f"layer_{i}")(x_BTD, positions_BT, mask_B1TT)
+        x_BTD, new_cache[f"layer_{i}"] = block(cfg, name=f"layer_{i}")(
+            x_BTD, positions_BT, mask_B1TT, None if cache is None else cache[f"layer_{i}"], cache_index)
 
     x_BTD = Norm(cfg, name="ln_final")(x_BTD)
     if hidden:
-      return x_BTD
+      return x_BTD if cache is None else (x_BTD, new_cache)
     if cfg.tie_embeddings:
       logits_BTV = embed.attend(x_BTD)
     else:
       logits_BTV = _dense(cfg.vocab_size, ("embed", "vocab"), "lm_head", cfg, cfg.init_std,
                           False)(x_BTD)
     logits_BTV = nn.with_logical_constraint(logits_BTV, ("batch", "length", "act_vocab"))
+    if cache is not None:
+      return logits_BTV.astype(jnp.float32), new_cache
     return logits_BTV.astype(jnp.float32)
 
 
@@ -245,7 +271,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.model.{key}: {msg}")
   for key, options in (("positions", ("learned", "rotary")), ("norm", ("layernorm", "rmsnorm")),
                        ("mlp", ("gelu", "swiglu")), ("dtype", tuple(DTYPES)),
-                       ("remat", tuple(REMAT_POLICIES)), ("attention", ATTENTION_IMPLS)):
+                       ("remat", tuple(REMAT_POLICIES)), ("attention", attention_lib.IMPLEMENTATIONS)):
     if cfg[key] not in options:
       bad(key, f"{cfg[key]!r} is not one of {options}")
   if cfg.n_heads % cfg.n_kv_heads:
@@ -256,15 +282,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     bad("head_dim", f"rotary embeddings need an even head_dim, got {head_dim(cfg)}")
 
 
-def num_params(params: Any, exclude_embeddings: bool = False) -> int:
-  flat = jax.tree_util.tree_flatten_with_path(params)[0]
-  total = 0
-  for path, leaf in flat:
-    name = jax.tree_util.keystr(path)
-    if exclude_embeddings and "pos_embed" in name:
-      continue
-    total += leaf.size
-  return total
+def num_params(params: Any) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))
 
 
 def flops_per_token(cfg: ml_collections.ConfigDict, seq_len: int) -> float:

@@ -1,32 +1,256 @@
-"""Sampling from the model.
+"""Sampling from the model: batched prefill + decode with a KV cache, all inside jit.
 
-`sample_uncached` recomputes the whole prefix at every step: O(T²) work, used
-for evaluation-time samples of small models and as the reference that the
-KV-cache sampler is tested against.
+  out = generate(model, params, [[1, 2, 3], [4, 5]], max_new_tokens=32,
+                 temperature=0.8, top_p=0.95, stop_ids=[eos], seed=0)
+  out.tokens (B, N), out.logprobs (B, N), out.lengths (B,)
+
+Prompts are left-padded into one (B, P) buffer so every row writes the same
+cache slot at each step (`lm.kv_cache`); each row still gets its own positions
+and never sees the padding. The prompt is prefilled in one forward pass, then a
+`lax.while_loop` samples and feeds one token per iteration until every row has
+hit a stop token or its own length limit. Rows that finish early emit `pad_id`
+afterwards. A row's output includes its stop token (GRPO and SFT want to learn
+to stop), and `lengths` counts it.
+
+`logprobs` are log p(token) under the model itself (temperature 1, no top-k or
+top-p filtering): the policy probabilities that GRPO's importance ratios need,
+whatever sampling distribution was used to pick the token.
+
+Streaming (`stream`): prefill once, then decode `chunk` tokens per jitted call,
+yielding each chunk; the random stream is indexed by step, so the chunked
+tokens equal `generate`'s with the same seed.
+
+With a mesh (`mesh`, `rule_pairs`), the prompts are split over the batch axes
+and the model's logical constraints shard activations and the cache (batch over
+data×fsdp, kv heads over tensor); parameters keep the shardings they came with.
+
+`sample_uncached` recomputes the whole prefix at every step: O(T²) work, the
+reference that the cached sampler is tested against.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+from typing import Any, Iterator, NamedTuple, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lm import kv_cache
+from lm import sharding as sharding_lib
 
-def filter_logits(logits_BV: jax.Array, temperature: float, top_k: int = 0, top_p: float = 1.0):
-  """Temperature, then top-k, then top-p (nucleus) masking; -inf outside the support."""
+
+def filter_logits(logits_BV: jax.Array, temperature, top_k=0, top_p=1.0):
+  """Temperature, then top-k, then top-p (nucleus) masking; -inf outside the support.
+
+  The settings may be traced scalars: one compiled sampler serves every setting,
+  and `lax.cond` skips the sorts when a filter is off.
+  """
   logits_BV = logits_BV / jnp.maximum(temperature, 1e-6)
-  if top_k > 0:
-    kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
-    logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
-  if top_p < 1.0:
-    sorted_BV = jnp.sort(logits_BV, axis=-1)[:, ::-1]
+  V = logits_BV.shape[-1]
+
+  def keep_top_k(l_BV):
+    k = jnp.clip(top_k, 1, V)
+    kth_B1 = jnp.take_along_axis(jnp.sort(l_BV, -1), jnp.full((l_BV.shape[0], 1), V - k), -1)
+    return jnp.where(l_BV < kth_B1, -jnp.inf, l_BV)
+
+  def keep_top_p(l_BV):
+    sorted_BV = jnp.sort(l_BV, axis=-1)[:, ::-1]
     cum_BV = jnp.cumsum(jax.nn.softmax(sorted_BV, -1), -1)
     # keep the smallest prefix whose mass reaches top_p (always at least one token)
-    cutoff_idx_B1 = jnp.sum(cum_BV < top_p, -1, keepdims=True)
+    cutoff_idx_B1 = jnp.minimum(jnp.sum(cum_BV < top_p, -1, keepdims=True), V - 1)
     cutoff_B1 = jnp.take_along_axis(sorted_BV, cutoff_idx_B1, -1)
-    logits_BV = jnp.where(logits_BV < cutoff_B1, -jnp.inf, logits_BV)
-  return logits_BV
+    return jnp.where(l_BV < cutoff_B1, -jnp.inf, l_BV)
+
+  logits_BV = jax.lax.cond(top_k > 0, keep_top_k, lambda l: l, logits_BV)
+  return jax.lax.cond(top_p < 1.0, keep_top_p, lambda l: l, logits_BV)
+
+
+def choose(logits_BV: jax.Array, rng: jax.Array, temperature, top_k=0, top_p=1.0) -> jax.Array:
+  """Next token per row: argmax when temperature is 0, else a draw from the filtered softmax."""
+  def draw(l_BV):
+    return jax.random.categorical(rng, filter_logits(l_BV, temperature, top_k, top_p)).astype(jnp.int32)
+  return jax.lax.cond(temperature == 0.0, lambda l: jnp.argmax(l, -1).astype(jnp.int32), draw, logits_BV)
+
+
+class Generation(NamedTuple):
+  tokens: jax.Array    # (B, N) int32; pad_id after a row's end
+  logprobs: jax.Array  # (B, N) float32 log p(token | prefix) under the model; 0 after the end
+  lengths: jax.Array   # (B,) int32 tokens generated, stop token included
+
+
+class DecodeState(NamedTuple):
+  """Everything the decode loop carries; a pytree, so it crosses jit boundaries for streaming."""
+  cache: Any
+  logits_BV: jax.Array   # next-token logits of every row
+  slot: jax.Array        # () cache slot the next fed token is written to
+  start_B: jax.Array     # first real slot of each row (left padding before it)
+  step: jax.Array        # () tokens emitted so far (the same for all rows)
+  done_B: jax.Array
+  limit_B: jax.Array     # per-row max new tokens
+  stop_BS: jax.Array     # per-row stop ids, -1 padded
+  tokens_BN: jax.Array
+  logprobs_BN: jax.Array
+  rng: jax.Array
+
+
+def _prefill(model, params, prompt_BP, start_B, limit_B, stop_BS, rng, *, max_new_tokens):
+  B, P = prompt_BP.shape
+  cache = kv_cache.init(model.cfg, B, P + max_new_tokens)
+  logits_BPV, cache = model.apply({"params": params}, prompt_BP, cache=cache,
+                                  cache_index=jnp.int32(0), cache_start_B=start_B)
+  return DecodeState(
+      cache=cache, logits_BV=logits_BPV[:, -1], slot=jnp.int32(P), start_B=start_B,
+      step=jnp.int32(0), done_B=limit_B <= 0, limit_B=limit_B, stop_BS=stop_BS,
+      tokens_BN=jnp.zeros((B, max_new_tokens), jnp.int32),
+      logprobs_BN=jnp.zeros((B, max_new_tokens), jnp.float32), rng=rng)
+
+
+def _decode(model, params, state: DecodeState, temperature, top_k, top_p, pad_id, *, steps):
+  """Up to `steps` more tokens (fewer if every row is done or the buffer is full)."""
+  N = state.tokens_BN.shape[1]
+  end = jnp.minimum(state.step + steps, N)
+
+  def cond(s: DecodeState):
+    return (s.step < end) & ~jnp.all(s.done_B)
+
+  def body(s: DecodeState):
+    rng = jax.random.fold_in(s.rng, s.step)
+    token_B = choose(s.logits_BV, rng, temperature, top_k, top_p)
+    active_B = ~s.done_B
+    token_B = jnp.where(active_B, token_B, pad_id)
+    logp_B = jnp.take_along_axis(jax.nn.log_softmax(s.logits_BV, -1), token_B[:, None], -1)[:, 0]
+    logp_B = jnp.where(active_B, logp_B, 0.0)
+    stopped_B = jnp.any(token_B[:, None] == s.stop_BS, -1)
+    done_B = s.done_B | (active_B & stopped_B) | (s.step + 1 >= s.limit_B)
+    logits_B1V, cache = model.apply({"params": params}, token_B[:, None], cache=s.cache,
+                                    cache_index=s.slot, cache_start_B=s.start_B)
+    return s._replace(
+        cache=cache, logits_BV=logits_B1V[:, 0], slot=s.slot + 1, step=s.step + 1, done_B=done_B,
+        tokens_BN=jax.lax.dynamic_update_slice(s.tokens_BN, token_B[:, None], (0, s.step)),
+        logprobs_BN=jax.lax.dynamic_update_slice(s.logprobs_BN, logp_B[:, None], (0, s.step)))
+
+  return jax.lax.while_loop(cond, body, state)
+
+
+def _lengths(state: DecodeState) -> jax.Array:
+  """Tokens each row emitted: up to and including its stop token, at most its limit."""
+  N = state.tokens_BN.shape[1]
+  emitted_BN = jnp.arange(N)[None, :] < state.step
+  stop_BN = jnp.any(state.tokens_BN[:, :, None] == state.stop_BS[:, None, :], -1) & emitted_BN
+  first_stop_B = jnp.where(jnp.any(stop_BN, -1), jnp.argmax(stop_BN, -1) + 1, state.step)
+  return jnp.minimum(jnp.minimum(first_stop_B, state.limit_B), state.step).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens"))
+def _generate(model, params, prompt_BP, start_B, limit_B, stop_BS, rng, temperature, top_k, top_p, pad_id, *,
+              max_new_tokens):
+  state = _prefill(model, params, prompt_BP, start_B, limit_B, stop_BS, rng, max_new_tokens=max_new_tokens)
+  state = _decode(model, params, state, temperature, top_k, top_p, pad_id, steps=max_new_tokens)
+  return Generation(state.tokens_BN, state.logprobs_BN, _lengths(state))
+
+
+_prefill_jit = jax.jit(_prefill, static_argnames=("model", "max_new_tokens"))
+_decode_jit = jax.jit(_decode, static_argnames=("model", "steps"), donate_argnames=("state",))
+
+
+def _settings(temperature, top_k, top_p, pad_id):
+  """Traced scalars, so that changing a setting never recompiles."""
+  if temperature < 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
+    raise ValueError(f"sampling: need temperature ≥ 0, top_k ≥ 0, 0 < top_p ≤ 1; got "
+                     f"temperature={temperature}, top_k={top_k}, top_p={top_p}")
+  return jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p), jnp.int32(pad_id)
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
+  """(B, P) left-padded prompts and each row's first real slot; P rounded up to `multiple`
+  so that prompts of nearby lengths share one compiled program."""
+  if not prompts or any(len(p) == 0 for p in prompts):
+    raise ValueError("sampling: every prompt needs at least one token (e.g. a BOS id)")
+  P = -(-max(len(p) for p in prompts) // multiple) * multiple
+  buf = np.full((len(prompts), P), pad_id, np.int32)
+  start = np.zeros(len(prompts), np.int32)
+  for i, p in enumerate(prompts):
+    buf[i, P - len(p):] = p
+    start[i] = P - len(p)
+  return buf, start
+
+
+def _stops(stop_ids, B: int) -> np.ndarray:
+  """A list of ids for every row, or one list per row → (B, S) padded with -1."""
+  rows = [list(r) for r in stop_ids] if stop_ids and not isinstance(stop_ids[0], (int, np.integer)) \
+      else [list(stop_ids or [])] * B
+  if len(rows) != B:
+    raise ValueError(f"sampling: {len(rows)} per-row stop lists for {B} prompts")
+  out = np.full((B, max(1, max(len(r) for r in rows))), -1, np.int32)
+  for i, r in enumerate(rows):
+    out[i, :len(r)] = r
+  return out
+
+
+def _inputs(model, prompts, max_new_tokens, stop_ids, max_new_B, pad_id, pad_multiple, mesh):
+  cfg = model.cfg
+  prompt_BP, start_B = left_pad(prompts, pad_id, pad_multiple)
+  B, P = prompt_BP.shape
+  if cfg.positions == "learned" and (prompt_BP.shape[1] - start_B).max() + max_new_tokens > cfg.max_len:
+    raise ValueError(f"config.model.max_len={cfg.max_len} is shorter than the longest prompt "
+                     f"({int((P - start_B).max())}) + max_new_tokens ({max_new_tokens})")
+  limit_B = np.full(B, max_new_tokens, np.int32) if max_new_B is None else \
+      np.minimum(np.asarray(max_new_B, np.int32), max_new_tokens)
+  arrays = (prompt_BP, start_B, limit_B, _stops(stop_ids, B))
+  if mesh is not None and B % sharding_lib.batch_axis_size(mesh) == 0:
+    arrays = tuple(jax.device_put(a, sharding_lib.batch_sharding(mesh)) for a in arrays)
+  return arrays
+
+
+def _context(mesh, rule_pairs):
+  if mesh is None:
+    return contextlib.nullcontext()
+  stack = contextlib.ExitStack()
+  stack.enter_context(jax.set_mesh(mesh))
+  stack.enter_context(nn.logical_axis_rules(rule_pairs))
+  return stack
+
+
+def generate(model, params, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+             stop_ids: Sequence[int] | Sequence[Sequence[int]] = (), max_new_B=None, pad_id: int = 0,
+             pad_multiple: int = 1, mesh=None, rule_pairs=()) -> Generation:
+  """Continue every prompt (token-id lists of any lengths) in one jitted prefill + decode loop.
+
+  temperature 0 is greedy; top_k 0 and top_p 1 switch those filters off.
+  stop_ids: ids that end every row, or one list per row. max_new_B: per-row
+  limits (≤ max_new_tokens).
+  """
+  arrays = _inputs(model, prompts, max_new_tokens, stop_ids, max_new_B, pad_id, pad_multiple, mesh)
+  settings = _settings(temperature, top_k, top_p, pad_id)
+  with _context(mesh, rule_pairs):
+    return _generate(model, params, *arrays, jax.random.key(seed), *settings,
+                     max_new_tokens=int(max_new_tokens))
+
+
+def stream(model, params, prompts: Sequence[Sequence[int]], max_new_tokens: int, *, chunk: int = 8,
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, seed: int = 0,
+           stop_ids=(), max_new_B=None, pad_id: int = 0, pad_multiple: int = 1, mesh=None,
+           rule_pairs=()) -> Iterator[np.ndarray]:
+  """Yield (B, ≤chunk) new tokens as they are decoded; rows that are done yield pad_id."""
+  arrays = _inputs(model, prompts, max_new_tokens, stop_ids, max_new_B, pad_id, pad_multiple, mesh)
+  settings = _settings(temperature, top_k, top_p, pad_id)
+  with _context(mesh, rule_pairs):
+    state = _prefill_jit(model, params, *arrays, jax.random.key(seed), max_new_tokens=int(max_new_tokens))
+  emitted = 0
+  while emitted < max_new_tokens:
+    with _context(mesh, rule_pairs):
+      state = _decode_jit(model, params, state, *settings, steps=chunk)
+    step = int(state.step)
+    if step == emitted:
+      return
+    yield np.asarray(state.tokens_BN[:, emitted:step])
+    emitted = step
+    if bool(jnp.all(state.done_B)):
+      return
 
 
 @functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "temperature", "top_k"))
@@ -39,10 +263,7 @@ def _sample(model, params, tokens_BT, lengths_B, rng, *, max_new_tokens, tempera
     pos_B = lengths_B + i - 1
     logits_BV = jnp.take_along_axis(logits_BTV, pos_B[:, None, None], 1)[:, 0]
     rng, sub = jax.random.split(rng)
-    if temperature == 0.0:
-      next_B = jnp.argmax(logits_BV, -1)
-    else:
-      next_B = jax.random.categorical(sub, filter_logits(logits_BV, temperature, top_k))
+    next_B = choose(logits_BV, sub, temperature, top_k)
     tokens_BT = tokens_BT.at[jnp.arange(B), pos_B + 1].set(next_B.astype(tokens_BT.dtype))
     return tokens_BT, rng
 
