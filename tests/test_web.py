@@ -143,3 +143,13 @@ def test_cluster_executors_dry_run(tmp_path, executor):
   if executor == "slurm":
     script = (tmp_path / "plan" / "filter.slurm").read_text()
     assert "#SBATCH --partition=cpu" in script and "launch_pickled_pipeline" in script
+
+
+def test_pii_formatter_replaces_unicode_emails_and_only_public_ips():
+  f = web.pii_formatter()
+  text = ("Write to jörg.ström@firma.example.de or bob@mail.example.net; "
+          "server 81.23.145.7, printer 192.168.1.20, localhost 127.0.0.1.")
+  out = f.format(text)
+  assert "jörg" not in out and "bob@" not in out and "81.23.145.7" not in out
+  assert "192.168.1.20" in out and "127.0.0.1" in out
+  assert out.count("@example.") == 2

@@ -201,7 +201,7 @@ def _low_quality_text(rng: random.Random, variant: int) -> str:
       "\n".join([f"{spam.capitalize()}!"] * 40),                                         # repeated lines
       " ".join([spam] * 60),                                                              # keyword stuffing
       "\n".join(f"{rng.choice(T.THINGS)} {rng.randrange(100)}" for _ in range(80)),       # short list lines
-      "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 12,                   # placeholder text
+      "Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 12,                   # lorem ipsum filler
       " ".join(f"#{w}" for w in spam.split() * 20),                                       # hashtag soup
       "Great post. Thanks!",                                                              # too short
   ][variant % 6]

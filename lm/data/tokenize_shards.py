@@ -13,6 +13,7 @@ import os
 import time
 from typing import Iterator, Sequence
 
+import numpy as np
 from tqdm import tqdm
 
 from lm import tokenizer as tokenizer_lib
@@ -45,8 +46,9 @@ def _init_worker(tokenizer_path: str) -> None:
   _WORKER_TOKENIZER = tokenizer_lib.load_tokenizer(tokenizer_path)
 
 
-def _encode_chunk(docs: Sequence[str]) -> list[list[int]]:
-  return [_WORKER_TOKENIZER.encode(d) for d in docs]
+def _encode_chunk(docs: Sequence[str]) -> list[np.ndarray]:
+  # Arrays, not lists of ints: they pickle back to the parent ~10x faster.
+  return [np.asarray(_WORKER_TOKENIZER.encode(d), np.int32) for d in docs]
 
 
 def check_same_tokenizer(shard_dir: str, tokenizer) -> None:
@@ -60,7 +62,7 @@ def check_same_tokenizer(shard_dir: str, tokenizer) -> None:
 
 
 def tokenize_split(docs: list[str], tokenizer_path: str, out_dir: str, *, workers: int = 2,
-                   shard_tokens: int = 1 << 24, desc: str = "tokenize", chunk_docs: int = 64) -> dict:
+                   shard_tokens: int = 1 << 24, desc: str = "tokenize", chunk_docs: int = 256) -> dict:
   """Encodes `docs` into shards at `out_dir`; returns the meta plus bytes, seconds and MB/s."""
   tok = tokenizer_lib.load_tokenizer(tokenizer_path)
   check_same_tokenizer(out_dir, tok)

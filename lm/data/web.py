@@ -20,7 +20,7 @@ import glob
 import os
 from typing import Any
 
-# Filters in pipeline order: (step key, datatrove stat name shown in logs).
+# Steps that write what they drop to removed/<step>/ (Trafilatura drops silently), in pipeline order.
 FILTER_STEPS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "minhash")
 
 
@@ -111,6 +111,22 @@ def html_record(record) -> dict | None:
           "date": record.rec_headers.get_header("WARC-Date")}
 
 
+# datatrove's e-mail pattern is ASCII-only and misses addresses like jörg.ström@firma.de;
+# \w is Unicode-aware, so this one also catches internationalised local parts and domains.
+UNICODE_EMAIL = (r"\b[\w!#$%&'*+/=?^`{|}~-]+(?:\.[\w!#$%&'*+/=?^`{|}~-]+)*"
+                 r"@(?:\w(?:[\w-]*\w)?\.)+\w(?:[\w-]*\w)?")
+# RFC 5737 documentation addresses: not public, so replaced text holds no public IP.
+IP_REPLACEMENTS = ("192.0.2.1", "198.51.100.7", "203.0.113.9")
+
+
+def pii_formatter():
+  from datatrove.pipeline.formatters import PIIFormatter
+  from datatrove.pipeline.formatters.pii import PIIReplacer
+  f = PIIFormatter(ip_replacement=IP_REPLACEMENTS)
+  f.emails_replacer = PIIReplacer(UNICODE_EMAIL, ("email@example.com", "firstname.lastname@example.org"))
+  return f
+
+
 def _language_filter(languages, threshold: float, exclusion_writer):
   from datatrove.pipeline.filters import LanguageFilter
   from datatrove.utils.lid import FT176LID
@@ -146,7 +162,6 @@ def build_stages(cfg, warcs: list[str], work: str) -> list[dict[str, Any]]:
   from datatrove.pipeline.extractors import Trafilatura
   from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
                                           GopherRepetitionFilter, URLFilter)
-  from datatrove.pipeline.formatters import PIIFormatter
   from datatrove.pipeline.readers import JsonlReader
   from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
   from datatrove.utils.hashing import HashConfig
@@ -181,7 +196,6 @@ def build_stages(cfg, warcs: list[str], work: str) -> list[dict[str, Any]]:
   writers = [JsonlWriter(p["jsonl"], output_filename="${rank}.jsonl.gz")]
   if "parquet" in cfg.output_formats:
     writers.append(ParquetWriter(p["parquet"], output_filename="${rank}.parquet"))
-  ip_replacement = ("192.0.2.1", "198.51.100.7", "203.0.113.9")  # RFC 5737 documentation addresses: not public
   return [
       {"name": "filter", "pipeline": filter_stage, "tasks": tasks},
       {"name": "minhash_signatures", "pipeline": [filtered(), MinhashDedupSignature(p["signatures"], mh, language=lang)],
@@ -190,7 +204,7 @@ def build_stages(cfg, warcs: list[str], work: str) -> list[dict[str, Any]]:
        "tasks": mh.num_buckets},
       {"name": "minhash_clusters", "pipeline": [MinhashDedupCluster(p["buckets"], p["remove_ids"], config=mh)], "tasks": 1},
       {"name": "output", "pipeline": [filtered(), MinhashDedupFilter(p["remove_ids"], exclusion_writer=removed("minhash")),
-                                      PIIFormatter(ip_replacement=ip_replacement), *writers],
+                                      pii_formatter(), *writers],
        "tasks": tasks},
   ]
 
