@@ -41,4 +41,7 @@ def get_config(arg: str = "train_step") -> ml_collections.ConfigDict:
     c.new_tokens = 256           # generated tokens per row
     c.steps = 3                  # timed generate calls
     c.warmup_steps = 1
+    c.model.max_len = 320        # learned positions must cover prompt_len + new_tokens
+    c.cpu_devices = 2            # on CPU: split the cores into this many devices, rows sharded over them (0: JAX default)
+    c.xla_cpu_flags = "--xla_cpu_use_xnnpack=false"  # appended to XLA_FLAGS: Eigen beats XNNPACK at 8-row matmuls
   return c

@@ -150,8 +150,9 @@ class Attention(nn.Module):
     v_BTKD = nn.with_logical_constraint(v_BTKD, ("batch", "length", "act_kv_heads", None))
     if cache is not None:
       cache = kv_cache.write(cache, k_BTKD, v_BTKD, cache_index)
-      k_BTKD, v_BTKD = cache["k"], cache["v"]
-    out_BTHD = attention_lib.attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TT, impl=cfg.attention)
+      out_BTHD = kv_cache.attend(q_BTHD, cache, mask_B1TT)
+    else:
+      out_BTHD = attention_lib.attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TT, impl=cfg.attention)
     out_BTHD = nn.with_logical_constraint(out_BTHD, ("batch", "length", "act_heads", None))
     out_std = std / (2 * cfg.n_layers) ** 0.5
     return _dense(cfg.d_model, ("heads", "head_dim", "embed"), "out", cfg, out_std,
@@ -225,7 +226,7 @@ class Transformer(nn.Module):
     x_BTD = self.perturb("embedded", x_BTD)
     mask_B1TT = attention_mask(segment_ids_BT, T)
     if cache is not None:
-      S = jax.tree.leaves(cache)[0].shape[-3]
+      S = jax.tree.leaves(cache)[0].shape[-2]
       mask_B1TT = kv_cache.mask(cache_start_B, cache_index, T, S)
 
     block = Block
