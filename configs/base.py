@@ -35,8 +35,8 @@ def model_config(size: str) -> ml_collections.ConfigDict:
   llama = dict(positions="rotary", norm="rmsnorm", mlp="swiglu", tie_embeddings=False,
                use_bias=False, qkv_bias=False, norm_eps=1e-5)
   sizes = {
-      "tiny": dict(gpt2, vocab_size=0, max_len=256, d_model=192, n_layers=4, n_heads=4, n_kv_heads=4, d_ff=768),
-      "llama_tiny": dict(llama, vocab_size=0, max_len=256, d_model=192, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=512),
+      "tiny": dict(gpt2, vocab_size=0, max_len=256, d_model=128, n_layers=4, n_heads=4, n_kv_heads=4, d_ff=512),
+      "llama_tiny": dict(llama, vocab_size=0, max_len=256, d_model=128, n_layers=4, n_heads=4, n_kv_heads=2, d_ff=384),
       "bench": dict(gpt2, vocab_size=4096, max_len=256, d_model=256, n_layers=4, n_heads=4, n_kv_heads=4, d_ff=1024),
       "gpt2_124m": dict(gpt2, vocab_size=50304, max_len=1024, d_model=768, n_layers=12, n_heads=12, n_kv_heads=12, d_ff=3072),
       "llama_1b": dict(llama, vocab_size=128256, max_len=2048, d_model=2048, n_layers=16, n_heads=32, n_kv_heads=8, d_ff=8192,
@@ -65,7 +65,7 @@ def model_config(size: str) -> ml_collections.ConfigDict:
   m.dtype = "float32"       # compute dtype: float32 | bfloat16 (parameters stay float32)
   m.remat = "none"          # none | full | dots | dots_no_batch (jax.checkpoint policy)
   m.scan_layers = False     # lax.scan over blocks: O(1) compile time in depth
-  m.attention = "xla"       # xla | cudnn | auto (jax.nn.dot_product_attention implementation)
+  m.attention = "xla"       # xla | cudnn | auto (jax.nn.dot_product_attention) | einsum (causal-blocked, CPU)
   m.update(sizes[size])
   return m
 

@@ -26,6 +26,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0                      # parameter init and dropout-free step RNG
   c.model = base.model_config(arg)
+  if arg in ("tiny", "llama_tiny"):
+    c.model.attention = "einsum"  # the fastest attention on CPU (lm/attention.py)
   c.mesh = base.mesh_config()
   c.sharding_rules = base.SHARDING_RULES  # logical axis → mesh axes
 
@@ -39,16 +41,17 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.prefetch_threads = 2     # Grain read threads
 
   c.opt = base.optimizer_config(lr=3e-3 if arg in ("tiny", "llama_tiny") else 6e-4)
+  c.opt.warmup_steps = 50
 
   c.train = ml_collections.ConfigDict()
-  c.train.steps = 600             # optimizer steps
-  c.train.batch_size = 16         # global sequences per step (all hosts, all microbatches)
+  c.train.steps = 500             # optimizer steps
+  c.train.batch_size = 32         # global sequences per step (all hosts, all microbatches)
   c.train.grad_accum = 1          # microbatches per step (batch_size / grad_accum each)
-  c.train.seq_len = 256           # tokens per row (≤ model.max_len)
+  c.train.seq_len = 128           # tokens per row (≤ model.max_len)
   c.train.log_every = 25          # steps between metric lines
-  c.train.eval_every = 150        # steps between held-out evaluations (and samples)
+  c.train.eval_every = 125        # steps between held-out evaluations (and samples)
   c.train.eval_batches = 8        # held-out batches per evaluation
-  c.train.ckpt_every = 150        # steps between checkpoints
+  c.train.ckpt_every = 125        # steps between checkpoints
   c.train.keep_checkpoints = 2    # newest checkpoints kept
   c.train.async_checkpoint = True # write checkpoints in the background
   c.train.profile_steps = 0       # >0: jax.profiler trace of that many steps after the first log

@@ -4,7 +4,9 @@ Times our jitted, sharded train step (AdamW, float32 by default) on the peer's
 shapes, measures the device's matmul peak in the same process for MFU, then runs
 the PyTorch peer script on the same machine and reports both and their ratio.
 Ours and the peer run one after the other, never at once, so neither steals
-the other's cores.
+the other's cores, and alternate for `rounds` rounds: shared machines drift by
+±15% over minutes, so each round's ratio is taken between neighbours in time
+and the reported ratio is the median of those.
 """
 from __future__ import annotations
 
@@ -23,12 +25,13 @@ from lm import model as model_lib
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def time_ours(config) -> dict:
+def setup_ours(config):
+  """→ (run_steps(n) → list of step seconds, info dict) for our jitted train step."""
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.rules(config)
   sharding.check_batch(config.batch_size, 1, mesh)
   model = model_lib.build(config.model)
-  tx, schedule = train.make_optimizer(config.opt, config.steps + config.warmup_steps)
+  tx, schedule = train.make_optimizer(config.opt, config.rounds * (config.steps + config.warmup_steps))
   B, T = config.batch_size, config.seq_len
   sample = {"tokens_BT": jax.ShapeDtypeStruct((B, T), np.int32)}
   state, state_sh = train.init_state(model, tx, mesh, rules, sample, config.seed)
@@ -43,29 +46,47 @@ def time_ours(config) -> dict:
   with jax.set_mesh(mesh):
     compiled = step.jitted.lower(state, batch, key).compile()
   compile_s = time.perf_counter() - t
-  for _ in range(config.warmup_steps):
-    state, metrics = step(state, batch, key)
-  jax.block_until_ready(state)
-  times = []
-  for _ in range(config.steps):
-    t = time.perf_counter()
-    state, metrics = step(state, batch, key)
-    jax.block_until_ready(state)
-    times.append(time.perf_counter() - t)
+  mem = compiled.memory_analysis()
+  holder = {"state": state, "loss": None}
+
+  def run_steps(n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+      t = time.perf_counter()
+      holder["state"], metrics = step(holder["state"], batch, key)
+      jax.block_until_ready(holder["state"])
+      times.append(time.perf_counter() - t)
+    holder["loss"] = float(metrics["loss"])
+    return times
+
+  run_steps(config.warmup_steps)
+  info = {"compile_s": compile_s,
+          "temp_memory_mb": getattr(mem, "temp_size_in_bytes", 0) / 1e6 if mem else None}
+  return run_steps, info, holder
+
+
+def summarize_ours(config, times: list[float], info: dict, loss: float) -> dict:
+  B, T = config.batch_size, config.seq_len
   step_s = float(np.median(times))
   tps = B * T / step_s
   peak = perf.measure_matmul_peak(config.model.dtype)
   flops_tok = model_lib.flops_per_token(config.model, T)
-  mem = compiled.memory_analysis()
   return {
-      "tokens_per_sec": tps, "step_ms": step_s * 1e3, "compile_s": compile_s,
+      "tokens_per_sec": tps, "step_ms": step_s * 1e3, "compile_s": info["compile_s"],
       "mfu": perf.mfu(flops_tok, tps, peak, jax.device_count()),
       "peak_matmul_gflops": peak / 1e9, "model_flops_per_token": flops_tok,
-      "achieved_gflops": flops_tok * tps / 1e9, "loss": float(metrics["loss"]),
-      "temp_memory_mb": getattr(mem, "temp_size_in_bytes", 0) / 1e6 if mem else None,
+      "achieved_gflops": flops_tok * tps / 1e9, "loss": loss,
+      "temp_memory_mb": info["temp_memory_mb"],
       "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
-      "dtype": config.model.dtype,
+      "dtype": config.model.dtype, "attention": config.model.attention,
+      "allocator": "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "default",
   }
+
+
+def time_ours(config) -> dict:
+  run_steps, info, holder = setup_ours(config)
+  times = run_steps(config.steps)
+  return summarize_ours(config, times, info, holder["loss"])
 
 
 def run_peer(config) -> dict | None:
@@ -85,13 +106,29 @@ def run_peer(config) -> dict | None:
 
 
 def run(config) -> dict:
-  result = time_ours(config)
-  print(json.dumps({"ours": result}), flush=True)
-  if config.peer:
+  if not config.peer:
+    result = time_ours(config)
+    print(json.dumps({"ours": result}), flush=True)
+    return result
+  run_steps, info, holder = setup_ours(config)
+  ours_all, ratios, peers = [], [], []
+  for r in range(config.rounds):
+    times = run_steps(config.steps)
+    ours_all += times
     peer = run_peer(config)
-    if peer:
-      result["peer_tokens_per_sec"] = peer["tokens_per_sec"]
-      result["peer_step_ms"] = peer["step_ms"]
-      result["peer_mfu"] = peer["achieved_gflops"] / result["peak_matmul_gflops"]
-      result["speedup_vs_peer"] = result["tokens_per_sec"] / peer["tokens_per_sec"]
+    if peer is None:
+      break
+    ours_tps = config.batch_size * config.seq_len / float(np.median(times))
+    peers.append(peer)
+    ratios.append(ours_tps / peer["tokens_per_sec"])
+    print(json.dumps({"round": r, "ours_tokens_per_sec": ours_tps,
+                      "peer_tokens_per_sec": peer["tokens_per_sec"], "ratio": ratios[-1]}), flush=True)
+  result = summarize_ours(config, ours_all, info, holder["loss"])
+  if peers:
+    peer_tps = float(np.median([p["tokens_per_sec"] for p in peers]))
+    result["peer_tokens_per_sec"] = peer_tps
+    result["peer_step_ms"] = config.batch_size * config.seq_len / peer_tps * 1e3
+    result["peer_mfu"] = peer_tps * peers[0]["model_flops_per_token"] / 1e9 / result["peak_matmul_gflops"]
+    result["speedup_vs_peer"] = float(np.median(ratios))
+    result["speedup_per_round"] = ratios
   return result

@@ -127,14 +127,17 @@ def evaluate(run: Run, eval_step, params) -> dict:
 
 
 def samples(run: Run, params) -> list[tuple[str, str]]:
+  """Continue the configured prompts with the KV-cache sampler, stopping at EOS."""
   cfg = run.config.sample
   prompts = [[run.tokenizer.bos_id] + run.tokenizer.encode(p) for p in cfg.prompts]
   # Sampling runs unsharded on the gathered parameters: small models only, at eval time.
   host_params = jax.device_get(params)
-  outs = sampling.sample_uncached(run.model, host_params, prompts, cfg.max_new_tokens,
-                                  temperature=cfg.temperature, top_k=cfg.top_k, seed=0,
-                                  pad_id=run.tokenizer.pad_id)
-  return [(p, run.tokenizer.decode(o)) for p, o in zip(cfg.prompts, outs)]
+  out = sampling.generate(run.model, host_params, prompts, cfg.max_new_tokens,
+                          temperature=cfg.temperature, top_k=cfg.top_k, seed=0,
+                          stop_ids=[run.tokenizer.eos_id], pad_id=run.tokenizer.pad_id)
+  tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+  return [(p, run.tokenizer.decode([t for t in tokens[i, :lengths[i]].tolist() if t != run.tokenizer.eos_id]))
+          for i, p in enumerate(cfg.prompts)]
 
 
 def train_loop(run: Run) -> dict:
@@ -176,6 +179,10 @@ def train_loop(run: Run) -> dict:
   bar = tqdm(range(start, cfg.train.steps), initial=start, total=cfg.train.steps, desc="train",
              disable=jax.process_index() != 0, dynamic_ncols=True)
   profile_at = start + cfg.train.log_every if cfg.train.profile_steps > 0 else -1
+  if start == 0:  # the untrained model's held-out loss: where the loss curve starts
+    ev = evaluate(run, eval_step, state.params)
+    writer.write(0, ev)
+    tqdm.write(f"step 0: val loss {ev['val/loss']:.4f}, {ev['val/bits_per_byte']:.3f} bits/byte")
   for step in bar:
     if step == profile_at:  # after compilation and warm-up: a trace of steady-state steps
       jax.profiler.start_trace(os.path.join(run.workdir, "profile"))

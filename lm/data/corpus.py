@@ -33,13 +33,22 @@ def pydoc_topics() -> Iterator[str]:
       yield text
 
 
+_SKIP_DIRS = {"site-packages", "dist-packages", "idlelib", "lib2to3", "turtledemo", "__pycache__"}
+
+
+def _stdlib_sources() -> list[str]:
+  """The standard library's .py files, never descending into installed packages or tests."""
+  stdlib = sysconfig.get_paths()["stdlib"]
+  paths = []
+  for root, dirs, files in os.walk(stdlib):
+    dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS and not d.startswith(("test", "config-")))
+    paths += [os.path.join(root, f) for f in files if f.endswith(".py")]
+  return sorted(paths)
+
+
 def stdlib_docstrings(min_chars: int = 200) -> Iterator[str]:
   """Module docstrings plus their class/function docstrings, one document per module."""
-  stdlib = sysconfig.get_paths()["stdlib"]
-  for path in sorted(glob.glob(os.path.join(stdlib, "**", "*.py"), recursive=True)):
-    rel = os.path.relpath(path, stdlib)
-    if rel.startswith(("site-packages", "test", "idlelib", "lib2to3", "turtledemo")) or "/test" in rel:
-      continue
+  for path in _stdlib_sources():
     try:
       with open(path, encoding="utf-8") as f:
         tree = ast.parse(f.read())
