@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 import ml_collections
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from lm import cli
 from lm import tokenizer as tokenizer_lib
 from lm.data import corpus, synthetic
 from lm.data import tokenize_shards
@@ -67,15 +67,6 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Data config file (con
 _WORKDIR = flags.DEFINE_string("workdir", None, "Data workdir shared by the data experiments.")
 
 
-def _cli(argv):
-  del argv
-  try:
-    main(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, FileNotFoundError, KeyError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-
-
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(_cli)
+  # The whole job runs in cli.run's setup phase: a user error anywhere is one line, exit 2.
+  cli.run(lambda: main(_CONFIG.value, _WORKDIR.value), lambda _: None)
