@@ -83,12 +83,6 @@ def summarize_ours(config, times: list[float], info: dict, loss: float) -> dict:
   }
 
 
-def time_ours(config) -> dict:
-  run_steps, info, holder = setup_ours(config)
-  times = run_steps(config.steps)
-  return summarize_ours(config, times, info, holder["loss"])
-
-
 def run_peer(config) -> dict | None:
   script = os.path.join(ROOT, config.peer_script)
   if not os.path.exists(script):
@@ -106,15 +100,13 @@ def run_peer(config) -> dict | None:
 
 
 def run(config) -> dict:
-  if not config.peer:
-    result = time_ours(config)
-    print(json.dumps({"ours": result}), flush=True)
-    return result
   run_steps, info, holder = setup_ours(config)
   ours_all, ratios, peers = [], [], []
-  for r in range(config.rounds):
+  for r in range(config.rounds if config.peer else 1):
     times = run_steps(config.steps)
     ours_all += times
+    if not config.peer:
+      break
     peer = run_peer(config)
     if peer is None:
       break

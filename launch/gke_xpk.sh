@@ -24,12 +24,7 @@ workload="${workload,,}"
 workload="${workload//[^a-z0-9-]/-}"
 workload="${workload:0:40}"
 
-show() {
-  local out=() a
-  for a in "$@"; do [[ "$a" =~ ^[[:alnum:]_./:=,@%+-]+$ ]] && out+=("$a") || out+=("${a@Q}"); done
-  echo "${out[*]}"
-}
-run() { if [[ "${DRY_RUN:-0}" == 1 ]]; then show "$@"; else "$@"; fi; }
+source launch/dry_run.sh
 
 for a in "$@"; do
   # Pods have no persistent disk: checkpoints and metrics must go to GCS to outlive the workload.

@@ -20,13 +20,7 @@ jax_version="$(sed -n 's/^jax==//p' requirements.txt)"
 tpu=(gcloud compute tpus tpu-vm)
 where=(--zone="$zone" ${PROJECT:+--project="$PROJECT"})
 
-# Quotes only the words that need it, so a dry run can be pasted back into a shell.
-show() {
-  local out=() a
-  for a in "$@"; do [[ "$a" =~ ^[[:alnum:]_./:=,@%+-]+$ ]] && out+=("$a") || out+=("${a@Q}"); done
-  echo "${out[*]}"
-}
-run() { if [[ "${DRY_RUN:-0}" == 1 ]]; then show "$@"; else "$@"; fi; }
+source launch/dry_run.sh
 
 for a in "$@"; do
   # Every worker writes its own part of each checkpoint: they must share one filesystem.
