@@ -19,7 +19,7 @@ import time
 import jax
 import numpy as np
 
-from lm import losses, perf, sharding, train
+from lm import host_malloc, losses, perf, sharding, train
 from lm import model as model_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,7 +79,7 @@ def summarize_ours(config, times: list[float], info: dict, loss: float) -> dict:
       "temp_memory_mb": info["temp_memory_mb"],
       "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
       "dtype": config.model.dtype, "attention": config.model.attention,
-      "allocator": "tcmalloc" if "tcmalloc" in os.environ.get("LD_PRELOAD", "") else "default",
+      "allocator": host_malloc.describe(),
   }
 
 

@@ -7,12 +7,7 @@
 #   bash launch/local.sh pytest                      # the test suite (adds requirements-test.txt)
 #
 # Needs only python3 (3.11+) with venv and pip. LM_VENV picks another env folder.
-# When TCMalloc is installed (Debian/Ubuntu: apt-get install libtcmalloc-minimal4;
-# TPU VM images ship it) it is preloaded, as MaxText does: XLA allocates each
-# step's temporary buffers afresh, and glibc returns large blocks to the kernel,
-# so every step page-faults its whole working set back in (~200k faults and
-# ~15% of a CPU train step here); TCMalloc keeps the pages. LM_TCMALLOC=0 turns
-# this off.
+# (experiments.* set glibc's malloc tunables themselves: see lm/host_malloc.py.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${LM_VENV:-.venv}"
@@ -32,13 +27,4 @@ if [[ ! -f "$stamp" ]]; then
   touch "$stamp"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if [[ "${LM_TCMALLOC:-1}" != 0 && "${LD_PRELOAD:-}" != *tcmalloc* ]]; then
-  for lib in /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib/x86_64-linux-gnu/libtcmalloc.so.4 \
-             /usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib64/libtcmalloc_minimal.so.4; do
-    if [[ -f "$lib" ]]; then
-      export LD_PRELOAD="$lib${LD_PRELOAD:+:$LD_PRELOAD}"
-      break
-    fi
-  done
-fi
 exec "$venv/bin/python" -m "$module" "$@"
