@@ -1,59 +1,133 @@
 """Scaled dot-product attention, by implementation.
 
   xla / cudnn / auto  `jax.nn.dot_product_attention` (cudnn: fused flash kernel on GPUs)
-  einsum              written out head-major, (B,K,G,T,Dh) x (B,K,S,Dh), softmax in float32,
-                      queries in blocks of 64 that skip the key blocks above the
-                      causal diagonal (10/16 of the work at T=256). The fastest CPU
-                      path we measured: a train step on the benchmark shapes is
-                      ~13% faster than with `xla` (experiments/bench_train.py).
+  einsum              written out head-major for CPUs: queries in blocks of 64 that
+                      skip the key blocks above the causal diagonal (10/16 of the
+                      work at T=256), softmax in float32, and a hand-written
+                      backward pass (`_blocked_bwd`). The fastest CPU path we
+                      measured (experiments/bench_train.py; numbers in the README).
 
 Grouped-query attention: H query heads share K key/value heads (G = H / K).
 `mask_B1TS` is True where a query may attend a key; None means causal (T == S).
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
 IMPLEMENTATIONS = ("xla", "cudnn", "auto", "einsum")
+_F32 = jnp.float32
 
 
-def _einsum_block(q_BKGTD, k_BKSD, v_BKSD, allowed, scale):
-  scores_BKGTS = jnp.einsum("bkgtd,bksd->bkgts", q_BKGTD, k_BKSD,
-                            preferred_element_type=jnp.float32) * scale
-  scores_BKGTS = jnp.where(allowed, scores_BKGTS, jnp.finfo(jnp.float32).min)
-  probs_BKGTS = jax.nn.softmax(scores_BKGTS, axis=-1).astype(v_BKSD.dtype)
-  return jnp.einsum("bkgts,bksd->bkgtd", probs_BKGTS, v_BKSD)
+def _allowed(mask_B1TS, t0, t1, s1):
+  """(B|1, 1, 1, t1-t0, s1) mask of block [t0, t1) × keys [0, s1), against (B, K, G, t, s)."""
+  if mask_B1TS is None:
+    return (jnp.arange(t0, t1)[:, None] >= jnp.arange(s1)[None, :])[None, None, None]
+  return mask_B1TS[:, :, None, t0:t1, :s1]
+
+
+def _blocked_fwd(q_BKGTD, k_BKSD, v_BKSD, mask_B1TS, blocks):
+  """Output and, per query block, the unnormalised probabilities and 1/row-sum.
+
+  Normalising after the PV product divides (t, Dh) instead of (t, s) values.
+  """
+  outs, probs, inv_sums = [], [], []
+  for t0, t1, s1 in blocks:
+    scores = jnp.einsum("bkgtd,bksd->bkgts", q_BKGTD[:, :, :, t0:t1], k_BKSD[:, :, :s1],
+                        preferred_element_type=_F32)
+    scores = jnp.where(_allowed(mask_B1TS, t0, t1, s1), scores, jnp.finfo(_F32).min)
+    p = jnp.exp(scores - scores.max(-1, keepdims=True)).astype(v_BKSD.dtype)
+    inv_sum = 1.0 / p.astype(_F32).sum(-1, keepdims=True)
+    out = jnp.einsum("bkgts,bksd->bkgtd", p, v_BKSD[:, :, :s1], preferred_element_type=_F32)
+    outs.append((out * inv_sum).astype(q_BKGTD.dtype))
+    probs.append(p)
+    inv_sums.append(inv_sum)
+  return jnp.concatenate(outs, axis=3), probs, inv_sums
+
+
+def _blocked_bwd(q_BKGTD, k_BKSD, v_BKSD, mask_B1TS, blocks, out_BKGTD, probs, inv_sums, dout_BKGTD):
+  """Flash-attention-style backward: dS = P ∘ (dP − rowsum(dO ∘ O)), from the stored P.
+
+  dK and dV are formed transposed, (Dh, s) = (Dh, t)·(t, s), so the large
+  (t, s) operands feed the matmuls in the layout they were produced in, and only
+  (t, Dh)-sized ones get transposed.
+  """
+  S = k_BKSD.shape[2]
+  delta = jnp.sum(dout_BKGTD.astype(_F32) * out_BKGTD.astype(_F32), -1, keepdims=True)
+  dq_blocks, dk_BKDS, dv_BKDS = [], 0.0, 0.0
+  for (t0, t1, s1), p, inv_sum in zip(blocks, probs, inv_sums):
+    q, k, v = q_BKGTD[:, :, :, t0:t1], k_BKSD[:, :, :s1], v_BKSD[:, :, :s1]
+    dout = (dout_BKGTD[:, :, :, t0:t1] * inv_sum).astype(v.dtype)  # P = p / sum, folded into dO
+    dv = jnp.einsum("bkgtd,bkgts->bkds", dout, p, preferred_element_type=_F32)
+    dp = jnp.einsum("bkgtd,bksd->bkgts", dout, v, preferred_element_type=_F32)
+    ds = p * (dp - delta[:, :, :, t0:t1] * inv_sum)
+    if mask_B1TS is not None:  # rows with no allowed key have uniform p; keep their gradient out
+      ds = jnp.where(_allowed(mask_B1TS, t0, t1, s1), ds, 0.0)
+    ds = ds.astype(q.dtype)
+    dq_blocks.append(jnp.einsum("bkgts,bksd->bkgtd", ds, k, preferred_element_type=_F32))
+    dk = jnp.einsum("bkgtd,bkgts->bkds", q, ds, preferred_element_type=_F32)
+    pad = ((0, 0), (0, 0), (0, 0), (0, S - s1))
+    dk_BKDS = dk_BKDS + jnp.pad(dk, pad)
+    dv_BKDS = dv_BKDS + jnp.pad(dv, pad)
+  return jnp.concatenate(dq_blocks, axis=3), dk_BKDS, dv_BKDS
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _blocked(q_BTHD, k_BSKD, v_BSKD, mask_B1TS, num_kv_heads, blocks):
+  return _blocked_with_residuals(q_BTHD, k_BSKD, v_BSKD, mask_B1TS, num_kv_heads, blocks)[0]
+
+
+def _head_major(q_BTHD, k_BSKD, v_BSKD, K):
+  B, T, H, Dh = q_BTHD.shape
+  q_BKGTD = (q_BTHD * Dh ** -0.5).reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
+  return q_BKGTD, k_BSKD.transpose(0, 2, 1, 3), v_BSKD.transpose(0, 2, 1, 3)
+
+
+def _blocked_with_residuals(q_BTHD, k_BSKD, v_BSKD, mask_B1TS, K, blocks):
+  q_BKGTD, k_BKSD, v_BKSD = _head_major(q_BTHD, k_BSKD, v_BSKD, K)
+  out_BKGTD, probs, inv_sums = _blocked_fwd(q_BKGTD, k_BKSD, v_BKSD, mask_B1TS, blocks)
+  B, T, H, Dh = q_BTHD.shape
+  out_BTHD = out_BKGTD.transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
+  return out_BTHD, (q_BTHD, k_BSKD, v_BSKD, mask_B1TS, out_BKGTD, probs, inv_sums)
+
+
+def _blocked_vjp_fwd(q_BTHD, k_BSKD, v_BSKD, mask_B1TS, K, blocks):
+  return _blocked_with_residuals(q_BTHD, k_BSKD, v_BSKD, mask_B1TS, K, blocks)
+
+
+def _blocked_vjp_bwd(K, blocks, residuals, dout_BTHD):
+  q_BTHD, k_BSKD, v_BSKD, mask_B1TS, out_BKGTD, probs, inv_sums = residuals
+  B, T, H, Dh = q_BTHD.shape
+  q_BKGTD, k_BKSD, v_BKSD = _head_major(q_BTHD, k_BSKD, v_BSKD, K)
+  dout_BKGTD = dout_BTHD.reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
+  dq_BKGTD, dk_BKDS, dv_BKDS = _blocked_bwd(q_BKGTD, k_BKSD, v_BKSD, mask_B1TS, blocks, out_BKGTD,
+                                            probs, inv_sums, dout_BKGTD)
+  dq_BTHD = (dq_BKGTD * Dh ** -0.5).transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
+  mask_ct = None if mask_B1TS is None else jnp.zeros(mask_B1TS.shape, jax.dtypes.float0)
+  return (dq_BTHD.astype(q_BTHD.dtype), dk_BKDS.transpose(0, 3, 1, 2).astype(k_BSKD.dtype),
+          dv_BKDS.transpose(0, 3, 1, 2).astype(v_BSKD.dtype), mask_ct)
+
+
+_blocked.defvjp(_blocked_vjp_fwd, _blocked_vjp_bwd)
 
 
 def einsum_attention(q_BTHD, k_BSKD, v_BSKD, mask_B1TS=None, block_q: int = 64):
   """Head-major attention; causal self-attention skips the key blocks above the diagonal.
 
   Queries are split into blocks of `block_q`; block i attends keys [0, (i+1)·block_q)
-  only, so scores, softmax and both matmuls cost (n+1)/2n of the full T×T
+  only, so scores, softmax and all matmuls cost (n+1)/2n of the full T×T
   (10/16 at T=256, block 64). Each block's softmax is exact (it sees all of its
-  keys), so no online rescaling is needed.
+  keys), so no online rescaling is needed. Other shapes (T ≠ S, T not a
+  multiple of block_q) run as one block over all keys.
   """
-  B, T, H, Dh = q_BTHD.shape
-  S, K = k_BSKD.shape[1], k_BSKD.shape[2]
-  q_BKGTD = q_BTHD.reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
-  k_BKSD = k_BSKD.transpose(0, 2, 1, 3)
-  v_BKSD = v_BSKD.transpose(0, 2, 1, 3)
-  scale = Dh ** -0.5
-
-  def allowed(t0, t1, s1):  # (B|1, 1, 1, t1-t0, s1) against (B, K, G, T, S)
-    if mask_B1TS is None:
-      return (jnp.arange(t0, t1)[:, None] >= jnp.arange(s1)[None, :])[None, None, None]
-    return mask_B1TS[:, :, None, t0:t1, :s1]
-
+  T, S = q_BTHD.shape[1], k_BSKD.shape[1]
   if T != S or T <= block_q or T % block_q:
-    out_BKGTD = _einsum_block(q_BKGTD, k_BKSD, v_BKSD, allowed(0, T, S), scale)
+    blocks = ((0, T, S),)
   else:
-    out_BKGTD = jnp.concatenate([
-        _einsum_block(q_BKGTD[:, :, :, t0:t0 + block_q], k_BKSD[:, :, :t0 + block_q],
-                      v_BKSD[:, :, :t0 + block_q], allowed(t0, t0 + block_q, t0 + block_q), scale)
-        for t0 in range(0, T, block_q)], axis=3)
-  return out_BKGTD.transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
+    blocks = tuple((t0, t0 + block_q, t0 + block_q) for t0 in range(0, T, block_q))
+  return _blocked(q_BTHD, k_BSKD, v_BSKD, mask_B1TS, k_BSKD.shape[2], blocks)
 
 
 def attention(q_BTHD, k_BSKD, v_BSKD, mask_B1TS=None, *, impl: str = "xla"):

@@ -36,9 +36,26 @@ def test_einsum_with_document_mask_matches_xla():
   q, k, v = qkv(2, 64, 4, 2, 8, seed=1)
   seg = jnp.asarray([[1] * 20 + [2] * 30 + [3] * 14, [1] * 64])
   mask = model_lib.attention_mask(seg, 64)
-  out = jax.jit(functools.partial(attention.einsum_attention, block_q=16))(q, k, v, mask)
-  ref = jax.jit(functools.partial(attention.attention, impl="xla"))(q, k, v, mask)
-  np.testing.assert_allclose(out, ref, atol=2e-5)
+  ein = functools.partial(attention.einsum_attention, block_q=16)
+  ref = functools.partial(attention.attention, impl="xla")
+  np.testing.assert_allclose(jax.jit(ein)(q, k, v, mask), jax.jit(ref)(q, k, v, mask), atol=2e-5)
+  loss = lambda f: lambda q, k, v: (f(q, k, v, mask) * jnp.arange(8)).sum()
+  g_ein = jax.jit(jax.grad(loss(ein), argnums=(0, 1, 2)))(q, k, v)
+  g_ref = jax.jit(jax.grad(loss(ref), argnums=(0, 1, 2)))(q, k, v)
+  for a, b in zip(g_ein, g_ref):
+    np.testing.assert_allclose(a, b, atol=2e-4)
+
+
+def test_einsum_bfloat16_close_to_float32():
+  """bfloat16 inputs: probabilities in bfloat16, softmax statistics and accumulation in float32."""
+  q, k, v = qkv(2, 64, 4, 2, 16, seed=2)
+  f = jax.jit(jax.value_and_grad(lambda q, k, v: (attention.einsum_attention(q, k, v, block_q=16) ** 2).sum(),
+                                 argnums=(0, 1, 2)))
+  (l32, g32), (l16, g16) = f(q, k, v), f(*(x.astype(jnp.bfloat16) for x in (q, k, v)))
+  assert g16[0].dtype == jnp.bfloat16
+  np.testing.assert_allclose(float(l16), float(l32), rtol=2e-2)
+  for a, b in zip(g16, g32):
+    np.testing.assert_allclose(np.asarray(a, np.float32), b, atol=0.1 * float(jnp.abs(b).max()))
 
 
 def test_einsum_block_skipping_does_less_work():
