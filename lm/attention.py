@@ -93,10 +93,6 @@ def _blocked_with_residuals(q_BTHD, k_BSKD, v_BSKD, mask_B1TS, K, blocks):
   return out_BTHD, (q_BTHD, k_BSKD, v_BSKD, mask_B1TS, out_BKGTD, probs, inv_sums)
 
 
-def _blocked_vjp_fwd(q_BTHD, k_BSKD, v_BSKD, mask_B1TS, K, blocks):
-  return _blocked_with_residuals(q_BTHD, k_BSKD, v_BSKD, mask_B1TS, K, blocks)
-
-
 def _blocked_vjp_bwd(K, blocks, residuals, dout_BTHD):
   q_BTHD, k_BSKD, v_BSKD, mask_B1TS, out_BKGTD, probs, inv_sums = residuals
   B, T, H, Dh = q_BTHD.shape
@@ -110,7 +106,7 @@ def _blocked_vjp_bwd(K, blocks, residuals, dout_BTHD):
           dv_BKDS.transpose(0, 3, 1, 2).astype(v_BSKD.dtype), mask_ct)
 
 
-_blocked.defvjp(_blocked_vjp_fwd, _blocked_vjp_bwd)
+_blocked.defvjp(_blocked_with_residuals, _blocked_vjp_bwd)
 
 
 def einsum_attention(q_BTHD, k_BSKD, v_BSKD, mask_B1TS=None, block_q: int = 64):

@@ -10,6 +10,15 @@ from lm import attention
 from lm import model as model_lib
 
 
+def assert_same_gradients(f, ref, q, k, v, weights):
+  """Gradients of Σ f(q, k, v)·weights w.r.t. q, k and v agree with ref's."""
+  loss = lambda g: lambda *a: (g(*a) * weights).sum()
+  got = jax.jit(jax.grad(loss(f), argnums=(0, 1, 2)))(q, k, v)
+  want = jax.jit(jax.grad(loss(ref), argnums=(0, 1, 2)))(q, k, v)
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, atol=2e-4)
+
+
 def qkv(B, T, H, K, Dh, seed=0):
   kq, kk, kv = jax.random.split(jax.random.key(seed), 3)
   return (jax.random.normal(kq, (B, T, H, Dh)), jax.random.normal(kk, (B, T, K, Dh)),
@@ -24,11 +33,7 @@ def test_einsum_matches_xla_values_and_gradients(T, H, K, block_q):
   ein = functools.partial(attention.einsum_attention, block_q=block_q)
   ref = functools.partial(attention.attention, impl="xla")
   np.testing.assert_allclose(jax.jit(ein)(q, k, v), jax.jit(ref)(q, k, v), atol=2e-5)
-  loss = lambda f: lambda *a: (f(*a) * jnp.arange(a[0].shape[-1])).sum()
-  g_ein = jax.jit(jax.grad(loss(ein), argnums=(0, 1, 2)))(q, k, v)
-  g_ref = jax.jit(jax.grad(loss(ref), argnums=(0, 1, 2)))(q, k, v)
-  for a, b in zip(g_ein, g_ref):
-    np.testing.assert_allclose(a, b, atol=2e-4)
+  assert_same_gradients(ein, ref, q, k, v, jnp.arange(8))
 
 
 def test_einsum_with_document_mask_matches_xla():
@@ -39,11 +44,7 @@ def test_einsum_with_document_mask_matches_xla():
   ein = functools.partial(attention.einsum_attention, block_q=16)
   ref = functools.partial(attention.attention, impl="xla")
   np.testing.assert_allclose(jax.jit(ein)(q, k, v, mask), jax.jit(ref)(q, k, v, mask), atol=2e-5)
-  loss = lambda f: lambda q, k, v: (f(q, k, v, mask) * jnp.arange(8)).sum()
-  g_ein = jax.jit(jax.grad(loss(ein), argnums=(0, 1, 2)))(q, k, v)
-  g_ref = jax.jit(jax.grad(loss(ref), argnums=(0, 1, 2)))(q, k, v)
-  for a, b in zip(g_ein, g_ref):
-    np.testing.assert_allclose(a, b, atol=2e-4)
+  assert_same_gradients(lambda *a: ein(*a, mask), lambda *a: ref(*a, mask), q, k, v, jnp.arange(8))
 
 
 def test_einsum_bfloat16_close_to_float32():
