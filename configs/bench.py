@@ -26,6 +26,7 @@ def get_config(arg: str = "train_step") -> ml_collections.ConfigDict:
   c.seed = 0                     # init seed
   c.model = base.model_config("bench")
   c.model.attention = "einsum"   # causal-blocked head-major einsum: the fastest CPU path (lm/attention.py)
+  c.model.weight_grad = "copy_transpose"  # weight-gradient matmuls on XLA:CPU's fast path (lm/dense.py)
   c.mesh = base.mesh_config()
   c.sharding_rules = base.SHARDING_RULES
   c.opt = base.optimizer_config(lr=1e-3)

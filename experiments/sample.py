@@ -27,6 +27,7 @@ import ml_collections
 import numpy as np
 from absl import flags
 
+from configs import base
 from lm import checkpoint as ckpt_lib
 from lm import cli, hf, sampling, sharding, train
 from lm import model as model_lib
@@ -101,6 +102,10 @@ def load_workdir(workdir: str, step: int | None = None) -> Loaded:
   meta = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore(),
                                                        tokenizer=ocp.args.JsonRestore()))
   config = ml_collections.ConfigDict(meta.config)
+  # Model keys added after the checkpoint was written keep their defaults.
+  model_cfg = base.model_config("tiny")
+  model_cfg.update(config.model)
+  config.model = model_cfg
   tok = ckpt_lib.tokenizer_from_record(meta.tokenizer, tempfile.mkdtemp(prefix="tokenizer_"))
   model = model_lib.build(config.model)
   mesh, rule_pairs = _mesh_and_rules(config)

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from lm import attention as attention_lib
+from lm import dense as dense_lib
 from lm import kv_cache
 
 Array = jax.Array
@@ -73,9 +74,7 @@ class Linear(nn.Module):
     kernel = self.param("kernel", nn.with_logical_partitioning(_init(self.std), self.axes),
                         (*in_shape, *self.features), jnp.float32)
     dtype = DTYPES[self.cfg.dtype]
-    in_dims = tuple(range(x.ndim - self.n_in, x.ndim))
-    y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype),
-                            ((in_dims, tuple(range(self.n_in))), ((), ())))
+    y = dense_lib.dense(x.astype(dtype), kernel.astype(dtype), self.n_in, self.cfg.weight_grad)
     if self.use_bias:
       bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[self.n_in:]),
                         self.features, jnp.float32)
@@ -250,7 +249,8 @@ class Transformer(nn.Module):
     if hidden:
       return x_BTD if cache is None else (x_BTD, new_cache)
     if cfg.tie_embeddings:
-      logits_BTV = embed.attend(x_BTD)
+      dtype = DTYPES[cfg.dtype]
+      logits_BTV = dense_lib.dense(x_BTD.astype(dtype), embed.embedding.astype(dtype).T, 1, cfg.weight_grad)
     else:
       logits_BTV = _dense(cfg.vocab_size, ("embed", "vocab"), "lm_head", cfg, cfg.init_std,
                           False)(x_BTD)
@@ -272,7 +272,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.model.{key}: {msg}")
   for key, options in (("positions", ("learned", "rotary")), ("norm", ("layernorm", "rmsnorm")),
                        ("mlp", ("gelu", "swiglu")), ("dtype", tuple(DTYPES)),
-                       ("remat", tuple(REMAT_POLICIES)), ("attention", attention_lib.IMPLEMENTATIONS)):
+                       ("remat", tuple(REMAT_POLICIES)), ("attention", attention_lib.IMPLEMENTATIONS),
+                       ("weight_grad", dense_lib.WEIGHT_GRADS)):
     if cfg[key] not in options:
       bad(key, f"{cfg[key]!r} is not one of {options}")
   if cfg.n_heads % cfg.n_kv_heads:

@@ -76,6 +76,18 @@ def test_sharded_step_with_einsum_attention(reference):
     np.testing.assert_allclose(a, b, atol=2e-6)
 
 
+def test_sharded_step_with_cpu_paths(reference):
+  """The CPU presets' paths together (einsum attention, copy_transpose weight gradients) under
+  data × fsdp × tensor: the same numbers as autodiff on one device."""
+  cfg = reference[0].copy_and_resolve_references()
+  cfg.update(attention="einsum", weight_grad="copy_transpose")
+  _, (ref_losses, ref_params, _) = reference
+  got_losses, got_params, _ = run_steps(cfg, dict(data=2, fsdp=2, tensor=2))
+  np.testing.assert_allclose(got_losses, ref_losses, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(got_params), jax.tree.leaves(ref_params)):
+    np.testing.assert_allclose(a, b, atol=2e-6)
+
+
 def test_gradient_accumulation_equals_full_batch(reference):
   cfg, (ref_losses, ref_params, _) = reference
   got_losses, got_params, _ = run_steps(cfg, dict(data=2, fsdp=1, tensor=1), grad_accum=2)
