@@ -4,7 +4,7 @@
       Train-step throughput and MFU on the peer's shapes (batch 16, context 256,
       width 256, 4 layers, 4 heads, vocab 4096, GPT-2 style, float32), then the
       PyTorch peer (../shared/peers/nanogpt_torch_step.py) on the same CPU, and
-      the ratio, alternating 5 rounds. ~4 min on 2 CPU cores.
+      the ratio, alternating 7 rounds. ~5 min on 2 CPU cores.
   python -m experiments.bench --config=configs/bench.py:decode
       KV-cache decoding: batch 8, prompt 64, 256 new tokens, same shapes, against
       transformers' generate with the same weights.
@@ -35,7 +35,7 @@ def get_config(arg: str = "train_step") -> ml_collections.ConfigDict:
   c.seq_len = 256                # context (train_step)
   c.warmup_steps = 3             # untimed steps after compilation
   c.steps = 10                   # timed steps
-  c.rounds = 5                   # ours and the peer alternate this many times; the ratio is the median
+  c.rounds = 7                   # ours and the peer alternate this many times; the ratio is the median
   c.peer = True                  # also run the peer on the same machine and report the ratio
   c.peer_script = "../shared/peers/nanogpt_torch_step.py"  # relative to the repository root
   if arg == "decode":

@@ -6,7 +6,9 @@ the PyTorch peer script on the same machine and reports both and their ratio.
 Ours and the peer run one after the other, never at once, so neither steals
 the other's cores, and alternate for `rounds` rounds: shared machines drift by
 ±15% over minutes, so each round's ratio is taken between neighbours in time
-and the reported ratio is the median of those.
+and the reported ratio is the median of those. Within a round both sides time
+the same way: the mean of `steps` consecutive steps after warm-up steps (the
+peer script's own statistic).
 """
 from __future__ import annotations
 
@@ -67,7 +69,7 @@ def setup_ours(config):
 
 def summarize_ours(config, times: list[float], info: dict, loss: float) -> dict:
   B, T = config.batch_size, config.seq_len
-  step_s = float(np.median(times))
+  step_s = float(np.mean(times))
   tps = B * T / step_s
   peak = perf.measure_matmul_peak(config.model.dtype)
   flops_tok = model_lib.flops_per_token(config.model, T)
@@ -110,7 +112,7 @@ def run(config) -> dict:
     peer = run_peer(config)
     if peer is None:
       break
-    ours_tps = config.batch_size * config.seq_len / float(np.median(times))
+    ours_tps = config.batch_size * config.seq_len / float(np.mean(times))
     peers.append(peer)
     ratios.append(ours_tps / peer["tokens_per_sec"])
     print(json.dumps({"round": r, "ours_tokens_per_sec": ours_tps,

@@ -86,24 +86,24 @@ def _head_major(q_BTHD, k_BSKD, v_BSKD, K):
 
 
 def _blocked_with_residuals(q_BTHD, k_BSKD, v_BSKD, mask_B1TS, K, blocks):
+  # The backward keeps the head-major copies (not the inputs): no second round of transposes.
   q_BKGTD, k_BKSD, v_BKSD = _head_major(q_BTHD, k_BSKD, v_BSKD, K)
   out_BKGTD, probs, inv_sums = _blocked_fwd(q_BKGTD, k_BKSD, v_BKSD, mask_B1TS, blocks)
   B, T, H, Dh = q_BTHD.shape
   out_BTHD = out_BKGTD.transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
-  return out_BTHD, (q_BTHD, k_BSKD, v_BSKD, mask_B1TS, out_BKGTD, probs, inv_sums)
+  return out_BTHD, (q_BKGTD, k_BKSD, v_BKSD, mask_B1TS, out_BKGTD, probs, inv_sums)
 
 
 def _blocked_vjp_bwd(K, blocks, residuals, dout_BTHD):
-  q_BTHD, k_BSKD, v_BSKD, mask_B1TS, out_BKGTD, probs, inv_sums = residuals
-  B, T, H, Dh = q_BTHD.shape
-  q_BKGTD, k_BKSD, v_BKSD = _head_major(q_BTHD, k_BSKD, v_BSKD, K)
+  q_BKGTD, k_BKSD, v_BKSD, mask_B1TS, out_BKGTD, probs, inv_sums = residuals
+  B, T, H, Dh = dout_BTHD.shape
   dout_BKGTD = dout_BTHD.reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
   dq_BKGTD, dk_BKDS, dv_BKDS = _blocked_bwd(q_BKGTD, k_BKSD, v_BKSD, mask_B1TS, blocks, out_BKGTD,
                                             probs, inv_sums, dout_BKGTD)
   dq_BTHD = (dq_BKGTD * Dh ** -0.5).transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
   mask_ct = None if mask_B1TS is None else jnp.zeros(mask_B1TS.shape, jax.dtypes.float0)
-  return (dq_BTHD.astype(q_BTHD.dtype), dk_BKDS.transpose(0, 3, 1, 2).astype(k_BSKD.dtype),
-          dv_BKDS.transpose(0, 3, 1, 2).astype(v_BSKD.dtype), mask_ct)
+  return (dq_BTHD.astype(q_BKGTD.dtype), dk_BKDS.transpose(0, 3, 1, 2).astype(k_BKSD.dtype),
+          dv_BKDS.transpose(0, 3, 1, 2).astype(v_BKSD.dtype), mask_ct)
 
 
 _blocked.defvjp(_blocked_with_residuals, _blocked_vjp_bwd)
