@@ -28,7 +28,6 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.model = base.model_config(arg)
   if arg in ("tiny", "llama_tiny"):
     c.model.attention = "einsum"  # the fastest attention on CPU (lm/attention.py)
-    c.model.weight_grad = "copy_transpose"  # weight gradients on XLA:CPU's fast matmul path (lm/dense.py)
   c.mesh = base.mesh_config()
   c.sharding_rules = base.SHARDING_RULES  # logical axis → mesh axes
 
