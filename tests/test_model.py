@@ -94,6 +94,7 @@ def test_every_parameter_has_logical_axes(tiny_llama_config):
     ("n_kv_heads", 3, "config.model.n_kv_heads"),
     ("positions", "alibi", "config.model.positions"),
     ("remat", "sometimes", "config.model.remat"),
+    ("weight_grad", "transpose", "config.model.weight_grad"),
 ])
 def test_bad_model_config_names_the_key(tiny_llama_config, key, value, message):
   tiny_llama_config[key] = value
