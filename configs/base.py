@@ -65,7 +65,7 @@ def model_config(size: str) -> ml_collections.ConfigDict:
   m.dtype = "float32"       # compute dtype: float32 | bfloat16 (parameters stay float32)
   m.remat = "none"          # none | full | dots | dots_no_batch (jax.checkpoint policy)
   m.scan_layers = False     # lax.scan over blocks: O(1) compile time in depth
-  m.attention = "xla"       # xla | cudnn | auto (jax.nn.dot_product_attention) | einsum (causal-blocked, CPU)
+  m.attention = "xla"       # xla | cudnn | auto (jax.nn.dot_product_attention) | einsum (causal-blocked, CPU) | cpu_kernel (fused C++, CPU)
   m.weight_grad = "xla"     # xla (autodiff) | copy_transpose (weight-gradient matmuls XLA:CPU runs fast: lm/dense.py)
   m.update(sizes[size])
   return m

@@ -4,8 +4,15 @@
   einsum              written out head-major for CPUs: queries in blocks of 64 that
                       skip the key blocks above the causal diagonal (10/16 of the
                       work at T=256), softmax in float32, and a hand-written
-                      backward pass (`_blocked_bwd`). The fastest CPU path we
+                      backward pass (`_blocked_bwd`). Any mask, any dtype.
+  cpu_kernel          causal float32 self-attention as one fused C++ kernel per
+                      pass (lm/kernels/attention_cpu.cc, an XLA FFI custom call):
+                      the (T, T) scores stay in cache and the backward recomputes
+                      them from the saved log-sum-exp. The fastest CPU path we
                       measured (experiments/bench_train.py; numbers in the README).
+                      Anything it does not cover (a mask, bfloat16, no C++
+                      compiler, a sequence-sharded mesh, another backend) runs
+                      `einsum` instead, or `auto` off the CPU.
 
 Grouped-query attention: H query heads share K key/value heads (G = H / K).
 `mask_B1TS` is True where a query may attend a key; None means causal (T == S).
@@ -13,11 +20,15 @@ Grouped-query attention: H query heads share K key/value heads (G = H / K).
 from __future__ import annotations
 
 import functools
+import logging
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-IMPLEMENTATIONS = ("xla", "cudnn", "auto", "einsum")
+from lm.kernels import cpu as cpu_kernels
+
+IMPLEMENTATIONS = ("xla", "cudnn", "auto", "einsum", "cpu_kernel")
 _F32 = jnp.float32
 
 
@@ -126,7 +137,79 @@ def einsum_attention(q_BTHD, k_BSKD, v_BSKD, mask_B1TS=None, block_q: int = 64):
   return _blocked(q_BTHD, k_BSKD, v_BSKD, mask_B1TS, k_BSKD.shape[2], blocks)
 
 
+def _kernel_fwd_call(q_BTHD, k_BTKD, v_BTKD):
+  B, T, H, _ = q_BTHD.shape
+  out_types = (jax.ShapeDtypeStruct(q_BTHD.shape, _F32), jax.ShapeDtypeStruct((B, H, T), _F32))
+  return jax.ffi.ffi_call("lm_causal_attention_fwd", out_types, vmap_method="sequential")(
+      q_BTHD, k_BTKD, v_BTKD)
+
+
+@jax.custom_vjp
+def _kernel(q_BTHD, k_BTKD, v_BTKD):
+  return _kernel_fwd_call(q_BTHD, k_BTKD, v_BTKD)[0]
+
+
+def _kernel_fwd(q_BTHD, k_BTKD, v_BTKD):
+  out_BTHD, lse_BHT = _kernel_fwd_call(q_BTHD, k_BTKD, v_BTKD)
+  return out_BTHD, (q_BTHD, k_BTKD, v_BTKD, out_BTHD, lse_BHT)
+
+
+def _kernel_bwd(residuals, dout_BTHD):
+  q_BTHD, k_BTKD, v_BTKD = residuals[:3]
+  out_types = tuple(jax.ShapeDtypeStruct(x.shape, _F32) for x in (q_BTHD, k_BTKD, v_BTKD))
+  return jax.ffi.ffi_call("lm_causal_attention_bwd", out_types, vmap_method="sequential")(
+      *residuals, dout_BTHD)
+
+
+_kernel.defvjp(_kernel_fwd, _kernel_bwd)
+
+
+@functools.cache
+def _warn_once(reason: str) -> None:
+  logging.getLogger(__name__).warning("attention='cpu_kernel' runs 'einsum' instead: %s", reason)
+
+
+def _kernel_unsupported(q_BTHD, k_BSKD, mask_B1TS) -> str | None:
+  if mask_B1TS is not None:
+    return "a mask was given (the kernel is causal self-attention only)"
+  if q_BTHD.shape[1] != k_BSKD.shape[1]:
+    return "queries and keys differ in length"
+  if q_BTHD.dtype != _F32 or k_BSKD.dtype != _F32:
+    return f"dtype {q_BTHD.dtype} (the kernel is float32)"
+  return cpu_kernels.unavailable_reason()
+
+
+def cpu_kernel_attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TS=None):
+  """Causal attention by the fused C++ kernel, sharded like the model's activations.
+
+  Under a mesh the kernel runs per shard (`jax.shard_map`): batch over the data
+  axes, heads over the tensor axis, as the logical rules place q/k/v.
+  """
+  if jax.default_backend() != "cpu":
+    return attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TS, impl="auto")
+  reason = _kernel_unsupported(q_BTHD, k_BTKD, mask_B1TS)
+  mesh = jax.sharding.get_abstract_mesh()
+  if reason is None and not mesh.empty and mesh.size > 1:
+    q_spec = nn.logical_to_mesh_axes(("batch", "length", "act_heads", None))
+    kv_spec = nn.logical_to_mesh_axes(("batch", "length", "act_kv_heads", None))
+    if q_spec[1] is not None:
+      reason = f"the sequence axis is sharded ({q_spec[1]})"
+    elif kv_spec[2] != q_spec[2]:  # each shard's query heads must find their kv heads locally
+      reason = f"query heads ({q_spec[2]}) and key/value heads ({kv_spec[2]}) are sharded differently"
+    else:
+      # Purely per shard (no collectives); the FFI results carry no varying-axes types to check.
+      fn = jax.shard_map(_kernel, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec,
+                         check_vma=False)
+      return fn(q_BTHD, k_BTKD, v_BTKD)
+  if reason is not None:
+    _warn_once(reason)
+    return einsum_attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TS)
+  return _kernel(q_BTHD, k_BTKD, v_BTKD)
+
+
 def attention(q_BTHD, k_BSKD, v_BSKD, mask_B1TS=None, *, impl: str = "xla"):
+  if impl == "cpu_kernel":
+    return cpu_kernel_attention(q_BTHD, k_BSKD, v_BSKD, mask_B1TS)
   if impl == "einsum":
     return einsum_attention(q_BTHD, k_BSKD, v_BSKD, mask_B1TS)
   implementation = None if impl == "auto" else impl

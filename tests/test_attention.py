@@ -1,13 +1,21 @@
-"""Attention implementations agree: the causal-blocked einsum path against jax.nn.dot_product_attention."""
+"""Attention implementations agree: the causal-blocked einsum path and the C++ CPU kernel against
+jax.nn.dot_product_attention."""
 import functools
+import logging
+import os
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
+from configs import base
 from lm import attention
 from lm import model as model_lib
+from lm import sharding
+from lm.kernels import cpu as cpu_kernels
 
 
 def assert_same_gradients(f, ref, q, k, v, weights):
@@ -67,3 +75,111 @@ def test_einsum_block_skipping_does_less_work():
     return f.lower(q, k, v).compile().cost_analysis()["flops"]
   ratio = flops(64) / flops(256)
   assert 0.55 < ratio < 0.7, ratio  # 10/16 = 0.625 of the matmul FLOPs
+
+
+@pytest.fixture
+def kernel():
+  if (reason := cpu_kernels.unavailable_reason()) is not None:
+    pytest.skip(f"CPU attention kernel unavailable: {reason}")
+
+
+def uses_kernel(f, *args) -> bool:
+  return "lm_causal_attention_fwd" in jax.jit(f).lower(*args).as_text()
+
+
+@pytest.mark.parametrize("B,T,H,K,Dh", [(2, 64, 4, 4, 16), (2, 200, 4, 2, 24), (1, 16, 2, 1, 8),
+                                        (2, 130, 6, 3, 40), (1, 256, 2, 2, 64)])
+def test_cpu_kernel_matches_xla_values_and_gradients(kernel, B, T, H, K, Dh):
+  """Whole and partial 64-row query blocks, head widths off the vector width, MHA and GQA."""
+  q, k, v = qkv(B, T, H, K, Dh, seed=T)
+  ker = functools.partial(attention.attention, impl="cpu_kernel")
+  ref = functools.partial(attention.attention, impl="xla")
+  assert uses_kernel(ker, q, k, v)
+  np.testing.assert_allclose(jax.jit(ker)(q, k, v), jax.jit(ref)(q, k, v), atol=2e-5)
+  assert_same_gradients(ker, ref, q, k, v, jnp.arange(Dh))
+
+
+def test_cpu_kernel_sharded_matches_one_device(kernel):
+  """Under data × fsdp × tensor the kernel runs per shard (batch and heads split) with the same result."""
+  q, k, v = qkv(4, 96, 4, 2, 16, seed=3)
+  weights = jax.random.normal(jax.random.key(4), q.shape)
+  f = jax.jit(jax.value_and_grad(
+      lambda q, k, v: (attention.attention(q, k, v, impl="cpu_kernel") * weights).sum(), argnums=(0, 1, 2)))
+  want = f(q, k, v)
+  mesh = sharding.make_mesh(base.mesh_config(data=2, fsdp=2, tensor=2))
+  rules = base.SHARDING_RULES
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    q_sh = sharding.logical_to_shardings(P("batch", "length", "act_heads", None), mesh, rules)
+    kv_sh = sharding.logical_to_shardings(P("batch", "length", "act_kv_heads", None), mesh, rules)
+    args = (jax.device_put(q, q_sh), jax.device_put(k, kv_sh), jax.device_put(v, kv_sh))
+    hlo = f.lower(*args).as_text()
+    got = f(*args)
+  assert "lm_causal_attention_fwd" in hlo and "lm_causal_attention_bwd" in hlo
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+  for a, b in zip(got[1], want[1]):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  assert got[1][0].sharding.shard_shape(q.shape) == (1, 96, 2, 16)  # batch over data·fsdp, heads over tensor
+
+
+def test_cpu_kernel_routes_what_it_does_not_cover_to_einsum(kernel, caplog):
+  """A document mask or bfloat16 takes the einsum path (same numbers), with a logged reason."""
+  q, k, v = qkv(2, 64, 4, 2, 8, seed=5)
+  mask = model_lib.attention_mask(jnp.asarray([[1] * 30 + [2] * 34] * 2), 64)
+  ker = functools.partial(attention.attention, impl="cpu_kernel")
+  with caplog.at_level(logging.WARNING, logger="lm.attention"):
+    assert not uses_kernel(ker, q, k, v, mask)
+    assert not uses_kernel(ker, *(x.astype(jnp.bfloat16) for x in (q, k, v)))
+  assert "a mask was given" in caplog.text and "bfloat16" in caplog.text
+  np.testing.assert_allclose(jax.jit(ker)(q, k, v, mask), attention.einsum_attention(q, k, v, mask), atol=1e-6)
+
+
+def test_cpu_kernel_without_compiler_falls_back(monkeypatch, tmp_path):
+  """No C++ compiler: the build names the missing compiler and attention still runs (einsum)."""
+  monkeypatch.setenv("CXX", str(tmp_path / "no-such-c++"))
+  monkeypatch.setenv("LM_KERNEL_CACHE", str(tmp_path / "cache"))
+  with pytest.raises(RuntimeError, match="no C.. compiler.*no-such-c"):
+    cpu_kernels._build()
+  monkeypatch.setattr(cpu_kernels, "unavailable_reason", lambda: "no C++ compiler")
+  q, k, v = qkv(1, 64, 2, 2, 8)
+  ker = functools.partial(attention.attention, impl="cpu_kernel")
+  assert not uses_kernel(ker, q, k, v)
+  np.testing.assert_allclose(jax.jit(ker)(q, k, v), attention.attention(q, k, v, impl="xla"), atol=2e-5)
+
+
+def test_cpu_kernel_build_is_cached(kernel, monkeypatch, tmp_path):
+  """The shared library is built once per source/compiler/CPU into the cache, then reused."""
+  monkeypatch.setenv("LM_KERNEL_CACHE", str(tmp_path))
+  first = cpu_kernels._build()
+  mtime = first.stat().st_mtime_ns
+  assert cpu_kernels._build() == first and first.stat().st_mtime_ns == mtime
+  assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary build folder left
+
+
+@pytest.mark.parametrize("isa", ["-mno-avx512f", "-march=x86-64"])
+def test_cpu_kernel_without_avx512(kernel, isa, tmp_path):
+  """The 8-lane build (AVX2 or plain SSE machines) computes the same values and gradients."""
+  import platform
+  import subprocess
+  import sys
+  if platform.machine() not in ("x86_64", "AMD64"):
+    pytest.skip("x86 instruction-set flags")
+  code = """
+import jax, jax.numpy as jnp, numpy as np
+from lm import attention
+from lm.kernels import cpu
+assert cpu.unavailable_reason() is None, cpu.unavailable_reason()
+ks = jax.random.split(jax.random.key(0), 3)
+q = jax.random.normal(ks[0], (2, 100, 4, 24)); k, v = (jax.random.normal(x, (2, 100, 2, 24)) for x in ks[1:])
+def grads(impl):
+  return jax.jit(jax.value_and_grad(lambda *a: (attention.attention(*a, impl=impl) ** 2).sum(), (0, 1, 2)))(q, k, v)
+(l1, g1), (l2, g2) = grads("cpu_kernel"), grads("xla")
+np.testing.assert_allclose(l1, l2, rtol=1e-5)
+for a, b in zip(g1, g2):
+  np.testing.assert_allclose(a, b, atol=2e-4)
+print("ok")
+"""
+  env = dict(os.environ, LM_KERNEL_CFLAGS=isa, LM_KERNEL_CACHE=str(tmp_path), XLA_FLAGS="")
+  proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=300)
+  assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+  assert len(list(tmp_path.glob("attention_cpu-*.so"))) == 1

@@ -77,10 +77,13 @@ def test_sharded_step_with_einsum_attention(reference):
 
 
 def test_sharded_step_with_cpu_paths(reference):
-  """The CPU presets' paths together (einsum attention, copy_transpose weight gradients) under
-  data × fsdp × tensor: the same numbers as autodiff on one device."""
+  """The CPU presets' paths together (the C++ attention kernel per shard, copy_transpose weight
+  gradients) under data × fsdp × tensor: the same numbers as autodiff on one device."""
+  from lm.kernels import cpu as cpu_kernels
+  if (reason := cpu_kernels.unavailable_reason()) is not None:
+    pytest.skip(f"CPU attention kernel unavailable: {reason}")
   cfg = reference[0].copy_and_resolve_references()
-  cfg.update(attention="einsum", weight_grad="copy_transpose")
+  cfg.update(attention="cpu_kernel", weight_grad="copy_transpose")
   _, (ref_losses, ref_params, _) = reference
   got_losses, got_params, _ = run_steps(cfg, dict(data=2, fsdp=2, tensor=2))
   np.testing.assert_allclose(got_losses, ref_losses, rtol=1e-5)
