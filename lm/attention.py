@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 
 import flax.linen as nn
 import jax
@@ -179,6 +180,16 @@ def _kernel_unsupported(q_BTHD, k_BSKD, mask_B1TS) -> str | None:
   return cpu_kernels.unavailable_reason()
 
 
+def _dividing_spec(logical_axes, shape, mesh) -> jax.sharding.PartitionSpec:
+  """The mesh axes the rules give each dimension, dropping those that do not divide it evenly
+  (e.g. a batch of 1 on 8 data shards: that dimension is then computed whole on every shard)."""
+  spec = nn.logical_to_mesh_axes(logical_axes)
+  def fits(axes, size):
+    axes = (axes,) if isinstance(axes, str) else axes
+    return size % math.prod(mesh.shape[a] for a in axes) == 0
+  return jax.sharding.PartitionSpec(*(a if a is None or fits(a, n) else None for a, n in zip(spec, shape)))
+
+
 def cpu_kernel_attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TS=None):
   """Causal attention by the fused C++ kernel, sharded like the model's activations.
 
@@ -190,8 +201,8 @@ def cpu_kernel_attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TS=None):
   reason = _kernel_unsupported(q_BTHD, k_BTKD, mask_B1TS)
   mesh = jax.sharding.get_abstract_mesh()
   if reason is None and not mesh.empty and mesh.size > 1:
-    q_spec = nn.logical_to_mesh_axes(("batch", "length", "act_heads", None))
-    kv_spec = nn.logical_to_mesh_axes(("batch", "length", "act_kv_heads", None))
+    q_spec = _dividing_spec(("batch", "length", "act_heads", None), q_BTHD.shape, mesh)
+    kv_spec = _dividing_spec(("batch", "length", "act_kv_heads", None), k_BTKD.shape, mesh)
     if q_spec[1] is not None:
       reason = f"the sequence axis is sharded ({q_spec[1]})"
     elif kv_spec[2] != q_spec[2]:  # each shard's query heads must find their kv heads locally

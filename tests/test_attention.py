@@ -183,3 +183,14 @@ print("ok")
                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), timeout=300)
   assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
   assert len(list(tmp_path.glob("attention_cpu-*.so"))) == 1
+
+
+def test_cpu_kernel_batch_smaller_than_data_axis(kernel):
+  """A batch of 1 on 8 data shards (decoding, evaluation): the batch dimension is computed whole."""
+  q, k, v = qkv(1, 24, 4, 4, 16, seed=6)
+  mesh = sharding.make_mesh(base.mesh_config(data=4, tensor=2))
+  f = jax.jit(functools.partial(attention.attention, impl="cpu_kernel"))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(base.SHARDING_RULES):
+    assert "lm_causal_attention_fwd" in f.lower(q, k, v).as_text()
+    got = f(q, k, v)
+  np.testing.assert_allclose(got, attention.attention(q, k, v, impl="xla"), atol=2e-5)
