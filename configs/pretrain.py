@@ -1,6 +1,6 @@
 """Pretraining a base model with next-token prediction.
 
-Run on this CPU (≈4 min on 2 cores, validation loss ≈5.6 → ≈1.9 nats/byte-token):
+Run on this CPU (≈3½ min on 2 cores, validation loss ≈5.6 → ≈1.9 nats/byte-token):
   python -m experiments.pretrain --config=configs/pretrain.py:tiny --workdir=runs/tiny
 
 Same code on accelerators (per-device memory is checked ahead of time in tests):
