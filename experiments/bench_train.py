@@ -21,9 +21,9 @@ import time
 import jax
 import numpy as np
 
+from lm import attention as attention_lib
 from lm import host_malloc, losses, perf, sharding, train
 from lm import model as model_lib
-from lm.kernels import cpu as cpu_kernels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,9 +74,6 @@ def summarize_ours(config, times: list[float], info: dict, loss: float) -> dict:
   tps = B * T / step_s
   peak = perf.measure_matmul_peak(config.model.dtype)
   flops_tok = model_lib.flops_per_token(config.model, T)
-  attention = config.model.attention
-  if attention == "cpu_kernel" and (why := cpu_kernels.unavailable_reason()) is not None:
-    attention = f"einsum (cpu_kernel unavailable: {why})"  # what lm/attention.py fell back to
   return {
       "tokens_per_sec": tps, "step_ms": step_s * 1e3, "compile_s": info["compile_s"],
       "mfu": perf.mfu(flops_tok, tps, peak, jax.device_count()),
@@ -84,7 +81,8 @@ def summarize_ours(config, times: list[float], info: dict, loss: float) -> dict:
       "achieved_gflops": flops_tok * tps / 1e9, "loss": loss,
       "temp_memory_mb": info["temp_memory_mb"],
       "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
-      "dtype": config.model.dtype, "attention": attention,
+      "dtype": config.model.dtype,
+      "attention": attention_lib.resolved(config.model.attention, model_lib.DTYPES[config.model.dtype]),
       "allocator": host_malloc.describe(),
   }
 

@@ -175,9 +175,23 @@ def _kernel_unsupported(q_BTHD, k_BSKD, mask_B1TS) -> str | None:
     return "a mask was given (the kernel is causal self-attention only)"
   if q_BTHD.shape[1] != k_BSKD.shape[1]:
     return "queries and keys differ in length"
-  if q_BTHD.dtype != _F32 or k_BSKD.dtype != _F32:
-    return f"dtype {q_BTHD.dtype} (the kernel is float32)"
+  return _kernel_unavailable(q_BTHD.dtype if k_BSKD.dtype == _F32 else k_BSKD.dtype)
+
+
+def _kernel_unavailable(dtype) -> str | None:
+  if dtype != _F32:
+    return f"dtype {dtype} (the kernel is float32)"
   return cpu_kernels.unavailable_reason()
+
+
+def resolved(impl: str, dtype) -> str:
+  """What `attention(impl=...)` runs here for unmasked causal self-attention in `dtype`."""
+  if impl != "cpu_kernel":
+    return impl
+  if jax.default_backend() != "cpu":
+    return "auto"
+  reason = _kernel_unavailable(jnp.dtype(dtype))
+  return impl if reason is None else f"einsum (cpu_kernel unavailable: {reason})"
 
 
 def _dividing_spec(logical_axes, shape, mesh) -> jax.sharding.PartitionSpec:

@@ -146,16 +146,17 @@ void Gemm(int64_t M, int64_t N, int64_t Kd, const float* A, int64_t a_rs, int64_
   a_pack.resize(M * Kd);
   b_pack.resize(Kd * NR);
   // Rows go in chunks of kRows, then 4, 2, 1; chunk [i, i + mr) is packed Kd x mr at a_pack + i * Kd.
-  auto chunk = [M](int64_t i) -> int64_t { return M - i >= kRows ? kRows : M - i >= 4 ? 4 : M - i >= 2 ? 2 : 1; };
-  for (int64_t i = 0, mr; i < M; i += mr) {
-    mr = chunk(i);
+  auto for_chunks = [M](auto fn) {
+    for (int64_t i = 0, mr; i < M; i += mr) {
+      mr = M - i >= kRows ? kRows : M - i >= 4 ? 4 : M - i >= 2 ? 2 : 1;
+      fn(i, mr);
+    }
+  };
+  for_chunks([&](int64_t i, int64_t mr) {
     float* dst = a_pack.data() + i * Kd;
     for (int64_t k = 0; k < Kd; ++k)
       for (int64_t r = 0; r < mr; ++r) dst[k * mr + r] = A[(i + r) * a_rs + k * a_cs];
-  }
-  auto for_chunks = [&](auto fn) {
-    for (int64_t i = 0, mr; i < M; i += mr) fn(i, mr = chunk(i));
-  };
+  });
   const int64_t n_vec = N - N % NR;
   for (int64_t j = 0; j < n_vec; j += NR) {
     for (int64_t k = 0; k < Kd; ++k) std::memcpy(b_pack.data() + k * NR, B + k * ldb + j, NR * sizeof(float));

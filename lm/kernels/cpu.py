@@ -5,9 +5,9 @@ system C++ compiler (`$CXX`, else `c++`) for this CPU (`-march=native`) against
 the FFI headers shipped in jaxlib, into a cache directory keyed by the source,
 jaxlib version, compiler, flags and CPU (`$LM_KERNEL_CACHE`, default
 `~/.cache/lm_kernels`). `$LM_KERNEL_CFLAGS` appends flags, e.g.
-`-march=x86-64-v3` for one build shared by hosts of different CPU generations. Where no compiler is found or the build fails,
-`available()` is False with the reason in `unavailable_reason()`, and callers
-use their pure-JAX path.
+`-march=x86-64-v3` for one build shared by hosts of different CPU generations.
+Where no compiler is found or the build fails, `unavailable_reason()` says why
+and callers use their pure-JAX path.
 """
 from __future__ import annotations
 
@@ -38,19 +38,15 @@ def _cpu_id() -> str:
     return platform.processor() or platform.machine()
 
 
-def _compiler() -> str | None:
-  cxx = os.environ.get("CXX", "c++")
-  return shutil.which(cxx)
-
-
 def _flags() -> list[str]:
   return [*_FLAGS, *os.environ.get("LM_KERNEL_CFLAGS", "").split()]
 
 
 def _build() -> Path:
-  cxx = _compiler()
+  name = os.environ.get("CXX", "c++")
+  cxx = shutil.which(name)
   if cxx is None:
-    raise RuntimeError(f"no C++ compiler ({os.environ.get('CXX', 'c++')!r} not on PATH)")
+    raise RuntimeError(f"no C++ compiler ({name!r} not on PATH)")
   source = _SOURCE.read_bytes()
   key = hashlib.sha256(b"\0".join([source, jaxlib.__version__.encode(), cxx.encode(),
                                    " ".join(_flags()).encode(), _cpu_id().encode()])).hexdigest()[:16]
@@ -83,9 +79,6 @@ def _load() -> str | None:
   return None
 
 
-def available() -> bool:
-  return _load() is None
-
-
 def unavailable_reason() -> str | None:
+  """None once the kernels are registered (building them on first call), else why they are not."""
   return _load()
