@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import ml_collections
 
+from lm import model as model_lib
+from lm.errors import UserError
+
 # Logical axis → mesh axes. A mesh axis is used at most once per array, so an
 # activation's 'act_embed' stays unsharded when 'batch' already took fsdp.
 SHARDING_RULES = (
@@ -43,30 +46,8 @@ def model_config(size: str) -> ml_collections.ConfigDict:
                        rope_theta=500000.0, tie_embeddings=True),  # Llama-3.2-1B shapes
   }
   if size not in sizes:
-    raise ValueError(f"model size {size!r} is not one of {sorted(sizes)}")
-  m = ml_collections.ConfigDict()
-  m.vocab_size = 0          # 0: taken from the tokenizer; else must be ≥ its vocabulary
-  m.max_len = 256           # longest sequence (learned position table size)
-  m.d_model = 256           # residual width D
-  m.n_layers = 4            # transformer blocks L
-  m.n_heads = 4             # query heads H
-  m.n_kv_heads = 4          # key/value heads K (< H: grouped-query attention)
-  m.head_dim = 0            # per-head width; 0 means d_model // n_heads
-  m.d_ff = 1024             # MLP hidden width F
-  m.positions = "learned"   # learned | rotary
-  m.rope_theta = 10000.0    # rotary base frequency
-  m.norm = "layernorm"      # layernorm | rmsnorm
-  m.norm_eps = 1e-5         # epsilon inside the norm
-  m.mlp = "gelu"            # gelu (tanh approx.) | swiglu
-  m.tie_embeddings = True   # LM head shares the token embedding
-  m.use_bias = True         # biases on every linear layer (GPT-2)
-  m.qkv_bias = False        # biases on q/k/v only (Qwen2)
-  m.init_std = 0.02         # normal init std; residual outputs scaled by 1/sqrt(2L)
-  m.dtype = "float32"       # compute dtype: float32 | bfloat16 (parameters stay float32)
-  m.remat = "none"          # none | full | dots | dots_no_batch (jax.checkpoint policy)
-  m.scan_layers = False     # lax.scan over blocks: O(1) compile time in depth
-  m.attention = "xla"       # xla | cudnn | auto (jax.nn.dot_product_attention) | einsum (causal-blocked, CPU) | cpu_kernel (fused C++, CPU)
-  m.weight_grad = "xla"     # xla (autodiff) | copy_transpose (weight-gradient matmuls XLA:CPU runs fast: lm/dense.py)
+    raise UserError(f"model size {size!r} is not one of {sorted(sizes)}")
+  m = model_lib.default_config()  # every model key, declared with its comment in lm/model.py
   m.update(sizes[size])
   return m
 
@@ -93,3 +74,22 @@ def optimizer_config(lr: float = 3e-4) -> ml_collections.ConfigDict:
   opt.weight_decay = 0.1    # decoupled, on matrices only
   opt.clip_norm = 1.0       # global-norm gradient clipping (0: off)
   return opt
+
+
+def init_from_config() -> ml_collections.ConfigDict:
+  """Where a post-training stage starts: an earlier stage's workdir or a Hugging Face folder (lm/init_from.py)."""
+  i = ml_collections.ConfigDict()
+  i.workdir = ""            # an earlier stage's workdir (its checkpoints/)
+  i.step = -1               # its checkpoint step (-1: the newest)
+  i.hf_dir = ""             # or a Hugging Face folder (config.json + safetensors)
+  return i
+
+
+def inherited_model_config() -> ml_collections.ConfigDict:
+  """`config.model` for a stage that starts from `init_from`: architecture keys are None
+  (taken from the source; a value here must agree with it), run-time keys are set."""
+  from lm import init_from
+  m = model_lib.default_config()
+  for key in init_from.ARCHITECTURE_KEYS:
+    m[key] = None
+  return m

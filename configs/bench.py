@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from lm.errors import UserError
 from configs import base
 
 ARGS = ("train_step", "decode")
@@ -20,13 +21,13 @@ ARGS = ("train_step", "decode")
 
 def get_config(arg: str = "train_step") -> ml_collections.ConfigDict:
   if arg not in ARGS:
-    raise ValueError(f"configs/bench.py: unknown arg {arg!r}, choose one of {ARGS}")
+    raise UserError(f"configs/bench.py: unknown arg {arg!r}, choose one of {ARGS}")
   c = ml_collections.ConfigDict()
   c.kind = arg                   # which benchmark runs
   c.seed = 0                     # init seed
   c.model = base.model_config("bench")
-  c.model.attention = "cpu_kernel"  # fused C++ causal attention: the fastest CPU path (lm/attention.py)
-  c.model.weight_grad = "copy_transpose"  # weight-gradient matmuls on XLA:CPU's fast path (lm/dense.py)
+  c.model.attention = "cpu_kernel"  # fused C++ causal attention: the fastest CPU path (lm/cpu/attention.py)
+  c.model.weight_grad = "copy_transpose"  # weight-gradient matmuls on XLA:CPU's fast path (lm/cpu/matmul.py)
   c.mesh = base.mesh_config()
   c.sharding_rules = base.SHARDING_RULES
   c.opt = base.optimizer_config(lr=1e-3)

@@ -3,7 +3,7 @@
 The whole chain on this CPU (≈3 min on 2 cores; see launch/pipeline.sh):
   python -m experiments.prepare_data    --config=configs/data.py:synthetic --workdir=runs/data
   python -m experiments.train_tokenizer --config=configs/data.py:synthetic --workdir=runs/data
-  python -m experiments.tokenize        --config=configs/data.py:synthetic --workdir=runs/data
+  python -m experiments.tokenize_data        --config=configs/data.py:synthetic --workdir=runs/data
   python -m experiments.pretrain --config=configs/pretrain.py:tiny --workdir=runs/tiny \\
       --config.data.path=runs/data/shards
 
@@ -25,13 +25,15 @@ import os
 
 import ml_collections
 
+from lm.errors import UserError
+
 ARGS = ("synthetic", "cc_sample", "warc")
 SHARED_DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
 
 def get_config(arg: str = "synthetic") -> ml_collections.ConfigDict:
   if arg not in ARGS:
-    raise ValueError(f"configs/data.py: unknown arg {arg!r}, choose one of {ARGS}")
+    raise UserError(f"configs/data.py: unknown arg {arg!r}, choose one of {ARGS}")
   c = ml_collections.ConfigDict()
 
   c.synthetic = ml_collections.ConfigDict()

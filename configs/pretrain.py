@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from lm.errors import UserError
 from configs import base
 
 ARGS = ("tiny", "llama_tiny", "gpt2_124m", "llama_1b")
@@ -22,12 +23,12 @@ ARGS = ("tiny", "llama_tiny", "gpt2_124m", "llama_1b")
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   if arg not in ARGS:
-    raise ValueError(f"configs/pretrain.py: unknown arg {arg!r}, choose one of {ARGS}")
+    raise UserError(f"configs/pretrain.py: unknown arg {arg!r}, choose one of {ARGS}")
   c = ml_collections.ConfigDict()
   c.seed = 0                      # parameter init and dropout-free step RNG
   c.model = base.model_config(arg)
   if arg in ("tiny", "llama_tiny"):
-    c.model.attention = "cpu_kernel"  # fused C++ attention, the fastest on CPU (lm/attention.py)
+    c.model.attention = "cpu_kernel"  # fused C++ attention, the fastest on CPU (lm/cpu/attention.py)
   c.mesh = base.mesh_config()
   c.sharding_rules = base.SHARDING_RULES  # logical axis → mesh axes
 

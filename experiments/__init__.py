@@ -1,6 +1,8 @@
-"""Experiment entry points: python -m experiments.<name> --config=configs/<file>.py:<arg> ..."""
-import sys
+"""Experiment entry points: python -m experiments.<name> --config=configs/<file>.py:<arg> ...
 
-if sys.argv[:1] == ["-m"]:  # this package is being imported to run one of its modules as __main__
-  from lm import host_malloc
-  host_malloc.reexec_if_needed()
+Importing the package registers the optional CPU implementations (`lm.cpu`; a
+no-op with LM_CPU_SPEEDUPS=0, and they defer to the core on accelerators).
+"""
+from lm import cpu as _cpu
+
+_cpu.register()

@@ -14,9 +14,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/bench.py:<kin
 
 def main(config) -> dict:
   if config.kind == "train_step":
-    from experiments import bench_train
+    from lm.bench import train_step as bench_train
     return bench_train.run(config)
-  from experiments import bench_decode
+  from lm.bench import decode as bench_decode
   return bench_decode.run(config)
 
 

@@ -1,19 +1,18 @@
-"""Chat in the terminal with streaming output.
+"""Chat in the terminal with streaming output, in the one conversation format.
 
-  python -m experiments.chat --workdir=runs/tiny
-  python -m experiments.chat --hf_dir=path/to/qwen2_folder --tokenizer=hf
-  python -m experiments.chat --workdir=runs/tiny --prompt="What is a tuple?"   # one turn, then exit
+  python -m experiments.chat --workdir=runs/sft                     # an SFT run (or any training run)
+  python -m experiments.chat --workdir=runs/sft --prompt="What is 12+30?"   # one turn, then exit
+  python -m experiments.chat --hf_dir=path/to/qwen2_folder --tokenizer=hf --format=text
 
-Base-model mode: a pretrained model has never seen a conversation, so the chat
-is a document it continues — an optional preamble, then alternating
-"User: ...\\nAssistant: ..." lines. The answer stops where the model starts
-writing the user's next line ("\\nUser:"), at EOS, or after --max_new_tokens.
-Tokens are decoded in jitted chunks of --chunk and printed as they arrive.
-When the history no longer fits the model's context, the oldest turns go.
-Commands at the prompt: /reset (forget the history), /quit (or Ctrl-D).
-
-Model, tokenizer and sampling flags are experiments.sample's (--workdir or
---hf_dir, --temperature, --top_k, --top_p, --seed, --max_new_tokens).
+The conversation is rendered by `lm.conversation` exactly as SFT trained on it
+(`<|im_start|>role<|im_sep|>content<|im_end|>`, generation prompt
+`<|im_start|>assistant<|im_sep|>`); the reply ends at `<|im_end|>`, at EOS, or
+after --max_new_tokens. `--format=text` is for tokenizers without the chat
+special tokens (base models, imported folders): the history becomes a
+"User: ... / Assistant: ..." document that the model continues, and the reply
+stops where it starts the user's next line. Tokens are decoded in jitted chunks
+of --chunk and printed as they arrive; the oldest turns go when the history no
+longer fits the context. Commands at the prompt: /reset, /quit (or Ctrl-D).
 """
 from __future__ import annotations
 
@@ -21,31 +20,45 @@ import sys
 
 from absl import flags
 
-from experiments import sample
-from lm import cli, sampling
+from configs import base
+from lm import cli, conversation, init_from, sampling, sharding
+from lm.errors import UserError
 
+_M = cli.model_flags()
+_SYSTEM = flags.DEFINE_string("system", "", "System message at the start of the conversation (chat format).")
+_FORMAT = flags.DEFINE_enum("format", "chat", ["chat", "text"], "chat: the special-token format; text: base-model mode.")
 _PREAMBLE = flags.DEFINE_string(
     "preamble", "A conversation between a curious user and a helpful assistant.\n\n",
-    "Text before the first turn (backslash escapes work).")
+    "Text before the first turn in --format=text (backslash escapes work).")
 _CHUNK = flags.DEFINE_integer("chunk", 4, "Tokens decoded per jitted call while streaming.")
 
-USER, ASSISTANT, STOP = "User: ", "Assistant:", "\nUser:"
+USER, ASSISTANT, TEXT_STOP = "User: ", "Assistant:", "\nUser:"
 
 
 class Conversation:
-  """The running transcript as base-model text; trimmed from the oldest turn to fit the context."""
+  """The running conversation; `ids_that_fit` renders it and drops the oldest turns to fit."""
 
-  def __init__(self, preamble: str):
-    self.preamble = preamble
+  def __init__(self, fmt: str = "chat", system: str = "", preamble: str = ""):
+    self.fmt, self.system, self.preamble = fmt, system, preamble
     self.turns: list[tuple[str, str]] = []
 
-  def prompt(self, message: str) -> str:
+  def messages(self, message: str) -> list[dict]:
+    msgs = [{"role": "system", "content": self.system}] if self.system else []
+    for u, a in self.turns:
+      msgs += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
+    return msgs + [{"role": "user", "content": message}]
+
+  def render(self, tok, message: str) -> list[int]:
+    if self.fmt == "chat":
+      return conversation.render_prompt(self.messages(message), tok).tolist()
     past = "".join(f"{USER}{u}\n{ASSISTANT} {a}\n" for u, a in self.turns)
-    return f"{self.preamble}{past}{USER}{message}\n{ASSISTANT}"
+    bos = getattr(tok, "bos_id", None)
+    return ([bos] if bos is not None and bos >= 0 else []) + tok.encode(
+        f"{self.preamble}{past}{USER}{message}\n{ASSISTANT}")
 
   def ids_that_fit(self, tok, message: str, budget: int) -> list[int]:
     while True:
-      ids = sample.prompt_ids(tok, self.prompt(message))
+      ids = self.render(tok, message)
       if len(ids) <= budget or not self.turns:
         return ids[-budget:]  # a single over-long message keeps its end
       self.turns.pop(0)
@@ -55,28 +68,35 @@ def held_back(text: str, stops: list[str]) -> int:
   """Characters at the end of `text` that may be the start of a stop string (or a split character)."""
   if text.endswith("\ufffd"):
     return 1
-  for n in range(min(len(text), max(len(s) for s in stops)), 0, -1):
+  for n in range(min(len(text), max((len(s) for s in stops), default=0)), 0, -1):
     if any(s.startswith(text[-n:]) for s in stops):
       return n
   return 0
 
 
-def stream_reply(loaded, ids: list[int], out=sys.stdout) -> str:
-  """Print the reply as it is decoded; return it without the stop text."""
+def stop_ids(tok, fmt: str) -> list[int]:
+  ids = [getattr(tok, "eos_id", None)]
+  if fmt == "chat":
+    ids.append(tok.special_ids["<|im_end|>"])
+  return [i for i in ids if i is not None]
+
+
+def stream_reply(loaded, ids: list[int], fmt: str = "chat", out=sys.stdout) -> str:
+  """Print the reply as it is decoded; return it without the stop token or text."""
   tok = loaded.tokenizer
-  eos = getattr(tok, "eos_id", None)
-  flags_ = flags.FLAGS
+  stops_id = stop_ids(tok, fmt)
+  stops_text = [TEXT_STOP] if fmt == "text" else []
   new: list[int] = []
   shown = 0
   text = ""
-  for chunk_B in sampling.stream(loaded.model, loaded.params, [ids], flags_.max_new_tokens, chunk=_CHUNK.value,
-                                 temperature=flags_.temperature, top_k=flags_.top_k, top_p=flags_.top_p,
-                                 seed=flags_.seed + len(ids), stop_ids=[eos] if eos is not None else [],
+  for chunk_B in sampling.stream(loaded.model, loaded.params, [ids], _M.max_new_tokens.value, chunk=_CHUNK.value,
+                                 temperature=_M.temperature.value, top_k=_M.top_k.value, top_p=_M.top_p.value,
+                                 seed=_M.seed.value + len(ids), stop_ids=stops_id,
                                  pad_id=getattr(tok, "pad_id", 0) or 0, pad_multiple=32,  # few recompiles
-                                 mesh=loaded.mesh, rule_pairs=loaded.rule_pairs):
-    new += [i for i in chunk_B[0].tolist() if i != eos]
-    text, stopped = sample.cut_at_stop(tok.decode(new), [STOP])
-    visible = len(text) if stopped else len(text) - held_back(text, [STOP])
+                                 mesh=loaded.mesh, rule_pairs=loaded.rules):
+    new += [i for i in chunk_B[0].tolist() if i not in stops_id]
+    text, stopped = sampling.cut_at_stop(tok.decode(new), stops_text)
+    visible = len(text) if stopped else len(text) - held_back(text, stops_text)
     if visible > shown:
       out.write(text[shown:visible])
       out.flush()
@@ -90,19 +110,24 @@ def stream_reply(loaded, ids: list[int], out=sys.stdout) -> str:
 
 def setup():
   if _CHUNK.value < 1:
-    raise ValueError("--chunk must be at least 1")
-  loaded = sample.load(flags.FLAGS.workdir, flags.FLAGS.hf_dir, flags.FLAGS.step, flags.FLAGS.tokenizer)
-  budget = loaded.model.cfg.max_len - flags.FLAGS.max_new_tokens
+    raise UserError("--chunk must be at least 1")
+  mesh = sharding.make_mesh(base.mesh_config())
+  loaded = init_from.load_for_cli(_M.workdir.value, _M.hf_dir.value, _M.step.value, _M.tokenizer.value,
+                                  mesh, tuple(base.SHARDING_RULES))
+  if _FORMAT.value == "chat" and "<|im_end|>" not in getattr(loaded.tokenizer, "special_ids", {}):
+    raise UserError("--format=chat: this tokenizer has no chat special tokens (<|im_start|>, ...); "
+                    "use --format=text, or a tokenizer from experiments.train_tokenizer")
+  budget = loaded.model.cfg.max_len - _M.max_new_tokens.value
   if budget < 16:
-    raise ValueError(f"--max_new_tokens={flags.FLAGS.max_new_tokens} leaves under 16 tokens of the "
-                     f"model's max_len {loaded.model.cfg.max_len} for the conversation")
+    raise UserError(f"--max_new_tokens={_M.max_new_tokens.value} leaves under 16 tokens of the "
+                    f"model's max_len {loaded.model.cfg.max_len} for the conversation")
   return loaded, budget
 
 
 def work(prepared) -> None:
   loaded, budget = prepared
-  convo = Conversation(sample.unescape(_PREAMBLE.value))
-  one_shot = flags.FLAGS.prompt
+  convo = Conversation(_FORMAT.value, _SYSTEM.value, cli.unescape(_PREAMBLE.value))
+  one_shot = _M.prompt.value
   while True:
     if one_shot:
       message = one_shot
@@ -121,7 +146,7 @@ def work(prepared) -> None:
     if not message:
       continue
     print(f"{ASSISTANT} ", end="", flush=True)
-    reply = stream_reply(loaded, convo.ids_that_fit(loaded.tokenizer, message, budget))
+    reply = stream_reply(loaded, convo.ids_that_fit(loaded.tokenizer, message, budget), _FORMAT.value)
     convo.turns.append((message, reply))
     if one_shot:
       return

@@ -22,8 +22,9 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+from lm.errors import UserError
 from lm import cli
-from lm.data import synthetic, web, web_stats
+from lm.prep import synthetic, web, web_stats
 
 
 def crawl_source(config, workdir: str) -> tuple[list[str], dict | None]:
@@ -44,14 +45,14 @@ def crawl_source(config, workdir: str) -> tuple[list[str], dict | None]:
 def validate(config) -> None:
   w = config.web
   if w.executor not in ("local", "slurm", "ray"):
-    raise ValueError(f"config.web.executor: {w.executor!r} is not one of local, slurm, ray")
+    raise UserError(f"config.web.executor: {w.executor!r} is not one of local, slurm, ray")
   if w.workers < 1:
-    raise ValueError(f"config.web.workers must be ≥ 1, got {w.workers}")
+    raise UserError(f"config.web.workers must be ≥ 1, got {w.workers}")
   if not 0 <= w.language_threshold < 1:
-    raise ValueError(f"config.web.language_threshold must be in [0, 1), got {w.language_threshold}")
+    raise UserError(f"config.web.language_threshold must be in [0, 1), got {w.language_threshold}")
   bad = set(w.output_formats) - {"jsonl", "parquet"}
   if bad or "jsonl" not in w.output_formats:
-    raise ValueError(f"config.web.output_formats: {tuple(w.output_formats)} must include jsonl (parquet optional)")
+    raise UserError(f"config.web.output_formats: {tuple(w.output_formats)} must include jsonl (parquet optional)")
   web.validate_languages(w.languages)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import time
 from typing import Any
 
 import flax.linen as nn
@@ -22,16 +21,15 @@ import ml_collections
 import numpy as np
 from absl import flags
 from ml_collections import config_flags
-from tqdm import tqdm
 
+from lm.errors import MissingFile, UserError
 from lm import checkpoint as ckpt_lib
 from lm import cli
-from lm import losses, perf, report, sampling, sharding, train
+from lm import loop, losses, sampling, sharding
 from lm import model as model_lib
 from lm import tokenizer as tokenizer_lib
-from lm.data import pretrain as data_lib
+from lm.data import packed as data_lib
 from lm.data import shards as shards_lib
-from lm.metrics import MetricWriter
 
 
 @dataclasses.dataclass
@@ -63,12 +61,12 @@ def validate(config) -> None:
   model_lib.validate(config.model)
   t = config.train
   if t.seq_len > config.model.max_len and config.model.positions == "learned":
-    raise ValueError(f"config.train.seq_len={t.seq_len} exceeds config.model.max_len={config.model.max_len}")
+    raise UserError(f"config.train.seq_len={t.seq_len} exceeds config.model.max_len={config.model.max_len}")
   for key in ("steps", "batch_size", "grad_accum", "seq_len", "log_every", "eval_every", "ckpt_every"):
     if t[key] <= 0:
-      raise ValueError(f"config.train.{key} must be positive, got {t[key]}")
+      raise UserError(f"config.train.{key} must be positive, got {t[key]}")
   if not 0 < config.data.val_fraction < 1:
-    raise ValueError(f"config.data.val_fraction must be in (0, 1), got {config.data.val_fraction}")
+    raise UserError(f"config.data.val_fraction must be in (0, 1), got {config.data.val_fraction}")
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
@@ -78,13 +76,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   sharding.check_batch(config.train.batch_size, config.train.grad_accum, mesh)
   tok = resolve_tokenizer(config)
   if config.data.path != "default" and not os.path.exists(config.data.path):
-    raise FileNotFoundError(f"config.data.path: no such file or folder {config.data.path!r}")
+    raise MissingFile(f"config.data.path: no such file or folder {config.data.path!r}")
   with config.unlocked():
     if config.model.vocab_size == 0:
       config.model.vocab_size = int(math.ceil(tok.vocab_size / 64) * 64)  # lane-friendly padding
   sharding.check_model_fits(config.model, mesh)
   if config.model.vocab_size < tok.vocab_size:
-    raise ValueError(f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
+    raise UserError(f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
                      f"tokenizer's {tok.vocab_size}")
   os.makedirs(workdir, exist_ok=True)
   train_dir, val_dir = data_lib.prepare(config.data, tok, os.path.join(workdir, "data"))
@@ -130,99 +128,30 @@ def samples(run: Run, params) -> list[tuple[str, str]]:
   """Continue the configured prompts with the KV-cache sampler, stopping at EOS."""
   cfg = run.config.sample
   prompts = [[run.tokenizer.bos_id] + run.tokenizer.encode(p) for p in cfg.prompts]
-  # Sampling runs unsharded on the gathered parameters: small models only, at eval time.
-  host_params = jax.device_get(params)
-  out = sampling.generate(run.model, host_params, prompts, cfg.max_new_tokens,
+  out = sampling.generate(run.model, params, prompts, cfg.max_new_tokens,
                           temperature=cfg.temperature, top_k=cfg.top_k, seed=0,
-                          stop_ids=[run.tokenizer.eos_id], pad_id=run.tokenizer.pad_id)
+                          stop_ids=[run.tokenizer.eos_id], pad_id=run.tokenizer.pad_id,
+                          mesh=run.mesh, rule_pairs=run.rules)
   tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
   return [(p, run.tokenizer.decode([t for t in tokens[i, :lengths[i]].tolist() if t != run.tokenizer.eos_id]))
           for i, p in enumerate(cfg.prompts)]
 
 
 def train_loop(run: Run) -> dict:
-  cfg, mesh = run.config, run.mesh
-  tx, schedule = train.make_optimizer(cfg.opt, cfg.train.steps)
-  micro = cfg.train.batch_size // cfg.train.grad_accum
-  sample_inputs = {"tokens_BT": jax.ShapeDtypeStruct((micro, cfg.train.seq_len), np.int32)}
-  state_abs, state_sh = train.state_shardings(run.model, tx, mesh, run.rules, sample_inputs)
-  loss_fn = losses.next_token(run.model)
-  step_fn = train.make_train_step(loss_fn, tx, schedule, mesh, run.rules, state_sh, cfg.train.grad_accum)
-  eval_step = train.make_eval_step(loss_fn, mesh, run.rules, state_sh.params)
-
+  cfg = run.config
+  stage = loop.stage_from_config(cfg, run.mesh, losses.next_token)
   host_batch = cfg.train.batch_size // jax.process_count()
   data_iter = iter(data_lib.dataset(run.train_dir, cfg.train.seq_len, host_batch,
                                     seed=cfg.data.shuffle_seed, shuffle=True, repeat=True,
                                     document_mask=cfg.data.document_mask,
                                     prefetch_threads=cfg.data.prefetch_threads))
-  ckpt = ckpt_lib.Checkpointer(os.path.join(run.workdir, "checkpoints"), cfg.train.keep_checkpoints,
-                               cfg.train.ckpt_every, cfg.train.async_checkpoint)
-  start = ckpt.latest_step()
-  if start is not None:
-    state = ckpt.restore(start, ckpt_lib.abstract_with_shardings(state_abs, state_sh), data_iter)
-    print(f"resumed from {ckpt.directory}/{start}", flush=True)
-  else:
-    state, _ = train.init_state(run.model, tx, mesh, run.rules, sample_inputs, cfg.seed)
-    start = 0
-
-  n_params = model_lib.num_params(state.params)
-  flops_tok = model_lib.flops_per_token(cfg.model, cfg.train.seq_len)
-  peak = perf.measure_matmul_peak(cfg.model.dtype)
-  print(f"model: {n_params / 1e6:.2f}M parameters, mesh {dict(mesh.shape)}, "
-        f"measured matmul peak {peak / 1e9:.1f} GFLOP/s/device", flush=True)
-  writer = MetricWriter(run.workdir)
-  rng = jax.random.key(cfg.seed)
-  tokens_per_step = cfg.train.batch_size * cfg.train.seq_len
-  last_samples: list[tuple[str, str]] = []
-  final: dict = {}
-  t_last, steps_since = time.perf_counter(), 0
-  bar = tqdm(range(start, cfg.train.steps), initial=start, total=cfg.train.steps, desc="train",
-             disable=jax.process_index() != 0, dynamic_ncols=True)
-  profile_at = start + cfg.train.log_every if cfg.train.profile_steps > 0 else -1
-  if start == 0:  # the untrained model's held-out loss: where the loss curve starts
-    ev = evaluate(run, eval_step, state.params)
-    writer.write(0, ev)
-    tqdm.write(f"step 0: val loss {ev['val/loss']:.4f}, {ev['val/bits_per_byte']:.3f} bits/byte")
-  for step in bar:
-    if step == profile_at:  # after compilation and warm-up: a trace of steady-state steps
-      jax.profiler.start_trace(os.path.join(run.workdir, "profile"))
-    if step == profile_at + cfg.train.profile_steps:
-      jax.profiler.stop_trace()
-    batch = sharding.host_batch_to_global(next(data_iter), mesh)
-    state, metrics = step_fn(state, batch, rng)
-    steps_since += 1
-    done = step + 1
-    if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-      metrics = jax.device_get(metrics)
-      dt = time.perf_counter() - t_last
-      tps = tokens_per_step * steps_since / dt
-      row = {"train/loss": metrics["loss"], "train/accuracy": metrics["accuracy"],
-             "train/grad_norm": metrics["grad_norm"], "train/lr": metrics["lr"],
-             "perf/tokens_per_sec": tps,
-             "perf/mfu": perf.mfu(flops_tok, tps, peak, jax.device_count())}
-      writer.write(done, row)
-      bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tps:,.0f}")
-      final.update(row)
-      t_last, steps_since = time.perf_counter(), 0
-    if done % cfg.train.eval_every == 0 or done == cfg.train.steps:
-      ev = evaluate(run, eval_step, state.params)
-      last_samples = samples(run, state.params)
-      writer.write(done, ev)
-      writer.text(done, "samples", "\n\n".join(p + t for p, t in last_samples))
-      tqdm.write(f"step {done}: val loss {ev['val/loss']:.4f}, {ev['val/bits_per_byte']:.3f} bits/byte")
-      for p, t in last_samples:
-        tqdm.write(f"  {p!r} → {t[:160]!r}")
-      final.update(ev)
-      t_last = time.perf_counter()  # evaluation time is not training throughput
-    ckpt.save(done, state, data_iter, cfg, run.tokenizer, force=done == cfg.train.steps)
-  ckpt.close()
-  writer.close()
-  final.update({"params_millions": n_params / 1e6, "steps": cfg.train.steps, **perf.memory_stats()})
-  if jax.process_index() == 0:
-    plot = report.loss_curve(run.workdir)
-    report.write_report(run.workdir, f"Pretraining: {os.path.basename(os.path.abspath(run.workdir))}",
-                        final, last_samples, plot)
-  return {"state": state, "metrics": final}
+  hooks = loop.Hooks(
+      batches=data_iter,
+      tokens_in=lambda b: b["inputs"].size,
+      evaluate=lambda params: evaluate(run, stage.eval_step, params),
+      samples=lambda params: samples(run, params),
+      title="Pretraining")
+  return loop.run(stage, cfg, run.workdir, run.tokenizer, hooks)
 
 
 def main(config: ml_collections.ConfigDict, workdir: str) -> dict:

@@ -22,8 +22,9 @@ from ml_collections import config_flags
 
 from lm import cli
 from lm import tokenizer as tokenizer_lib
-from lm.data import corpus, synthetic
-from lm.data import tokenize_shards
+from lm.data import corpus
+from lm.prep import synthetic
+from lm.prep import tokenize_shards
 
 
 def main(config: ml_collections.ConfigDict, workdir: str) -> dict:

@@ -7,7 +7,8 @@
 #   bash launch/local.sh pytest                      # the test suite (adds requirements-test.txt)
 #
 # Needs only python3 (3.11+) with venv and pip. LM_VENV picks another env folder.
-# (experiments.* set glibc's malloc tunables themselves: see lm/host_malloc.py.)
+# On hosts without an accelerator it starts Python with glibc malloc tunables that
+# stop XLA:CPU's per-step page faults (lm/cpu/malloc.py; LM_CPU_SPEEDUPS=0: off).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${LM_VENV:-.venv}"
@@ -27,4 +28,5 @@ if [[ ! -f "$stamp" ]]; then
   touch "$stamp"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+eval "$("$venv/bin/python" -m lm.cpu.malloc)"
 exec "$venv/bin/python" -m "$module" "$@"

@@ -35,7 +35,7 @@ data_flags=(--config=configs/data.py:synthetic --workdir="$DATA"
 "$PY" -m experiments.train_tokenizer "${data_flags[@]}"
 
 # 3. Clean text → token shards (train/ and val/, each carrying tokenizer.model).
-"$PY" -m experiments.tokenize "${data_flags[@]}"
+"$PY" -m experiments.tokenize_data "${data_flags[@]}"
 
 # 4. Pretrain on the shards; the tokenizer comes from them and is saved in every checkpoint.
 "$PY" -m experiments.pretrain --config=configs/pretrain.py:tiny --workdir="$RUN" \

@@ -31,7 +31,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from configs import base
+from lm.errors import MissingFile, UserError
 from lm import model as model_lib
 
 FAMILIES = ("gpt2", "llama", "qwen2")
@@ -44,14 +44,14 @@ def config_from_hf(hf: dict, scan_layers: bool = False) -> ml_collections.Config
   """A Hugging Face config.json (as a dict) → our `config.model`; refuses what we cannot run exactly."""
   family = hf.get("model_type")
   if family not in FAMILIES:
-    raise ValueError(f"config.json: model_type {family!r} is not one of {FAMILIES}")
-  cfg = base.model_config("tiny")
+    raise UserError(f"config.json: model_type {family!r} is not one of {FAMILIES}")
+  cfg = model_lib.default_config()
   if family == "gpt2":
     if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-      raise ValueError(f"config.json: activation_function {hf['activation_function']!r} unsupported "
+      raise UserError(f"config.json: activation_function {hf['activation_function']!r} unsupported "
                        "(our GPT-2 MLP is the tanh GELU: gelu_new)")
     if hf.get("scale_attn_by_inverse_layer_idx") or not hf.get("scale_attn_weights", True):
-      raise ValueError("config.json: only 1/sqrt(head_dim) attention scaling is supported")
+      raise UserError("config.json: only 1/sqrt(head_dim) attention scaling is supported")
     d = hf["n_embd"]
     cfg.update(vocab_size=hf["vocab_size"], max_len=hf["n_positions"], d_model=d,
                n_layers=hf["n_layer"], n_heads=hf["n_head"], n_kv_heads=hf["n_head"],
@@ -59,12 +59,12 @@ def config_from_hf(hf: dict, scan_layers: bool = False) -> ml_collections.Config
                tie_embeddings=hf.get("tie_word_embeddings", True))
   else:
     if hf.get("hidden_act", "silu") != "silu":
-      raise ValueError(f"config.json: hidden_act {hf['hidden_act']!r} unsupported (SwiGLU needs silu)")
+      raise UserError(f"config.json: hidden_act {hf['hidden_act']!r} unsupported (SwiGLU needs silu)")
     if hf.get("use_sliding_window"):
-      raise ValueError("config.json: use_sliding_window=true is not supported (full attention only)")
+      raise UserError("config.json: use_sliding_window=true is not supported (full attention only)")
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     if rope.get("rope_type", rope.get("type", "default")) != "default" or rope.get("partial_rotary_factor", 1.0) != 1.0:
-      raise ValueError(f"config.json: rope {rope} unsupported; only plain rotary (rope_type 'default')")
+      raise UserError(f"config.json: rope {rope} unsupported; only plain rotary (rope_type 'default')")
     H = hf["num_attention_heads"]
     cfg.update(positions="rotary", norm="rmsnorm", mlp="swiglu",
                vocab_size=hf["vocab_size"], max_len=hf.get("max_position_embeddings", 2048),
@@ -87,11 +87,11 @@ def family_of(cfg: ml_collections.ConfigDict) -> str:
   """Which Hugging Face architecture runs our config exactly, or a one-line error."""
   if (cfg.positions, cfg.norm, cfg.mlp) == ("learned", "layernorm", "gelu"):
     if not cfg.use_bias or cfg.n_kv_heads != cfg.n_heads or model_lib.head_dim(cfg) * cfg.n_heads != cfg.d_model:
-      raise ValueError("config.model: GPT-2 export needs use_bias=True, n_kv_heads=n_heads, head_dim=d_model/n_heads")
+      raise UserError("config.model: GPT-2 export needs use_bias=True, n_kv_heads=n_heads, head_dim=d_model/n_heads")
     return "gpt2"
   if (cfg.positions, cfg.norm, cfg.mlp) == ("rotary", "rmsnorm", "swiglu"):
     return "qwen2" if cfg.qkv_bias and not cfg.use_bias else "llama"
-  raise ValueError(f"config.model: positions={cfg.positions}, norm={cfg.norm}, mlp={cfg.mlp} "
+  raise UserError(f"config.model: positions={cfg.positions}, norm={cfg.norm}, mlp={cfg.mlp} "
                    "match neither GPT-2 (learned/layernorm/gelu) nor Llama (rotary/rmsnorm/swiglu)")
 
 
@@ -180,10 +180,10 @@ def _groups(ours: tuple[int, ...], view: tuple[int, ...]) -> list[list[int]]:
       prod *= ours[axis]
       axis += 1
     if prod != size:
-      raise ValueError(f"cannot reshape {view} into {ours}")
+      raise UserError(f"cannot reshape {view} into {ours}")
     groups.append(group)
   if axis != len(ours):
-    raise ValueError(f"cannot reshape {view} into {ours}")
+    raise UserError(f"cannot reshape {view} into {ours}")
   return groups
 
 
@@ -202,7 +202,7 @@ class _Reader:
     elif os.path.exists(single):
       weight_map = None
     else:
-      raise FileNotFoundError(f"{folder}: no model.safetensors or model.safetensors.index.json "
+      raise MissingFile(f"{folder}: no model.safetensors or model.safetensors.index.json "
                               "(only safetensors checkpoints are read, never pickles)")
     self._files = {}
     files = sorted(set(weight_map.values())) if weight_map else ["model.safetensors"]
@@ -291,7 +291,7 @@ def _prefix(reader, family: str) -> str:
   for p in ("transformer.", "model.", ""):
     if p + stem in reader.names():
       return p
-  raise ValueError(f"checkpoint has no {stem!r} tensor: not a {family} checkpoint")
+  raise UserError(f"checkpoint has no {stem!r} tensor: not a {family} checkpoint")
 
 
 def _abstract(cfg: ml_collections.ConfigDict):
@@ -309,7 +309,7 @@ def load_params(reader, cfg: ml_collections.ConfigDict, family: str, mesh=None, 
                for p, s in sources.items()}
   missing = [s.name for s in sources.values() if not s.zeros and s.name not in reader.names()]
   if missing:
-    raise ValueError(f"checkpoint lacks {len(missing)} tensors the config needs, e.g. {missing[:3]}")
+    raise UserError(f"checkpoint lacks {len(missing)} tensors the config needs, e.g. {missing[:3]}")
   params_abs, specs = _abstract(cfg)
   shardings = None
   if mesh is not None:
@@ -328,7 +328,7 @@ def load_params(reader, cfg: ml_collections.ConfigDict, family: str, mesh=None, 
 def read_hf_config(folder: str) -> dict:
   path = os.path.join(folder, "config.json")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: expected a Hugging Face model folder")
+    raise MissingFile(f"{path} not found: expected a Hugging Face model folder")
   with open(path) as f:
     return json.load(f)
 

@@ -32,9 +32,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from lm import attention as attention_lib
-from lm import dense as dense_lib
-from lm import kv_cache
+from lm.errors import UserError
+from lm import kv_cache, ops
 
 Array = jax.Array
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -74,7 +73,7 @@ class Linear(nn.Module):
     kernel = self.param("kernel", nn.with_logical_partitioning(_init(self.std), self.axes),
                         (*in_shape, *self.features), jnp.float32)
     dtype = DTYPES[self.cfg.dtype]
-    y = dense_lib.dense(x.astype(dtype), kernel.astype(dtype), self.n_in, self.cfg.weight_grad)
+    y = ops.matmul(x.astype(dtype), kernel.astype(dtype), self.n_in, self.cfg.weight_grad)
     if self.use_bias:
       bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, self.axes[self.n_in:]),
                         self.features, jnp.float32)
@@ -151,7 +150,7 @@ class Attention(nn.Module):
       cache = kv_cache.write(cache, k_BTKD, v_BTKD, cache_index)
       out_BTHD = kv_cache.attend(q_BTHD, cache, mask_B1TT)
     else:
-      out_BTHD = attention_lib.attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TT, impl=cfg.attention)
+      out_BTHD = ops.attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TT, impl=cfg.attention)
     out_BTHD = nn.with_logical_constraint(out_BTHD, ("batch", "length", "act_heads", None))
     out_std = std / (2 * cfg.n_layers) ** 0.5
     return _dense(cfg.d_model, ("heads", "head_dim", "embed"), "out", cfg, out_std,
@@ -250,7 +249,7 @@ class Transformer(nn.Module):
       return x_BTD if cache is None else (x_BTD, new_cache)
     if cfg.tie_embeddings:
       dtype = DTYPES[cfg.dtype]
-      logits_BTV = dense_lib.dense(x_BTD.astype(dtype), embed.embedding.astype(dtype).T, 1, cfg.weight_grad)
+      logits_BTV = ops.matmul(x_BTD.astype(dtype), embed.embedding.astype(dtype).T, 1, cfg.weight_grad)
     else:
       logits_BTV = _dense(cfg.vocab_size, ("embed", "vocab"), "lm_head", cfg, cfg.init_std,
                           False)(x_BTD)
@@ -258,6 +257,34 @@ class Transformer(nn.Module):
     if cache is not None:
       return logits_BTV.astype(jnp.float32), new_cache
     return logits_BTV.astype(jnp.float32)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every `config.model` key with its default (GPT-2 style, small); configs/base.py sizes it."""
+  m = ml_collections.ConfigDict()
+  m.vocab_size = 0          # 0: taken from the tokenizer; else must be ≥ its vocabulary
+  m.max_len = 256           # longest sequence (learned position table size)
+  m.d_model = 256           # residual width D
+  m.n_layers = 4            # transformer blocks L
+  m.n_heads = 4             # query heads H
+  m.n_kv_heads = 4          # key/value heads K (< H: grouped-query attention)
+  m.head_dim = 0            # per-head width; 0 means d_model // n_heads
+  m.d_ff = 1024             # MLP hidden width F
+  m.positions = "learned"   # learned | rotary
+  m.rope_theta = 10000.0    # rotary base frequency
+  m.norm = "layernorm"      # layernorm | rmsnorm
+  m.norm_eps = 1e-5         # epsilon inside the norm
+  m.mlp = "gelu"            # gelu (tanh approx.) | swiglu
+  m.tie_embeddings = True   # LM head shares the token embedding
+  m.use_bias = True         # biases on every linear layer (GPT-2)
+  m.qkv_bias = False        # biases on q/k/v only (Qwen2)
+  m.init_std = 0.02         # normal init std; residual outputs scaled by 1/sqrt(2L)
+  m.dtype = "float32"       # compute dtype: float32 | bfloat16 (parameters stay float32)
+  m.remat = "none"          # none | full | dots | dots_no_batch (jax.checkpoint policy)
+  m.scan_layers = False     # lax.scan over blocks: O(1) compile time in depth
+  m.attention = "xla"       # xla | cudnn | auto (jax.nn.dot_product_attention) | einsum | cpu_kernel (CPU only: lm/cpu/)
+  m.weight_grad = "xla"     # xla (autodiff) | copy_transpose (CPU only: lm/cpu/matmul.py)
+  return m
 
 
 def build(cfg: ml_collections.ConfigDict) -> Transformer:
@@ -269,11 +296,11 @@ def build(cfg: ml_collections.ConfigDict) -> Transformer:
 def validate(cfg: ml_collections.ConfigDict) -> None:
   """One-line errors naming the `model.*` key, before anything compiles."""
   def bad(key, msg):
-    raise ValueError(f"config.model.{key}: {msg}")
+    raise UserError(f"config.model.{key}: {msg}")
   for key, options in (("positions", ("learned", "rotary")), ("norm", ("layernorm", "rmsnorm")),
                        ("mlp", ("gelu", "swiglu")), ("dtype", tuple(DTYPES)),
-                       ("remat", tuple(REMAT_POLICIES)), ("attention", attention_lib.IMPLEMENTATIONS),
-                       ("weight_grad", dense_lib.WEIGHT_GRADS)):
+                       ("remat", tuple(REMAT_POLICIES)), ("attention", ops.ATTENTION_NAMES),
+                       ("weight_grad", ops.MATMUL_NAMES)):
     if cfg[key] not in options:
       bad(key, f"{cfg[key]!r} is not one of {options}")
   if cfg.n_heads % cfg.n_kv_heads:

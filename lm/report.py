@@ -34,12 +34,15 @@ def loss_curve(workdir: str, filename: str = "loss.png") -> str | None:
 
 
 def write_report(workdir: str, title: str, summary: dict, samples: list[tuple[str, str]],
-                 plot: str | None) -> str:
+                 plot: str | None, extra: str = "") -> str:
+  """report.md: the summary table, the loss curve, stage-specific sections (`extra`), samples."""
   lines = [f"# {title}", "", "| metric | value |", "|---|---|"]
   for k, v in summary.items():
     lines.append(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |")
   if plot:
     lines += ["", f"![loss curve]({os.path.basename(plot)})"]
+  if extra:
+    lines += ["", extra.rstrip()]
   if samples:
     lines += ["", "## Samples at the last evaluation", ""]
     for prompt, text in samples:

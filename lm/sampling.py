@@ -38,6 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lm.errors import UserError
 from lm import kv_cache
 from lm import sharding as sharding_lib
 
@@ -159,7 +160,7 @@ _decode_jit = jax.jit(_decode, static_argnames=("model", "steps"), donate_argnam
 def _settings(temperature, top_k, top_p, pad_id):
   """Traced scalars, so that changing a setting never recompiles."""
   if temperature < 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
-    raise ValueError(f"sampling: need temperature ≥ 0, top_k ≥ 0, 0 < top_p ≤ 1; got "
+    raise UserError(f"sampling: need temperature ≥ 0, top_k ≥ 0, 0 < top_p ≤ 1; got "
                      f"temperature={temperature}, top_k={top_k}, top_p={top_p}")
   return jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p), jnp.int32(pad_id)
 
@@ -168,7 +169,7 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, multiple: int = 1) -
   """(B, P) left-padded prompts and each row's first real slot; P rounded up to `multiple`
   so that prompts of nearby lengths share one compiled program."""
   if not prompts or any(len(p) == 0 for p in prompts):
-    raise ValueError("sampling: every prompt needs at least one token (e.g. a BOS id)")
+    raise UserError("sampling: every prompt needs at least one token (e.g. a BOS id)")
   P = -(-max(len(p) for p in prompts) // multiple) * multiple
   buf = np.full((len(prompts), P), pad_id, np.int32)
   start = np.zeros(len(prompts), np.int32)
@@ -183,7 +184,7 @@ def _stops(stop_ids, B: int) -> np.ndarray:
   rows = [list(r) for r in stop_ids] if stop_ids and not isinstance(stop_ids[0], (int, np.integer)) \
       else [list(stop_ids or [])] * B
   if len(rows) != B:
-    raise ValueError(f"sampling: {len(rows)} per-row stop lists for {B} prompts")
+    raise UserError(f"sampling: {len(rows)} per-row stop lists for {B} prompts")
   out = np.full((B, max(1, max(len(r) for r in rows))), -1, np.int32)
   for i, r in enumerate(rows):
     out[i, :len(r)] = r
@@ -195,7 +196,7 @@ def _inputs(model, prompts, max_new_tokens, stop_ids, max_new_B, pad_id, pad_mul
   prompt_BP, start_B = left_pad(prompts, pad_id, pad_multiple)
   B, P = prompt_BP.shape
   if cfg.positions == "learned" and (prompt_BP.shape[1] - start_B).max() + max_new_tokens > cfg.max_len:
-    raise ValueError(f"config.model.max_len={cfg.max_len} is shorter than the longest prompt "
+    raise UserError(f"config.model.max_len={cfg.max_len} is shorter than the longest prompt "
                      f"({int((P - start_B).max())}) + max_new_tokens ({max_new_tokens})")
   limit_B = np.full(B, max_new_tokens, np.int32) if max_new_B is None else \
       np.minimum(np.asarray(max_new_B, np.int32), max_new_tokens)
@@ -283,3 +284,9 @@ def sample_uncached(model, params, prompts: list[list[int]], max_new_tokens: int
                 max_new_tokens=max_new_tokens, temperature=float(temperature), top_k=int(top_k))
   out = np.asarray(out)
   return [out[i, lengths[i]:lengths[i] + max_new_tokens].tolist() for i in range(len(prompts))]
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+  """The text before the earliest stop string, and whether one was found."""
+  hits = [text.index(s) for s in stops if s and s in text]
+  return (text[:min(hits)], True) if hits else (text, False)

@@ -26,6 +26,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from lm.errors import UserError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
@@ -53,16 +55,16 @@ def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
   """Resolve the config's axis sizes; a -1 takes what is left."""
   sizes = [int(mesh_cfg[a]) for a in MESH_AXES]
   if sizes.count(-1) > 1:
-    raise ValueError(f"config.mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
+    raise UserError(f"config.mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
   if any(s == 0 or s < -1 for s in sizes):
-    raise ValueError(f"config.mesh: sizes must be positive or -1, got {dict(zip(MESH_AXES, sizes))}")
+    raise UserError(f"config.mesh: sizes must be positive or -1, got {dict(zip(MESH_AXES, sizes))}")
   known = math.prod(s for s in sizes if s != -1)
   if -1 in sizes:
     if num_devices % known:
-      raise ValueError(f"config.mesh: {dict(zip(MESH_AXES, sizes))} does not divide {num_devices} devices")
+      raise UserError(f"config.mesh: {dict(zip(MESH_AXES, sizes))} does not divide {num_devices} devices")
     sizes[sizes.index(-1)] = num_devices // known
   if math.prod(sizes) != num_devices:
-    raise ValueError(f"config.mesh: {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
+    raise UserError(f"config.mesh: {dict(zip(MESH_AXES, sizes))} needs {math.prod(sizes)} devices, "
                      f"{num_devices} available")
   return tuple(sizes)
 
@@ -107,15 +109,15 @@ def host_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, 
 def check_batch(global_batch: int, grad_accum: int, mesh: Mesh) -> None:
   """Per-microbatch rows must split evenly over the batch axes and the hosts."""
   if global_batch % grad_accum:
-    raise ValueError(f"config.train.batch_size={global_batch} is not divisible by "
+    raise UserError(f"config.train.batch_size={global_batch} is not divisible by "
                      f"config.train.grad_accum={grad_accum}")
   n = batch_axis_size(mesh)
   micro = global_batch // grad_accum
   if micro % n:
-    raise ValueError(f"config.train.batch_size: microbatch {micro} (batch_size/grad_accum) is not "
+    raise UserError(f"config.train.batch_size: microbatch {micro} (batch_size/grad_accum) is not "
                      f"divisible by the data axes data×fsdp={n}")
   if global_batch % jax.process_count():
-    raise ValueError(f"config.train.batch_size={global_batch} is not divisible by "
+    raise UserError(f"config.train.batch_size={global_batch} is not divisible by "
                      f"{jax.process_count()} processes")
 
 
@@ -126,6 +128,6 @@ def check_model_fits(model_cfg, mesh: Mesh) -> None:
           "vocab_size": model_cfg.vocab_size}
   for key, size in dims.items():
     if size % tensor:
-      raise ValueError(f"config.mesh.tensor={tensor} does not divide config.model.{key}={size}")
+      raise UserError(f"config.mesh.tensor={tensor} does not divide config.model.{key}={size}")
   if model_cfg.d_model % fsdp:
-    raise ValueError(f"config.mesh.fsdp={fsdp} does not divide config.model.d_model={model_cfg.d_model}")
+    raise UserError(f"config.mesh.fsdp={fsdp} does not divide config.model.d_model={model_cfg.d_model}")

@@ -18,6 +18,8 @@ import json
 import os
 from typing import Iterable, Iterator, Protocol, Sequence
 
+from lm.errors import MissingFile, UserError
+
 SPECIAL_TOKENS = (
     "<|bos|>", "<|eos|>", "<|pad|>",
     "<|im_start|>", "<|im_sep|>", "<|im_end|>",
@@ -101,7 +103,7 @@ class SentencePieceTokenizer:
     self.special_ids = {t: self.sp.piece_to_id(t) for t in SPECIAL_TOKENS}
     missing = [t for t, i in self.special_ids.items() if not self.sp.is_control(i)]
     if missing:
-      raise ValueError(f"tokenizer: sentencepiece model lacks control symbols {missing}; "
+      raise UserError(f"tokenizer: sentencepiece model lacks control symbols {missing}; "
                        f"train it with experiments.train_tokenizer")
     self.bos_id = self.special_ids["<|bos|>"]
     self.eos_id = self.special_ids["<|eos|>"]
@@ -162,7 +164,7 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, *, max_lines: int
   import sentencepiece as spm
   floor = 1 + len(SPECIAL_TOKENS) + 256
   if vocab_size <= floor:
-    raise ValueError(f"tokenizer.vocab_size={vocab_size} must exceed {floor} "
+    raise UserError(f"tokenizer.vocab_size={vocab_size} must exceed {floor} "
                      f"(<unk> + {len(SPECIAL_TOKENS)} special tokens + 256 bytes)")
   model = io.BytesIO()
   try:
@@ -188,9 +190,45 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, *, max_lines: int
         minloglevel=2,
     )
   except RuntimeError as e:
-    raise ValueError(f"tokenizer: sentencepiece training failed ({e}); "
+    raise UserError(f"tokenizer: sentencepiece training failed ({e}); "
                      f"a smaller tokenizer.vocab_size or more text usually fixes it") from None
   return SentencePieceTokenizer(model.getvalue())
+
+
+class HFTokenizer:
+  """A Hugging Face folder's tokenizer.json behind our surface (the `tokenizers` package).
+
+  Special-token ids come from the folder's config.json (bos/eos/pad_token_id).
+  """
+
+  kind = "hf"
+
+  def __init__(self, folder: str):
+    path = os.path.join(folder, "tokenizer.json")
+    if not os.path.exists(path):
+      raise MissingFile(f"tokenizer: {path} not found (a Hugging Face folder has tokenizer.json)")
+    from tokenizers import Tokenizer
+    self.folder = folder
+    self._tok = Tokenizer.from_file(path)
+    self.vocab_size = self._tok.get_vocab_size()
+    cfg = {}
+    if os.path.exists(os.path.join(folder, "config.json")):
+      with open(os.path.join(folder, "config.json")) as f:
+        cfg = json.load(f)
+    eos = cfg.get("eos_token_id")
+    self.eos_id = eos[0] if isinstance(eos, list) else eos
+    self.bos_id = cfg.get("bos_token_id")
+    self.pad_id = cfg.get("pad_token_id") or 0
+    self.special_ids = {}
+
+  def encode(self, text: str) -> list[int]:
+    return self._tok.encode(text, add_special_tokens=False).ids
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return self._tok.decode([int(i) for i in ids])
+
+  def save(self, path: str) -> None:
+    self._tok.save(path)
 
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -206,7 +244,7 @@ def load_tokenizer(spec: str) -> Tokenizer:
     found = [os.path.join(spec, n) for n in TOKENIZER_FILES if os.path.exists(os.path.join(spec, n))]
     path = found[0] if found else os.path.join(spec, TOKENIZER_FILE)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"tokenizer: no such file {path!r} (use 'byte' or a saved tokenizer)")
+    raise MissingFile(f"tokenizer: no such file {path!r} (use 'byte' or a saved tokenizer)")
   if path.endswith(".model"):
     return SentencePieceTokenizer.from_file(path)
   if path.endswith(".json"):
@@ -214,5 +252,5 @@ def load_tokenizer(spec: str) -> Tokenizer:
       meta = json.load(f)
     if meta.get("kind") == "byte":
       return ByteTokenizer()
-    raise ValueError(f"tokenizer: {path!r} has unknown kind {meta.get('kind')!r}")
-  raise ValueError(f"tokenizer: cannot read {path!r}: expected a tokenizer .json or .model file")
+    raise UserError(f"tokenizer: {path!r} has unknown kind {meta.get('kind')!r}")
+  raise UserError(f"tokenizer: cannot read {path!r}: expected a tokenizer .json or .model file")

@@ -9,7 +9,12 @@ their own loss function. The contract for a loss function:
 what it is summed over (tokens, sequences, pairs). Every other entry of `aux`
 is a sum too. The step divides by the total weight across microbatches, so
 gradient accumulation gives exactly the full-batch gradient even when
-microbatches hold different numbers of real tokens.
+microbatches hold different numbers of real tokens. A metric with its own
+denominator (per sequence where the loss is per token) comes as two sums,
+`aux["x"]` and `aux["x/weight"]`, and is reported as their ratio.
+
+`make_forward_step` is the per-example counterpart (log-probs, scores) with the
+batch sharding kept.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh, PartitionSpec as P
 
+from lm.errors import UserError
 from lm import sharding
 
 LossFn = Callable[[Any, dict, jax.Array], tuple[jax.Array, dict]]
@@ -49,7 +55,7 @@ def make_schedule(opt: ml_collections.ConfigDict, total_steps: int) -> optax.Sch
   elif opt.schedule == "constant":
     after = optax.constant_schedule(peak)
   else:
-    raise ValueError(f"config.opt.schedule: {opt.schedule!r} is not one of cosine, wsd, constant")
+    raise UserError(f"config.opt.schedule: {opt.schedule!r} is not one of cosine, wsd, constant")
   return optax.join_schedules([warmup, after], [opt.warmup_steps])
 
 
@@ -69,7 +75,7 @@ def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int):
   elif opt.name == "sgd":
     tx = optax.sgd(schedule, momentum=opt.b1)
   else:
-    raise ValueError(f"config.opt.name: {opt.name!r} is not one of adamw, sgd")
+    raise UserError(f"config.opt.name: {opt.name!r} is not one of adamw, sgd")
   if opt.clip_norm > 0:
     tx = optax.chain(optax.clip_by_global_norm(opt.clip_norm), tx)
   return tx, schedule
@@ -107,6 +113,13 @@ def init_state(model: nn.Module, tx, mesh: Mesh, rule_pairs, sample_inputs: dict
   return state, state_sh
 
 
+def state_from_params(params: Any, tx, state_sh: TrainState) -> TrainState:
+  """A fresh train state (step 0, new optimizer moments) around given parameters: `init_from`."""
+  def init(p):
+    return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p))
+  return jax.jit(init, in_shardings=(state_sh.params,), out_shardings=state_sh)(params)
+
+
 def _split_microbatches(batch: dict, n: int, mesh: Mesh) -> dict:
   """(B, ...) → (n, B/n, ...) keeping each microbatch spread over the batch axes."""
   def split(x):
@@ -114,6 +127,13 @@ def _split_microbatches(batch: dict, n: int, mesh: Mesh) -> dict:
     spec = P(None, sharding.BATCH_AXES, *([None] * (x.ndim - 2)))
     return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, spec))
   return jax.tree.map(split, batch)
+
+
+def normalize(sums: dict, weight) -> dict:
+  """Summed metrics → means: by `weight`, or by their own `<name>/weight` where given."""
+  own = {k[:-len("/weight")] for k in sums if k.endswith("/weight")}
+  return {k: v / (jnp.maximum(sums[k + "/weight"], 1.0) if k in own else weight)
+          for k, v in sums.items() if not k.endswith("/weight")}
 
 
 def make_train_step(loss_fn: LossFn, tx, schedule: optax.Schedule, mesh: Mesh, rule_pairs,
@@ -148,7 +168,7 @@ def make_train_step(loss_fn: LossFn, tx, schedule: optax.Schedule, mesh: Mesh, r
     grads = jax.tree.map(lambda g: g / weight, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {k: v / weight for k, v in sums.items()}
+    metrics = normalize(sums, weight)
     metrics.update(grad_norm=optax.global_norm(grads), lr=schedule(state.step), weight=weight)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
@@ -178,4 +198,23 @@ def make_eval_step(loss_fn: LossFn, mesh: Mesh, rule_pairs, param_sh):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rule_pairs):
       return jitted(params, batch)
 
+  return run
+
+
+def make_forward_step(forward_fn: Callable[[Any, dict], dict], mesh: Mesh, rule_pairs, param_sh):
+  """Jitted (params, batch) → per-example outputs, each keeping the batch sharding.
+
+  `forward_fn(params, batch)` returns a dict of arrays whose leading axis is the
+  batch (per-token log-probs (B, T), scores (B,), ...). Nothing is reduced or
+  gathered: GRPO's old/reference log-probs and the reward model's scores stay on
+  the devices that hold their rows.
+  """
+  batch_sh = sharding.batch_sharding(mesh)
+  jitted = jax.jit(forward_fn, in_shardings=(param_sh, batch_sh), out_shardings=batch_sh)
+
+  def run(params, batch):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rule_pairs):
+      return jitted(params, batch)
+
+  run.jitted = jitted
   return run

@@ -12,6 +12,11 @@ SHARED_DATA = os.path.join(ROOT, "..", "shared", "data")
 
 import pytest  # noqa: E402
 
+from lm import cpu as _cpu  # noqa: E402
+
+# As entry points do: the CPU implementations are registered unless LM_CPU_SPEEDUPS=0.
+CPU_SPEEDUPS = _cpu.register()
+
 
 def shared_file(name: str) -> str:
   """Path of a real data file from ../shared/data, or skip the test saying which is missing."""
@@ -35,3 +40,9 @@ def tiny_llama_config():
   cfg = base.model_config("llama_tiny")
   cfg.update(vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, max_len=32)
   return cfg
+
+
+def needs_cpu_speedups():
+  """Skip a test of the optional CPU package when it is switched off."""
+  if not CPU_SPEEDUPS:
+    pytest.skip("CPU speed-ups switched off (LM_CPU_SPEEDUPS=0)")

@@ -18,8 +18,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import base  # noqa: E402
-from lm import losses, sharding, train  # noqa: E402
-from lm import model as model_lib  # noqa: E402
+from lm import loop, losses, sharding  # noqa: E402
 
 B, T = 8, 16
 
@@ -31,11 +30,9 @@ def main():
   config = ml_collections.ConfigDict({"sharding_rules": base.SHARDING_RULES})
   rules = sharding.rules(config)
   mesh = sharding.make_mesh(base.mesh_config(data=2, fsdp=-1, tensor=1))
-  model = model_lib.build(cfg)
-  tx, schedule = train.make_optimizer(base.optimizer_config(lr=1e-2), 10)
-  sample = {"tokens_BT": jax.ShapeDtypeStruct((B, T), np.int32)}
-  state, state_sh = train.init_state(model, tx, mesh, rules, sample, seed=0)
-  step = train.make_train_step(losses.next_token(model), tx, schedule, mesh, rules, state_sh)
+  stage = loop.build_stage(cfg, base.optimizer_config(lr=1e-2), 10, mesh, rules, losses.next_token,
+                           micro_batch=B, seq_len=T)
+  state, step = stage.init(seed=0), stage.train_step
   rows = B // jax.process_count()
   mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
   out = []

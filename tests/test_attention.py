@@ -1,4 +1,4 @@
-"""Attention implementations agree: the causal-blocked einsum path and the C++ CPU kernel against
+"""The CPU package's attention (lm/cpu/attention.py: causal-blocked einsum, the C++ kernel) against
 jax.nn.dot_product_attention."""
 import functools
 import logging
@@ -12,10 +12,14 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from configs import base
-from lm import attention
 from lm import model as model_lib
+from lm import ops
 from lm import sharding
-from lm.kernels import cpu as cpu_kernels
+from lm.cpu import attention
+from lm.cpu import build as cpu_kernels
+from tests.conftest import CPU_SPEEDUPS
+
+pytestmark = pytest.mark.skipif(not CPU_SPEEDUPS, reason="CPU speed-ups switched off (LM_CPU_SPEEDUPS=0)")
 
 
 def assert_same_gradients(f, ref, q, k, v, weights):
@@ -39,7 +43,7 @@ def test_einsum_matches_xla_values_and_gradients(T, H, K, block_q):
   """Block-skipping (T a multiple of block_q) and the full-T fallback (T=40, T < block_q), MHA and GQA."""
   q, k, v = qkv(2, T, H, K, 8)
   ein = functools.partial(attention.einsum_attention, block_q=block_q)
-  ref = functools.partial(attention.attention, impl="xla")
+  ref = functools.partial(ops.attention, impl="xla")
   np.testing.assert_allclose(jax.jit(ein)(q, k, v), jax.jit(ref)(q, k, v), atol=2e-5)
   assert_same_gradients(ein, ref, q, k, v, jnp.arange(8))
 
@@ -50,7 +54,7 @@ def test_einsum_with_document_mask_matches_xla():
   seg = jnp.asarray([[1] * 20 + [2] * 30 + [3] * 14, [1] * 64])
   mask = model_lib.attention_mask(seg, 64)
   ein = functools.partial(attention.einsum_attention, block_q=16)
-  ref = functools.partial(attention.attention, impl="xla")
+  ref = functools.partial(ops.attention, impl="xla")
   np.testing.assert_allclose(jax.jit(ein)(q, k, v, mask), jax.jit(ref)(q, k, v, mask), atol=2e-5)
   assert_same_gradients(lambda *a: ein(*a, mask), lambda *a: ref(*a, mask), q, k, v, jnp.arange(8))
 
@@ -92,8 +96,8 @@ def uses_kernel(f, *args) -> bool:
 def test_cpu_kernel_matches_xla_values_and_gradients(kernel, B, T, H, K, Dh):
   """Whole and partial 64-row query blocks, head widths off the vector width, MHA and GQA."""
   q, k, v = qkv(B, T, H, K, Dh, seed=T)
-  ker = functools.partial(attention.attention, impl="cpu_kernel")
-  ref = functools.partial(attention.attention, impl="xla")
+  ker = functools.partial(ops.attention, impl="cpu_kernel")
+  ref = functools.partial(ops.attention, impl="xla")
   assert uses_kernel(ker, q, k, v)
   np.testing.assert_allclose(jax.jit(ker)(q, k, v), jax.jit(ref)(q, k, v), atol=2e-5)
   assert_same_gradients(ker, ref, q, k, v, jnp.arange(Dh))
@@ -104,7 +108,7 @@ def test_cpu_kernel_sharded_matches_one_device(kernel):
   q, k, v = qkv(4, 96, 4, 2, 16, seed=3)
   weights = jax.random.normal(jax.random.key(4), q.shape)
   f = jax.jit(jax.value_and_grad(
-      lambda q, k, v: (attention.attention(q, k, v, impl="cpu_kernel") * weights).sum(), argnums=(0, 1, 2)))
+      lambda q, k, v: (ops.attention(q, k, v, impl="cpu_kernel") * weights).sum(), argnums=(0, 1, 2)))
   want = f(q, k, v)
   mesh = sharding.make_mesh(base.mesh_config(data=2, fsdp=2, tensor=2))
   rules = base.SHARDING_RULES
@@ -125,8 +129,8 @@ def test_cpu_kernel_routes_what_it_does_not_cover_to_einsum(kernel, caplog):
   """A document mask or bfloat16 takes the einsum path (same numbers), with a logged reason."""
   q, k, v = qkv(2, 64, 4, 2, 8, seed=5)
   mask = model_lib.attention_mask(jnp.asarray([[1] * 30 + [2] * 34] * 2), 64)
-  ker = functools.partial(attention.attention, impl="cpu_kernel")
-  with caplog.at_level(logging.WARNING, logger="lm.attention"):
+  ker = functools.partial(ops.attention, impl="cpu_kernel")
+  with caplog.at_level(logging.WARNING, logger="lm.cpu.attention"):
     assert not uses_kernel(ker, q, k, v, mask)
     assert not uses_kernel(ker, *(x.astype(jnp.bfloat16) for x in (q, k, v)))
   assert "a mask was given" in caplog.text and "bfloat16" in caplog.text
@@ -141,9 +145,9 @@ def test_cpu_kernel_without_compiler_falls_back(monkeypatch, tmp_path):
     cpu_kernels._build()
   monkeypatch.setattr(cpu_kernels, "unavailable_reason", lambda: "no C++ compiler")
   q, k, v = qkv(1, 64, 2, 2, 8)
-  ker = functools.partial(attention.attention, impl="cpu_kernel")
+  ker = functools.partial(ops.attention, impl="cpu_kernel")
   assert not uses_kernel(ker, q, k, v)
-  np.testing.assert_allclose(jax.jit(ker)(q, k, v), attention.attention(q, k, v, impl="xla"), atol=2e-5)
+  np.testing.assert_allclose(jax.jit(ker)(q, k, v), ops.attention(q, k, v, impl="xla"), atol=2e-5)
 
 
 def test_cpu_kernel_build_is_cached(kernel, monkeypatch, tmp_path):
@@ -165,13 +169,15 @@ def test_cpu_kernel_without_avx512(kernel, isa, tmp_path):
     pytest.skip("x86 instruction-set flags")
   code = """
 import jax, jax.numpy as jnp, numpy as np
-from lm import attention
-from lm.kernels import cpu
+from lm import ops
+from lm import cpu as cpu_package
+from lm.cpu import build as cpu
+cpu_package.register()
 assert cpu.unavailable_reason() is None, cpu.unavailable_reason()
 ks = jax.random.split(jax.random.key(0), 3)
 q = jax.random.normal(ks[0], (2, 100, 4, 24)); k, v = (jax.random.normal(x, (2, 100, 2, 24)) for x in ks[1:])
 def grads(impl):
-  return jax.jit(jax.value_and_grad(lambda *a: (attention.attention(*a, impl=impl) ** 2).sum(), (0, 1, 2)))(q, k, v)
+  return jax.jit(jax.value_and_grad(lambda *a: (ops.attention(*a, impl=impl) ** 2).sum(), (0, 1, 2)))(q, k, v)
 (l1, g1), (l2, g2) = grads("cpu_kernel"), grads("xla")
 np.testing.assert_allclose(l1, l2, rtol=1e-5)
 for a, b in zip(g1, g2):
@@ -189,8 +195,8 @@ def test_cpu_kernel_batch_smaller_than_data_axis(kernel):
   """A batch of 1 on 8 data shards (decoding, evaluation): the batch dimension is computed whole."""
   q, k, v = qkv(1, 24, 4, 4, 16, seed=6)
   mesh = sharding.make_mesh(base.mesh_config(data=4, tensor=2))
-  f = jax.jit(functools.partial(attention.attention, impl="cpu_kernel"))
+  f = jax.jit(functools.partial(ops.attention, impl="cpu_kernel"))
   with jax.set_mesh(mesh), nn.logical_axis_rules(base.SHARDING_RULES):
     assert "lm_causal_attention_fwd" in f.lower(q, k, v).as_text()
     got = f(q, k, v)
-  np.testing.assert_allclose(got, attention.attention(q, k, v, impl="xla"), atol=2e-5)
+  np.testing.assert_allclose(got, ops.attention(q, k, v, impl="xla"), atol=2e-5)

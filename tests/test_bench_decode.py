@@ -2,7 +2,7 @@
 import pytest
 
 from configs import bench
-from experiments import bench_decode
+from lm.bench import decode as bench_decode
 
 
 def tiny(peer: bool):

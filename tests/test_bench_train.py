@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from configs import bench
-from experiments import bench_train
+from lm.bench import train_step as bench_train
 
 
 def tiny(peer: bool):

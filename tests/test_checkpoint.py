@@ -9,7 +9,7 @@ from configs import base
 from lm import checkpoint as ckpt_lib
 from lm import sharding, train
 from lm import model as model_lib
-from lm.data import pretrain as data_lib
+from lm.data import packed as data_lib
 from lm.data import shards
 from lm.tokenizer import ByteTokenizer
 

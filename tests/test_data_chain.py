@@ -38,9 +38,9 @@ def test_warc_to_pretraining_chain(tmp_path):
   other = tmp_path / "other"
   r = _run([sys.executable, "-m", "experiments.train_tokenizer", *flags])
   assert r.returncode == 0, r.stderr[-2000:]
-  r = _run([sys.executable, "-m", "experiments.tokenize", *flags])
+  r = _run([sys.executable, "-m", "experiments.tokenize_data", *flags])
   assert r.returncode != 0 and "vocabulary mismatch" in r.stderr.strip().splitlines()[-1]
-  r = _run([sys.executable, "-m", "experiments.tokenize", *flags[:1], f"--workdir={other}",
+  r = _run([sys.executable, "-m", "experiments.tokenize_data", *flags[:1], f"--workdir={other}",
             f"--config.tokenizer.text={data}/clean/jsonl", f"--config.shards.tokenizer={data}/tokenizer/tokenizer.model"])
   assert r.returncode == 0, r.stderr[-2000:]
   r = _run([sys.executable, "-m", "experiments.pretrain", "--config=configs/pretrain.py:tiny", f"--workdir={run}",

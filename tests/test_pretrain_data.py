@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lm.data import corpus, shards
-from lm.data import pretrain as data_lib
+from lm.data import packed as data_lib
 from lm.tokenizer import ByteTokenizer
 from tests.conftest import shared_file
 

@@ -8,11 +8,15 @@ import sys
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import types
+
 import pytest
 
 from configs import base
 from experiments import chat, sample
-from lm import hf
+from lm import cli as lm_cli
+from lm import conversation, hf, init_from, sampling
+from lm.tokenizer import ByteTokenizer
 from lm import model as model_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,9 +80,9 @@ def test_stop_text_is_held_back_until_decided():
   assert chat.held_back("Sure.\nUs", stops) == 3
   assert chat.held_back("Sure.", stops) == 0
   assert chat.held_back("caf\ufffd", stops) == 1
-  assert sample.cut_at_stop("Fine.\nUser: next", stops) == ("Fine.", True)
-  assert sample.cut_at_stop("a\\nb", ["\\n"]) == ("a", True)
-  assert sample.unescape("\\n") == "\n"
+  assert sampling.cut_at_stop("Fine.\nUser: next", stops) == ("Fine.", True)
+  assert sampling.cut_at_stop("a\\nb", ["\\n"]) == ("a", True)
+  assert lm_cli.unescape("\\n") == "\n"
 
 
 def test_conversation_drops_oldest_turns_to_fit():
@@ -88,7 +92,7 @@ def test_conversation_drops_oldest_turns_to_fit():
     def encode(self, text):
       return list(text.encode())
 
-  convo = chat.Conversation("P\n")
+  convo = chat.Conversation("text", preamble="P\n")
   convo.turns = [("first question", "first answer"), ("second", "answer")]
   ids = convo.ids_that_fit(Bytes(), "now", budget=60)  # all turns: 98 bytes; without the first: 53
   assert len(ids) == 53 and convo.turns == [("second", "answer")]
@@ -105,10 +109,31 @@ def test_stream_reply_stops_at_the_next_user_line(monkeypatch):
   text = "Hi there\nUser: more"
   chunks = [[[ord(c) for c in text[i:i + 3]]] for i in range(0, len(text), 3)]
   monkeypatch.setattr(chat.sampling, "stream", lambda *a, **k: iter(__import__("numpy").asarray(c) for c in chunks))
-  monkeypatch.setattr(chat.flags, "FLAGS", type("F", (), dict(max_new_tokens=8, temperature=0.0, top_k=0,
-                                                               top_p=1.0, seed=0))())
-  monkeypatch.setattr(chat, "_CHUNK", type("C", (), {"value": 3})())
-  loaded = sample.Loaded(model=None, params=None, tokenizer=Tok(), mesh=None, rule_pairs=())
+  value = lambda v: types.SimpleNamespace(value=v)
+  monkeypatch.setattr(chat, "_M", types.SimpleNamespace(max_new_tokens=value(8), temperature=value(0.0),
+                                                        top_k=value(0), top_p=value(1.0), seed=value(0)))
+  monkeypatch.setattr(chat, "_CHUNK", value(3))
+  loaded = init_from.Loaded(model=None, params=None, tokenizer=Tok(), mesh=None, rules=(), source=None)
   buf = io.StringIO()
-  assert chat.stream_reply(loaded, [1, 2], out=buf) == "Hi there"
+  assert chat.stream_reply(loaded, [1, 2], fmt="text", out=buf) == "Hi there"
   assert buf.getvalue() == "Hi there\n"
+
+
+def test_chat_renders_the_shared_conversation_format():
+  """The chat CLI's prompt is exactly lm.conversation's generation prompt, history included."""
+  tok = ByteTokenizer()
+  convo = chat.Conversation("chat", system="Be brief.")
+  convo.turns = [("hi", "hello")]
+  want = conversation.render_prompt([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+                                     {"role": "assistant", "content": "hello"},
+                                     {"role": "user", "content": "2+2?"}], tok).tolist()
+  assert convo.render(tok, "2+2?") == want
+  assert tok.decode(want).endswith("<|im_start|>user<|im_sep|>2+2?<|im_end|><|im_start|>assistant<|im_sep|>")
+  assert chat.stop_ids(tok, "chat") == [tok.eos_id, tok.special_ids["<|im_end|>"]]
+
+
+def test_chat_cli_text_format_for_tokenizers_without_chat_tokens(hf_folder):
+  out = cli("experiments.chat", f"--hf_dir={hf_folder}", "--tokenizer=byte", "--prompt=hello",
+            "--max_new_tokens=8", "--format=text")
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.startswith("User: hello\nAssistant: ")

@@ -2,7 +2,8 @@
 import json
 import os
 
-from lm.data import corpus, synthetic
+from lm.data import corpus
+from lm.prep import synthetic
 
 
 def test_world_is_deterministic_and_consistent():

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from lm import tokenizer as tokenizer_lib
-from lm.data import shards, synthetic, tokenize_shards
+from lm.data import shards
+from lm.prep import synthetic, tokenize_shards
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
 
@@ -62,12 +63,12 @@ def test_tokenizer_and_tokenize_experiments(docs, tmp_path):
           "--config.tokenizer.extra=none"]
   run = lambda mod, *extra: subprocess.run([sys.executable, "-m", mod, *base, *extra], cwd=REPO, env=env,
                                            capture_output=True, text=True, timeout=300)
-  r = run("experiments.tokenize")
+  r = run("experiments.tokenize_data")
   assert r.returncode != 0 and "config.shards.tokenizer" in r.stderr.strip().splitlines()[-1]
   r = run("experiments.train_tokenizer")
   assert r.returncode == 0, r.stderr
   assert os.path.exists(tmp_path / "tokenizer" / "tokenizer.model")
-  r = run("experiments.tokenize")
+  r = run("experiments.tokenize_data")
   assert r.returncode == 0, r.stderr
   for split in ("train", "val"):
     meta = shards.read_meta(str(tmp_path / "shards" / split))

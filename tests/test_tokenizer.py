@@ -6,7 +6,7 @@ import os
 import pytest
 
 from lm import tokenizer as tokenizer_lib
-from lm.data import synthetic
+from lm.prep import synthetic
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 

@@ -6,8 +6,9 @@ import optax
 import pytest
 
 from configs import base
-from lm import losses, sharding, train
+from lm import loop, losses, sharding, train
 from lm import model as model_lib
+from tests.conftest import needs_cpu_speedups
 
 B, T = 8, 16
 
@@ -24,13 +25,11 @@ def run_steps(model_cfg, mesh_kw, grad_accum=1, steps=2):
   rules = sharding.rules(config)
   n = np.prod(list(mesh_kw.values()))
   mesh = sharding.make_mesh(base.mesh_config(**mesh_kw), jax.devices()[:n])
-  model = model_lib.build(model_cfg)
   opt = base.optimizer_config(lr=1e-2)
   opt.warmup_steps = 1
-  tx, schedule = train.make_optimizer(opt, 10)
-  sample = {"tokens_BT": jax.ShapeDtypeStruct((B // grad_accum, T), np.int32)}
-  state, state_sh = train.init_state(model, tx, mesh, rules, sample, seed=0)
-  step = train.make_train_step(losses.next_token(model), tx, schedule, mesh, rules, state_sh, grad_accum)
+  stage = loop.build_stage(model_cfg, opt, 10, mesh, rules, losses.next_token,
+                           micro_batch=B // grad_accum, seq_len=T, grad_accum=grad_accum)
+  state, step = stage.init(seed=0), stage.train_step
   losses_ = []
   for i in range(steps):
     batch = sharding.host_batch_to_global(make_batch(model_cfg.vocab_size, seed=i), mesh)
@@ -66,6 +65,7 @@ def test_sharded_step_matches_single_device(reference, mesh_kw):
 
 def test_sharded_step_with_einsum_attention(reference):
   """The CPU attention path (hand-written backward) under data × fsdp × tensor: same numbers."""
+  needs_cpu_speedups()
   cfg = reference[0].copy_and_resolve_references()
   cfg.attention = "einsum"
   ref_losses, ref_params, _ = run_steps(cfg, dict(data=1, fsdp=1, tensor=1))
@@ -79,7 +79,8 @@ def test_sharded_step_with_einsum_attention(reference):
 def test_sharded_step_with_cpu_paths(reference):
   """The CPU presets' paths together (the C++ attention kernel per shard, copy_transpose weight
   gradients) under data × fsdp × tensor: the same numbers as autodiff on one device."""
-  from lm.kernels import cpu as cpu_kernels
+  needs_cpu_speedups()
+  from lm.cpu import build as cpu_kernels
   if (reason := cpu_kernels.unavailable_reason()) is not None:
     pytest.skip(f"CPU attention kernel unavailable: {reason}")
   cfg = reference[0].copy_and_resolve_references()

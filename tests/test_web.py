@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from configs import data as data_config
-from lm.data import web
+from lm.prep import web
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")

@@ -22,6 +22,8 @@ import os
 import sysconfig
 from typing import Iterable, Iterator
 
+from lm.errors import MissingFile, UserError
+
 TEXT_SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".json.gz", ".parquet")
 
 
@@ -66,7 +68,7 @@ def stdlib_docstrings(min_chars: int = 200) -> Iterator[str]:
 
 
 def default_documents() -> Iterator[str]:
-  from lm.data import synthetic
+  from lm.prep import synthetic
   yield from pydoc_topics()
   yield from stdlib_docstrings()
   yield from synthetic.clean_documents(seed=0)
@@ -100,12 +102,12 @@ def _parquet_documents(path: str, field: str) -> Iterator[str]:
 
 def file_documents(path: str, text_field: str = "text") -> Iterator[str]:
   if not os.path.exists(path):
-    raise FileNotFoundError(f"data.path: no such file or folder {path!r}")
+    raise MissingFile(f"data.path: no such file or folder {path!r}")
   if os.path.isdir(path):
     files = sorted(p for p in glob.glob(os.path.join(path, "**", "*"), recursive=True)
                    if p.endswith(TEXT_SUFFIXES))
     if not files:
-      raise FileNotFoundError(f"data.path: folder {path!r} has no {'/'.join(TEXT_SUFFIXES)} files")
+      raise MissingFile(f"data.path: folder {path!r} has no {'/'.join(TEXT_SUFFIXES)} files")
     for p in files:
       yield from file_documents(p, text_field)
   elif path.endswith(".txt"):
@@ -115,7 +117,7 @@ def file_documents(path: str, text_field: str = "text") -> Iterator[str]:
   elif path.endswith(".parquet"):
     yield from _parquet_documents(path, text_field)
   else:
-    raise ValueError(f"data.path: {path!r} is not one of {TEXT_SUFFIXES}")
+    raise UserError(f"data.path: {path!r} is not one of {TEXT_SUFFIXES}")
 
 
 def documents(path: str, text_field: str = "text") -> Iterator[str]:

@@ -18,6 +18,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from lm.errors import MissingFile, UserError
+
 FORMAT = "lm-token-shards/1"
 META = "meta.json"
 
@@ -88,11 +90,11 @@ def write_shards(docs: Iterable[Sequence[int]], tokenizer, out_dir: str, shard_t
 def read_meta(shard_dir: str) -> dict:
   path = os.path.join(shard_dir, META)
   if not os.path.exists(path):
-    raise FileNotFoundError(f"token shards: {path!r} not found (run experiments.prepare_data or point data.path at text)")
+    raise MissingFile(f"token shards: {path!r} not found (run experiments.prepare_data or point data.path at text)")
   with open(path) as f:
     meta = json.load(f)
   if meta.get("format") != FORMAT:
-    raise ValueError(f"token shards: {path!r} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    raise UserError(f"token shards: {path!r} has format {meta.get('format')!r}, expected {FORMAT!r}")
   return meta
 
 
@@ -120,7 +122,7 @@ class TokenShards:
 
 def check_vocab(expected: int, found: int, what: str) -> None:
   if expected != found:
-    raise ValueError(f"vocabulary mismatch: {what} has vocab_size {found}, expected {expected}")
+    raise UserError(f"vocabulary mismatch: {what} has vocab_size {found}, expected {expected}")
 
 
 def copy_tokenizer(shard_dir: str, dest_dir: str) -> str:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lm.errors import UserError
 from lm import hf, sampling, sharding
 from lm import model as model_lib
 
@@ -94,7 +95,7 @@ def run(config) -> dict:
   _cpu_setup(config.cpu_devices, config.xla_cpu_flags)
   cfg = config.model
   if cfg.positions == "learned" and config.prompt_len + config.new_tokens > cfg.max_len:
-    raise ValueError(f"config.model.max_len={cfg.max_len} < prompt_len + new_tokens "
+    raise UserError(f"config.model.max_len={cfg.max_len} < prompt_len + new_tokens "
                      f"= {config.prompt_len + config.new_tokens}")
   model = model_lib.build(cfg)
   mesh = sharding.make_mesh(config.mesh)

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from lm.errors import MissingFile, UserError
 from lm.data import corpus
 from lm.data.shards import TokenShards, read_meta, write_shards
 
@@ -38,7 +39,7 @@ class PackedRows(grain.sources.RandomAccessDataSource):
     self.rows_per_shard = [max((a.size - 1) // seq_len, 0) for a in self.shards.arrays]
     self.offsets = np.cumsum([0] + self.rows_per_shard)
     if self.offsets[-1] == 0:
-      raise ValueError(f"token shards {shard_dir!r}: {self.shards.num_tokens} tokens, fewer than "
+      raise UserError(f"token shards {shard_dir!r}: {self.shards.num_tokens} tokens, fewer than "
                        f"one row of seq_len+1={seq_len + 1}; lower config.train.seq_len or add data")
 
   def __len__(self) -> int:
@@ -111,7 +112,7 @@ def prepare(data_cfg, tokenizer, cache_dir: str) -> tuple[str, str]:
   if os.path.isdir(path) and os.path.exists(os.path.join(path, "train", "meta.json")):
     return os.path.join(path, "train"), os.path.join(path, "val")
   if path != "default" and not os.path.exists(path):
-    raise FileNotFoundError(f"config.data.path: no such file or folder {path!r}")
+    raise MissingFile(f"config.data.path: no such file or folder {path!r}")
   kind = getattr(tokenizer, "kind", type(tokenizer).__name__)
   out = os.path.join(cache_dir, _fingerprint(path, kind, tokenizer.vocab_size, data_cfg.val_fraction))
   train_dir, val_dir = os.path.join(out, "train"), os.path.join(out, "val")
@@ -119,7 +120,7 @@ def prepare(data_cfg, tokenizer, cache_dir: str) -> tuple[str, str]:
     docs = corpus.documents(path, data_cfg.text_field)
     train, val = corpus.split(docs, data_cfg.val_fraction)
     if not train or not val:
-      raise ValueError(f"config.data.path: {path!r} gave {len(train)} train / {len(val)} held-out "
+      raise UserError(f"config.data.path: {path!r} gave {len(train)} train / {len(val)} held-out "
                        f"documents; need both (adjust config.data.val_fraction)")
     for name, docs_, d in (("train", train, train_dir), ("val", val, val_dir)):
       encoded = (tokenizer.encode(t) for t in tqdm(docs_, desc=f"tokenize {name}", unit="doc", leave=False))

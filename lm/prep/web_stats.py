@@ -16,7 +16,8 @@ import gzip
 import json
 import os
 
-from lm.data import web
+from lm.errors import MissingFile
+from lm.prep import web
 
 # Steps in datatrove's stats order, per stage; None marks steps that drop nothing.
 STAGE_STEPS = {
@@ -32,7 +33,7 @@ TARGETS = {"url": ("blocklisted",), "extract": ("boilerplate",), "language": ("n
 def _stage_stats(work: str, stage: str) -> list[dict]:
   path = os.path.join(web.path(work, "logs"), stage, "stats.json")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"web: {path!r} missing; the {stage!r} stage did not finish")
+    raise MissingFile(f"web: {path!r} missing; the {stage!r} stage did not finish")
   with open(path) as f:
     return json.load(f)
 

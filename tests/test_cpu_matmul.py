@@ -1,11 +1,14 @@
-"""lm/dense.py: the hand-written weight-gradient path = autodiff, and it keeps XLA:CPU's matmuls on YNNPACK."""
+"""lm/cpu/matmul.py: the hand-written weight-gradient path = autodiff, and it keeps XLA:CPU's matmuls on YNNPACK."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import base
-from lm import dense
+from lm import ops
+from tests.conftest import CPU_SPEEDUPS
+
+pytestmark = pytest.mark.skipif(not CPU_SPEEDUPS, reason="CPU speed-ups switched off (LM_CPU_SPEEDUPS=0)")
 from lm import model as model_lib
 
 
@@ -22,7 +25,7 @@ def test_copy_transpose_matches_autodiff(x_shape, w_shape, n_in):
   probe = jnp.asarray(rng.standard_normal(x_shape[:len(x_shape) - n_in] + w_shape[n_in:]), jnp.float32)
 
   def loss(x, w, mode):
-    return jnp.sum(jnp.tanh(dense.dense(x, w, n_in, mode)) * probe)
+    return jnp.sum(jnp.tanh(ops.matmul(x, w, n_in, mode)) * probe)
 
   want = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)(x, w, "xla")
   got = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)(x, w, "copy_transpose")
@@ -35,7 +38,7 @@ def test_copy_transpose_matches_autodiff(x_shape, w_shape, n_in):
 def test_bfloat16_gradients_stay_bfloat16():
   x = jnp.ones((4, 8), jnp.bfloat16)
   w = jnp.ones((8, 3), jnp.bfloat16)
-  dx, dw = jax.grad(lambda x, w: dense.dense(x, w, 1, "copy_transpose").astype(jnp.float32).sum(),
+  dx, dw = jax.grad(lambda x, w: ops.matmul(x, w, 1, "copy_transpose").astype(jnp.float32).sum(),
                     argnums=(0, 1))(x, w)
   assert dx.dtype == dw.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(dw, np.float32), 4.0)
@@ -57,8 +60,8 @@ def test_mlp_backward_has_no_eigen_dots():
 
   def mlp_grads(mode):
     def loss(x, w_up, w_down):
-      h = jax.nn.gelu(dense.dense(x, w_up, 1, mode))
-      return jnp.sum(dense.dense(h, w_down, 1, mode) ** 2)
+      h = jax.nn.gelu(ops.matmul(x, w_up, 1, mode))
+      return jnp.sum(ops.matmul(h, w_down, 1, mode) ** 2)
     return jax.grad(loss, argnums=(0, 1, 2))
 
   assert _entry_dots(mlp_grads("copy_transpose"), x, w_up, w_down) == 0

@@ -26,7 +26,7 @@ import random
 import uuid
 from typing import Iterator
 
-from lm.data import synthetic_text as T
+from lm.prep import synthetic_text as T
 
 # Domains from datatrove's shipped URL blocklist (checked in tests/test_synthetic.py).
 BLOCKLISTED_DOMAINS = ("airtellotterywinners.com", "amazononlinewinner.com", "attorneywinner.com",

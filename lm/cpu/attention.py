@@ -1,6 +1,5 @@
-"""Scaled dot-product attention, by implementation.
+"""Attention for XLA:CPU, registered by `lm.cpu.register()` under two names.
 
-  xla / cudnn / auto  `jax.nn.dot_product_attention` (cudnn: fused flash kernel on GPUs)
   einsum              written out head-major for CPUs: queries in blocks of 64 that
                       skip the key blocks above the causal diagonal (10/16 of the
                       work at T=256), softmax in float32, and a hand-written
@@ -9,7 +8,7 @@
                       pass (lm/kernels/attention_cpu.cc, an XLA FFI custom call):
                       the (T, T) scores stay in cache and the backward recomputes
                       them from the saved log-sum-exp. The fastest CPU path we
-                      measured (experiments/bench_train.py; numbers in the README).
+                      measured (lm/bench/train_step.py; numbers in the README).
                       Anything it does not cover (a mask, bfloat16, no C++
                       compiler, a sequence-sharded mesh, another backend) runs
                       `einsum` instead, or `auto` off the CPU.
@@ -27,9 +26,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lm.kernels import cpu as cpu_kernels
+from lm import ops
+from lm.cpu import build as cpu_kernels
 
-IMPLEMENTATIONS = ("xla", "cudnn", "auto", "einsum", "cpu_kernel")
 _F32 = jnp.float32
 
 
@@ -211,7 +210,7 @@ def cpu_kernel_attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TS=None):
   axes, heads over the tensor axis, as the logical rules place q/k/v.
   """
   if jax.default_backend() != "cpu":
-    return attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TS, impl="auto")
+    return ops.xla_attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TS, impl="auto")
   reason = _kernel_unsupported(q_BTHD, k_BTKD, mask_B1TS)
   mesh = jax.sharding.get_abstract_mesh()
   if reason is None and not mesh.empty and mesh.size > 1:
@@ -230,16 +229,3 @@ def cpu_kernel_attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TS=None):
     _warn_once(reason)
     return einsum_attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TS)
   return _kernel(q_BTHD, k_BTKD, v_BTKD)
-
-
-def attention(q_BTHD, k_BSKD, v_BSKD, mask_B1TS=None, *, impl: str = "xla"):
-  if impl == "cpu_kernel":
-    return cpu_kernel_attention(q_BTHD, k_BSKD, v_BSKD, mask_B1TS)
-  if impl == "einsum":
-    return einsum_attention(q_BTHD, k_BSKD, v_BSKD, mask_B1TS)
-  implementation = None if impl == "auto" else impl
-  if mask_B1TS is None:
-    return jax.nn.dot_product_attention(q_BTHD, k_BSKD, v_BSKD, is_causal=True,
-                                        implementation=implementation)
-  return jax.nn.dot_product_attention(q_BTHD, k_BSKD, v_BSKD, mask=mask_B1TS,
-                                      implementation=implementation)

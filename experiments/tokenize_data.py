@@ -1,6 +1,6 @@
 """Tokenize cleaned text into train/val token shards for pretraining.
 
-  python -m experiments.tokenize --config=configs/data.py:synthetic --workdir=runs/data
+  python -m experiments.tokenize_data --config=configs/data.py:synthetic --workdir=runs/data
 
 Splits the documents (same source as experiments.train_tokenizer) by content
 hash, encodes them in config.shards.workers processes with a progress bar, and
@@ -18,14 +18,16 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
+from lm.errors import MissingFile, UserError
 from lm import cli
-from lm.data import corpus, tokenize_shards
+from lm.data import corpus
+from lm.prep import tokenize_shards
 
 
 def tokenizer_path(config, workdir: str) -> str:
   path = config.shards.tokenizer or os.path.join(workdir, "tokenizer", "tokenizer.model")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"config.shards.tokenizer: {path!r} not found (run experiments.train_tokenizer "
+    raise MissingFile(f"config.shards.tokenizer: {path!r} not found (run experiments.train_tokenizer "
                             f"first or set --config.shards.tokenizer)")
   return path
 
@@ -36,7 +38,7 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
   docs = list(tokenize_shards.source_documents(tokenize_shards.text_path(config, workdir), config.tokenizer.extra))
   train, val = corpus.split(docs, cfg.val_fraction)
   if not train or not val:
-    raise ValueError(f"config.shards.val_fraction={cfg.val_fraction} leaves {len(train)} train / "
+    raise UserError(f"config.shards.val_fraction={cfg.val_fraction} leaves {len(train)} train / "
                      f"{len(val)} val documents; need both")
   out = os.path.join(workdir, "shards")
   report = {}

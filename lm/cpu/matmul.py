@@ -1,9 +1,7 @@
-"""x·W for every weight matmul of the model, with a backward pass that suits XLA:CPU.
+"""The weight matmul 'copy_transpose' (`model.weight_grad`): x·W with a backward pass that suits XLA:CPU.
 
-`dense(x, w, n_in, weight_grad)` contracts the last `n_in` axes of x with the
-first `n_in` axes of w. With weight_grad='xla' the backward is JAX's autodiff.
-
-With weight_grad='copy_transpose' the backward is written out so that every
+`copy_transpose(x, w, n_in)` contracts the last `n_in` axes of x with the
+first `n_in` axes of w, like the core's `lm.ops.contract`, but its backward is written out so that every
 matmul in it is a plain row-major [M,K]·[K,N] product. Autodiff's weight
 gradient dW = xᵀ·g contracts the leading (batch × length) axis of both
 operands; XLA:CPU's fast matmul library (YNNPACK) does not take that layout, so
@@ -23,12 +21,7 @@ import math
 
 import jax
 
-WEIGHT_GRADS = ("xla", "copy_transpose")
-
-
-def _contract(x, w, n_in: int):
-  x_dims = tuple(range(x.ndim - n_in, x.ndim))
-  return jax.lax.dot_general(x, w, ((x_dims, tuple(range(n_in))), ((), ())))
+from lm.ops import contract as _contract
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -60,8 +53,9 @@ def _bwd(n_in, residuals, g):
 _dense_copy_transpose.defvjp(_fwd, _bwd)
 
 
-def dense(x: jax.Array, w: jax.Array, n_in: int = 1, weight_grad: str = "xla") -> jax.Array:
-  """x[..., *in] · w[*in, *out] → [..., *out], contracting `n_in` axes."""
-  if weight_grad == "copy_transpose":
-    return _dense_copy_transpose(x, w, n_in)
-  return _contract(x, w, n_in)
+def copy_transpose(x: jax.Array, w: jax.Array, n_in: int = 1) -> jax.Array:
+  """x[..., *in] · w[*in, *out] → [..., *out]; off the CPU, plain autodiff (accelerators
+  contract transposed operands natively)."""
+  if jax.default_backend() != "cpu":
+    return _contract(x, w, n_in)
+  return _dense_copy_transpose(x, w, n_in)

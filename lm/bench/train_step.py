@@ -21,11 +21,11 @@ import time
 import jax
 import numpy as np
 
-from lm import attention as attention_lib
-from lm import host_malloc, losses, perf, sharding, train
+from lm import loop, losses, ops, perf, sharding
+from lm.cpu import malloc
 from lm import model as model_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def setup_ours(config):
@@ -33,12 +33,10 @@ def setup_ours(config):
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.rules(config)
   sharding.check_batch(config.batch_size, 1, mesh)
-  model = model_lib.build(config.model)
-  tx, schedule = train.make_optimizer(config.opt, config.rounds * (config.steps + config.warmup_steps))
   B, T = config.batch_size, config.seq_len
-  sample = {"tokens_BT": jax.ShapeDtypeStruct((B, T), np.int32)}
-  state, state_sh = train.init_state(model, tx, mesh, rules, sample, config.seed)
-  step = train.make_train_step(losses.next_token(model), tx, schedule, mesh, rules, state_sh)
+  stage = loop.build_stage(config.model, config.opt, config.rounds * (config.steps + config.warmup_steps),
+                           mesh, rules, losses.next_token, micro_batch=B, seq_len=T)
+  state, step = stage.init(config.seed), stage.train_step
   rng = np.random.default_rng(config.seed)
   tokens = rng.integers(0, config.model.vocab_size, (B, T + 1), dtype=np.int32)
   batch = sharding.host_batch_to_global(
@@ -82,8 +80,8 @@ def summarize_ours(config, times: list[float], info: dict, loss: float) -> dict:
       "temp_memory_mb": info["temp_memory_mb"],
       "device": jax.devices()[0].device_kind, "num_devices": jax.device_count(),
       "dtype": config.model.dtype,
-      "attention": attention_lib.resolved(config.model.attention, model_lib.DTYPES[config.model.dtype]),
-      "allocator": host_malloc.describe(),
+      "attention": ops.describe_attention(config.model.attention, model_lib.DTYPES[config.model.dtype]),
+      "allocator": malloc.describe(),
   }
 
 

@@ -1,0 +1,166 @@
+"""Stage-to-stage loading: start a stage from an earlier stage's workdir or a Hugging Face folder.
+
+Every post-training config declares an `init_from` block:
+
+    init_from.workdir = "runs/sft"   # an earlier stage's workdir: its newest checkpoint, or
+    init_from.step = -1              #   a given step (-1: newest)
+    init_from.hf_dir = ""            # or a Hugging Face folder (config.json + safetensors)
+
+Only parameters are restored — no optimizer moments, no data iterator — straight
+into their shards on the current mesh (Orbax partial restore; `lm.hf` reads only
+each host's slices). The source's model config and tokenizer come with it. The
+stage's own `model` block keeps the run-time keys (dtype, remat, attention, ...);
+its architecture keys are `None` ("from the source"), and one set to a value the
+source contradicts (a different width or vocabulary) is a one-line error.
+
+`load_model` is the same for tools that only run a model (sampling, chat, eval).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from typing import Any
+
+import flax.linen as nn
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from lm import checkpoint as ckpt_lib
+from lm import hf
+from lm import model as model_lib
+from lm import tokenizer as tokenizer_lib
+from lm.errors import MissingFile, UserError
+
+# What defines the parameters' shapes and meaning: inherited from the source.
+ARCHITECTURE_KEYS = ("vocab_size", "max_len", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim",
+                     "d_ff", "positions", "rope_theta", "norm", "norm_eps", "mlp", "tie_embeddings",
+                     "use_bias", "qkv_bias", "scan_layers")
+# Model keys that older checkpoints may lack, with the value they implicitly had.
+BACKFILL = {"head_dim": 0, "qkv_bias": False, "attention": "xla", "weight_grad": "xla",
+            "scan_layers": False, "remat": "none"}
+
+
+@dataclasses.dataclass
+class Source:
+  kind: str                          # workdir | hf
+  path: str                          # checkpoints folder or HF folder
+  step: int | None                   # checkpoint step (workdir)
+  model_cfg: ml_collections.ConfigDict
+  tokenizer: Any                     # None when an HF folder has no tokenizer.json
+  config: dict | None = None         # the source run's whole config (workdir)
+
+
+def declared(init_cfg) -> bool:
+  return bool(init_cfg.workdir) or bool(init_cfg.hf_dir)
+
+
+def _open_manager(directory: str) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(directory, item_names=("state", "data", "config", "tokenizer"),
+                               options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+
+
+def resolve(init_cfg, key: str = "config.init_from") -> Source:
+  """Finds the source and reads its model config and tokenizer (nothing is written)."""
+  if bool(init_cfg.workdir) == bool(init_cfg.hf_dir):
+    raise UserError(f"{key}: set exactly one of workdir (an earlier stage's run) or hf_dir "
+                    f"(a Hugging Face folder)")
+  if init_cfg.hf_dir:
+    folder = init_cfg.hf_dir
+    if not os.path.isdir(folder):
+      raise MissingFile(f"{key}.hf_dir: no such folder {folder!r}")
+    model_cfg = hf.config_from_hf(hf.read_hf_config(folder))
+    tok = (tokenizer_lib.HFTokenizer(folder)
+           if os.path.exists(os.path.join(folder, "tokenizer.json")) else None)
+    return Source("hf", folder, None, model_cfg, tok)
+  directory = os.path.abspath(os.path.join(init_cfg.workdir, "checkpoints"))
+  if not os.path.isdir(directory):
+    raise MissingFile(f"{key}.workdir: no checkpoints in {directory} (run the earlier stage first)")
+  manager = _open_manager(directory)
+  steps = sorted(manager.all_steps())
+  step = steps[-1] if steps and init_cfg.step < 0 else init_cfg.step
+  if step is None or step not in steps:
+    manager.close()
+    raise MissingFile(f"{key}.step: no finished checkpoint {step} in {directory} (have {steps})")
+  meta = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore(),
+                                                       tokenizer=ocp.args.JsonRestore()))
+  manager.close()
+  model_cfg = ml_collections.ConfigDict(dict(BACKFILL, **meta.config["model"]))
+  tok = ckpt_lib.tokenizer_from_record(meta.tokenizer, tempfile.mkdtemp(prefix="tokenizer_"))
+  return Source("workdir", directory, step, model_cfg, tok, meta.config)
+
+
+def merge_model_config(stage_cfg: ml_collections.ConfigDict, source: Source,
+                       key: str = "config.model") -> ml_collections.ConfigDict:
+  """The source's architecture with the stage's run-time keys; a contradiction is an error."""
+  merged = ml_collections.ConfigDict(source.model_cfg.to_dict())
+  for name, value in stage_cfg.items():
+    if name not in ARCHITECTURE_KEYS:
+      merged[name] = value
+    elif value is not None and value != source.model_cfg.get(name):
+      raise UserError(f"{key}.{name}={value!r} contradicts the init_from source ({source.path}: "
+                      f"{source.model_cfg.get(name)!r}); leave it unset to inherit it")
+  return merged
+
+
+def _abstract_params(model_cfg, mesh, rules):
+  model = model_lib.build(model_cfg)
+  sample = {"tokens_BT": jax.ShapeDtypeStruct((1, 8), "int32")}
+  boxed = jax.eval_shape(lambda r: model.init(r, **sample)["params"], jax.random.key(0))
+  from lm import sharding
+  shardings = sharding.logical_to_shardings(nn.get_partition_spec(boxed), mesh, rules)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      nn.meta.unbox(boxed), shardings)
+
+
+def load_params(source: Source, model_cfg: ml_collections.ConfigDict, mesh, rules) -> Any:
+  """The source's parameters, placed in `model_cfg`'s shardings on `mesh`; parameters only."""
+  if source.kind == "hf":
+    _, params = hf.import_checkpoint(source.path, scan_layers=model_cfg.scan_layers, mesh=mesh,
+                                     rule_pairs=rules)
+    return params
+  target = {"params": _abstract_params(model_cfg, mesh, rules)}
+  restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), target)
+  path = os.path.join(source.path, str(source.step), "state")
+  restored = ocp.PyTreeCheckpointer().restore(
+      path, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True))
+  return restored["params"]
+
+
+@dataclasses.dataclass
+class Loaded:
+  model: nn.Module
+  params: Any
+  tokenizer: Any
+  mesh: Any
+  rules: Any
+  source: Source
+
+
+def load_model(init_cfg, mesh, rules, runtime: dict | None = None, key: str = "init_from") -> Loaded:
+  """A model to run (sample, chat, evaluate) from a workdir or an HF folder, on `mesh`."""
+  source = resolve(init_cfg, key)
+  model_cfg = ml_collections.ConfigDict(source.model_cfg.to_dict())
+  model_cfg.update(runtime or {})
+  params = load_params(source, model_cfg, mesh, rules)
+  return Loaded(model_lib.build(model_cfg), params, source.tokenizer, mesh, rules, source)
+
+
+def load_for_cli(workdir: str | None, hf_dir: str | None, step: int | None, tokenizer: str | None,
+                 mesh, rules) -> Loaded:
+  """Exactly one of --workdir / --hf_dir, with an optional --tokenizer override (nothing is written)."""
+  if bool(workdir) == bool(hf_dir):
+    raise UserError("give exactly one of --workdir (a training run) or --hf_dir (a Hugging Face folder)")
+  source = ml_collections.ConfigDict({"workdir": workdir or "", "hf_dir": hf_dir or "",
+                                      "step": -1 if step is None else step})
+  loaded = load_model(source, mesh, rules, key="--workdir/--hf_dir")
+  if tokenizer is not None:
+    loaded.tokenizer = (tokenizer_lib.HFTokenizer(hf_dir or "") if tokenizer == "hf"
+                        else tokenizer_lib.load_tokenizer(tokenizer))
+  if loaded.tokenizer is None:
+    raise UserError("--tokenizer: the folder has no tokenizer.json; pass --tokenizer=byte or a saved tokenizer")
+  if loaded.tokenizer.vocab_size > loaded.model.cfg.vocab_size:
+    raise UserError(f"--tokenizer: vocabulary {loaded.tokenizer.vocab_size} exceeds the model's "
+                    f"{loaded.model.cfg.vocab_size}")
+  return loaded

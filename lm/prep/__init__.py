@@ -1,0 +1,1 @@
+"""Offline corpus processing: web pipeline, statistics, synthetic world, tokenization into shards."""
