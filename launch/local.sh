@@ -15,16 +15,20 @@ venv="${LM_VENV:-.venv}"
 module="${1:?usage: launch/local.sh <module> [args...]}"
 shift
 
+# Requirements by use: the core stack always; the web pipeline's heavy dependencies for the
+# data experiments (and the tests); test-only ones (PyTorch, transformers) for pytest.
 reqs=(requirements.txt)
-[[ "$module" == pytest ]] && reqs+=(requirements-test.txt)
+case "$module" in
+  experiments.prepare_data|experiments.train_tokenizer|experiments.tokenize_data) reqs+=(requirements-web.txt) ;;
+  pytest) reqs+=(requirements-web.txt requirements-test.txt) ;;
+esac
 
 if [[ ! -x "$venv/bin/python" ]]; then
   python3 -m venv "$venv"
 fi
 stamp="$venv/.installed-$(cat "${reqs[@]}" | sha1sum | cut -c1-12)"
 if [[ ! -f "$stamp" ]]; then
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt \
-    $([[ ${#reqs[@]} -gt 1 ]] && echo "-r requirements-test.txt")
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $(printf -- "-r %s " "${reqs[@]}")
   touch "$stamp"
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"

@@ -61,28 +61,36 @@ def _open_manager(directory: str) -> ocp.CheckpointManager:
                                options=ocp.CheckpointManagerOptions(read_only=True, create=False))
 
 
+def _name(key: str, field: str) -> str:
+  """How an error names a field: config.init_from.workdir, or --workdir on a tool's command line."""
+  return f"--{field}" if key == "cli" else f"{key}.{field}"
+
+
 def resolve(init_cfg, key: str = "config.init_from") -> Source:
-  """Finds the source and reads its model config and tokenizer (nothing is written)."""
+  """Finds the source and reads its model config and tokenizer (nothing is written).
+
+  `key` names the fields in errors: a config block's path, or "cli" for --workdir/--hf_dir/--step.
+  """
   if bool(init_cfg.workdir) == bool(init_cfg.hf_dir):
     raise UserError(f"{key}: set exactly one of workdir (an earlier stage's run) or hf_dir "
                     f"(a Hugging Face folder)")
   if init_cfg.hf_dir:
     folder = init_cfg.hf_dir
     if not os.path.isdir(folder):
-      raise MissingFile(f"{key}.hf_dir: no such folder {folder!r}")
+      raise MissingFile(f"{_name(key, 'hf_dir')}: no such folder {folder!r}")
     model_cfg = hf.config_from_hf(hf.read_hf_config(folder))
     tok = (tokenizer_lib.HFTokenizer(folder)
            if os.path.exists(os.path.join(folder, "tokenizer.json")) else None)
     return Source("hf", folder, None, model_cfg, tok)
   directory = os.path.abspath(os.path.join(init_cfg.workdir, "checkpoints"))
   if not os.path.isdir(directory):
-    raise MissingFile(f"{key}.workdir: no checkpoints in {directory} (run the earlier stage first)")
+    raise MissingFile(f"{_name(key, 'workdir')}: no checkpoints in {directory} (run the earlier stage first)")
   manager = _open_manager(directory)
   steps = sorted(manager.all_steps())
   step = steps[-1] if steps and init_cfg.step < 0 else init_cfg.step
   if step is None or step not in steps:
     manager.close()
-    raise MissingFile(f"{key}.step: no finished checkpoint {step} in {directory} (have {steps})")
+    raise MissingFile(f"{_name(key, 'step')}: no finished checkpoint {step} in {directory} (have {steps})")
   meta = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore(),
                                                        tokenizer=ocp.args.JsonRestore()))
   manager.close()
@@ -154,7 +162,7 @@ def load_for_cli(workdir: str | None, hf_dir: str | None, step: int | None, toke
     raise UserError("give exactly one of --workdir (a training run) or --hf_dir (a Hugging Face folder)")
   source = ml_collections.ConfigDict({"workdir": workdir or "", "hf_dir": hf_dir or "",
                                       "step": -1 if step is None else step})
-  loaded = load_model(source, mesh, rules, key="--workdir/--hf_dir")
+  loaded = load_model(source, mesh, rules, key="cli")
   if tokenizer is not None:
     loaded.tokenizer = (tokenizer_lib.HFTokenizer(hf_dir or "") if tokenizer == "hf"
                         else tokenizer_lib.load_tokenizer(tokenizer))

@@ -62,7 +62,7 @@ def test_chat_cli_streams_one_turn(hf_folder):
 @pytest.mark.parametrize("args,needle", [
     (["--prompt=x"], "exactly one of --workdir"),
     (["--workdir=/nonexistent/run", "--prompt=x"], "--workdir: no checkpoints"),
-    (["--hf_dir=/nonexistent/hf", "--prompt=x"], "config.json"),
+    (["--hf_dir=/nonexistent/hf", "--prompt=x"], "--hf_dir: no such folder"),
 ])
 def test_user_errors_are_one_line(args, needle):
   out = cli("experiments.sample", *args)

@@ -5,7 +5,7 @@
                       work at T=256), softmax in float32, and a hand-written
                       backward pass (`_blocked_bwd`). Any mask, any dtype.
   cpu_kernel          causal float32 self-attention as one fused C++ kernel per
-                      pass (lm/kernels/attention_cpu.cc, an XLA FFI custom call):
+                      pass (lm/cpu/attention_cpu.cc, an XLA FFI custom call):
                       the (T, T) scores stay in cache and the backward recomputes
                       them from the saved log-sum-exp. The fastest CPU path we
                       measured (lm/bench/train_step.py; numbers in the README).
