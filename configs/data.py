@@ -38,9 +38,9 @@ def get_config(arg: str = "synthetic") -> ml_collections.ConfigDict:
 
   c.synthetic = ml_collections.ConfigDict()
   c.synthetic.seed = 0              # the world and its crawl are a pure function of this
-  c.synthetic.n_people = 200        # people (encyclopedia pages, facts table)
-  c.synthetic.n_cities = 30         # cities
-  c.synthetic.n_companies = 24      # companies (pages with e-mails and IPs)
+  c.synthetic.n_people = 96         # people (16 per exposure bucket 0, 1, 2, 4, 8, 16)
+  c.synthetic.n_cities = 16         # cities
+  c.synthetic.n_companies = 12      # companies (pages with e-mails and IPs)
   c.synthetic.n_files = 2           # WARC files the crawl is split into (one task each)
 
   c.web = ml_collections.ConfigDict()

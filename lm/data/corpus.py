@@ -4,7 +4,7 @@
 install carries — the interpreter's help topics (`pydoc_data.topics`) and the
 docstrings of the standard library's modules, classes and functions, parsed
 from source with `ast` (nothing is imported or executed) — plus the clean pages
-of the synthetic world (`lm/data/synthetic.py`, seed 0), whose facts later
+of the synthetic world (`lm/prep/synthetic.py`, seed 0), whose facts later
 stages ask about. It is made at run time, never copied into the repository.
 
 `file_documents(path)` reads .txt (documents separated by blank lines),

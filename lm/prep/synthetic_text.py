@@ -1,12 +1,12 @@
-"""Word lists and sentence templates for the synthetic world (`lm/data/synthetic.py`).
+"""Word lists and non-fact text for the synthetic world (`lm/prep/synthetic.py`).
 
 Kept apart from the generator so the generator reads as logic. Names of people,
 cities, countries and companies are made up from syllables, so a model can only
 know their facts from this world (what the knowledge and hallucination
-evaluations need). Templates use `str.format` fields filled from an entity.
-Each fact has several phrasings and pages draw extra sentences from a large
-pool, so two pages about different people share few word 5-grams and MinHash
-does not mistake them for near-duplicates.
+evaluations need). The sentences that state facts live in `synthetic_facts`;
+here are the names, the colour words, the tutorials' text (arithmetic,
+spelling), the contact details, and the junk (other languages, spam, chrome).
+Templates use `str.format` fields.
 """
 from __future__ import annotations
 
@@ -41,65 +41,6 @@ SUBJECTS = ("river bridges", "coastal erosion", "medieval trade routes", "soil c
             "children's literacy", "wind patterns", "railway timetables", "urban gardens",
             "glass making", "public health records", "alpine flowers", "harbour design")
 
-# Person facts: every page states all four; the phrasing is drawn per page.
-PERSON_BIRTH = (
-    "{name} was born in {birth_year} in {city}, a city in {country}.",
-    "Born in {birth_year}, {name} grew up in {city} in the country of {country}.",
-    "{name} is a native of {city}, {country}, where {pronoun} was born in {birth_year}.",
-    "The records of {city} list {birth_year} as the year of birth of {name}.",
-)
-PERSON_WORK = (
-    "{name} works as a {profession} for {employer}.",
-    "By profession {name} is a {profession}, employed by {employer}.",
-    "{pronoun_cap} has spent most of {possessive} career as a {profession} at {employer}.",
-    "Today {name} is a {profession} on the staff of {employer}.",
-)
-PERSON_EXTRA = (
-    "Colleagues describe {possessive} work on {subject} as careful and patient.",
-    "Outside of work, {name} is known for {hobby}.",
-    "In {year_a} {pronoun} published a short study of {subject} that is still cited locally.",
-    "{pronoun_cap} studied at the university of {other_city} before returning home.",
-    "A profile in a regional newspaper in {year_b} called {object} one of the quiet experts on {subject}.",
-    "Friends say that {possessive} weekends are usually spent on {hobby}.",
-    "{pronoun_cap} once gave a public lecture in {other_city} about {subject}.",
-    "Before joining {employer}, {pronoun} worked briefly as an assistant in {other_city}.",
-    "The family of {name} has lived in {country} for several generations.",
-    "{pronoun_cap} speaks three languages and often translates articles about {subject}.",
-    "Many younger colleagues in {city} learned the basics of the trade from {object}.",
-    "{possessive_cap} first job, at the age of nineteen, was in a small workshop in {other_city}.",
-)
-CITY_FACTS = (
-    "{name} is a city in {country} with a population of about {population:,} people.",
-    "The city of {name}, in {country}, has roughly {population:,} inhabitants.",
-    "About {population:,} people live in {name}, one of the cities of {country}.",
-)
-CITY_EXTRA = (
-    "The old town of {name} is built around a market square on the banks of the {river}.",
-    "{name} grew quickly in the {century} century when a railway line from {neighbour} reached the valley.",
-    "Its harbour and warehouses on the {river} were rebuilt after a large fire in {year_a}.",
-    "The local economy of {name} depends on {industry} and on a busy weekly market.",
-    "A small museum near the {river} keeps maps and tools from the first settlers of {name}.",
-    "Travellers from {neighbour} reach {name} in about {hours} hours by train.",
-    "The city hosts a festival of {festival} every {month} that draws visitors from all over {country}.",
-    "A stone bridge with {arches} arches connects the two halves of {name} across the {river}.",
-    "The public library of {name} was founded in {year_b} by a group of teachers from {neighbour}.",
-    "Notable people born in {name} include {residents}.",
-)
-COMPANY_FACTS = (
-    "{name} is a {industry} company founded in {founded} and based in {city}, {country}.",
-    "Founded in {founded}, {name} works in {industry} from its headquarters in {city}.",
-)
-COMPANY_EXTRA = (
-    "{name} employs about {staff} people and sells most of its output in {export}.",
-    "It began in {founded} as a family business in a single rented workshop near the {river}.",
-    "Its annual report for {year_a} describes steady growth and a new training programme for apprentices.",
-    "The firm is one of the larger employers in {city}, after the port and the hospital.",
-    "In {year_b} {name} opened a second site in {other_city} to be closer to its suppliers.",
-    "The founders named the company after the {landmark} that could be seen from the first workshop.",
-    "Visitors can tour the {site} on the first {weekday} of every month.",
-    "A long dispute with the town council of {city} about noise was settled in {year_a}.",
-    "Its best-known product is a line of {product} that has barely changed in decades.",
-)
 COMPANY_CONTACT = (
     "For press enquiries, write to {email} or call the front desk during office hours.",
     "Job applications can be sent to {email2}; we answer every letter within two weeks.",
@@ -158,11 +99,11 @@ SPELLING_WORDS = (
 )
 # One phrasing per word of a lesson, so no long phrase repeats within a page.
 SPELLING_FORMS = (
-    'The word "{w}" has {n} letters, starting with {first} and ending with {last}, and {v} of them are vowels.',
-    'Count carefully: "{w}" is {n} letters long, and {v} of those letters are vowels.',
-    'When you write "{w}", begin with the letter {first}; the whole word needs {n} letters.',
-    'Our next example, "{w}", ends in {last} and contains {v} vowels among its {n} letters.',
-    'Look closely at "{w}" before copying it: {n} letters in total, the last one being {last}.',
+    'The word {w} has {n} letters, starting with {first} and ending with {last}, and {v} of them are vowels.',
+    'Count carefully: {w} is {n} letters long, and {v} of those letters are vowels.',
+    'When you write {w}, begin with the letter {first}; the whole word needs {n} letters.',
+    'Our next example, {w}, ends in {last} and contains {v} vowels among its {n} letters.',
+    'Look closely at {w} before copying it: {n} letters in total, the last one being {last}.',
 )
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
                 "eleven", "twelve", "thirteen", "fourteen", "fifteen")
@@ -182,27 +123,39 @@ ARITHMETIC_INTRO = {
     "multiplication": "Multiplying is a quick way of adding the same number many times.",
     "division": "Dividing means sharing an amount into equal groups and counting each group.",
 }
-# Three phrasings per operation, each used once per page, so no long phrase repeats.
+# Six phrasings per operation, three per page, so no long phrase repeats and pages differ.
 ARITHMETIC_STORY = {
     "addition": (
         "{who} already has {a} {things} in a drawer at home and buys {b} more at the market, so altogether {c}.",
         "On Monday {who} collected {a} {things}; a cousin brought another {b} on Tuesday, making {c} in the basket.",
         "A shelf holds {a} {things} and the shop assistant adds {b}, which brings the count up to {c}.",
+        "The first crate had {a} {things} and the second had {b}; poured together they make {c}.",
+        "{who} counted {a} {things} in the morning and found {b} more after lunch, {c} for the whole day.",
+        "If a library lends out {a} {things} on Friday and {b} on Saturday, it has lent {c} over the weekend.",
     ),
     "subtraction": (
         "{who} started the week with {a} {things} and gave {b} of them away, which leaves {c} in the box.",
         "There were {a} {things} on the table until the children took {b}; only {c} remain for the evening.",
         "A jar contained {a} {things}, and after {b} were used for the school project, {c} stayed inside.",
+        "Of the {a} {things} that {who} ordered, {b} arrived broken, so only {c} could be used.",
+        "The club owned {a} {things} before the flood and lost {b} of them; {c} were saved.",
+        "A stall opened with {a} {things} for sale and sold {b} by noon, keeping {c} for the afternoon.",
     ),
     "multiplication": (
         "{who} fills {a} boxes with {b} {things} each, and counting them all gives {c}.",
         "A classroom has {a} rows of desks with {b} {things} on every row, so the teacher counts {c} in total.",
         "Each of {a} baskets at the fair carries {b} {things}; together the baskets hold {c}.",
+        "If {who} saves {b} {things} every week for {a} weeks, the collection grows to {c}.",
+        "A printer makes {b} {things} a minute, so after {a} minutes there are {c} in the tray.",
+        "The garden has {a} beds and {b} {things} were planted in each one, which makes {c} plants.",
     ),
     "division": (
         "{who} shares {a} {things} fairly among {b} friends, and each friend receives {c}.",
         "A baker packs {a} {things} into bags of {b}, which fills exactly {c} bags with none left over.",
         "When {a} {things} are split evenly between {b} tables, every table gets {c}.",
+        "{who} needs {a} {things} for a trip of {b} days and plans to use {c} on each day.",
+        "A teacher hands out {a} {things} to {b} pupils so that every pupil has {c}.",
+        "The {a} {things} from the harvest go into {b} equal crates, putting {c} in every crate.",
     ),
 }
 ARITHMETIC_TIPS = (
@@ -212,6 +165,10 @@ ARITHMETIC_TIPS = (
     "Writing the numbers neatly in columns keeps the tens and the units apart.",
     "When the numbers get larger, the same rule still works, only with more steps.",
     "Most mistakes come from rushing, so take the steps one at a time and slowly.",
+    "A number line drawn on the floor with chalk turns the calculation into a short walk.",
+    "Estimating the answer first tells you at once whether the exact result is sensible.",
+    "Children often find it easier when the story is about something they can hold in their hands.",
+    "Swapping the order of the numbers is a good way to see which rules still hold.",
 )
 LANDMARKS = ("lighthouse", "old mill", "church tower", "water tower", "castle ruin", "railway viaduct")
 SITES = ("main factory", "workshop", "warehouse", "laboratory", "printing hall", "shipyard")

@@ -1,0 +1,48 @@
+"""Verifiable tasks: prompts with a reference answer and a reward (SFT data now, GRPO and eval later).
+
+  from lm import tasks
+  task = tasks.get("world", world="runs/data/crawl/world.json")  # or world=None, seed=0: the seeded world
+  task = tasks.get("arithmetic", add_digits=(2, 3))              # other keywords go to the task's constructor
+  examples = task.examples("train", n=500, seed=0)
+  score = task.reward(completion_text, examples[0])              # 1.0 or 0.0
+
+Tasks (`NAMES`, a live view of the registry): "world" (facts of the synthetic
+world, `world.py`), "arithmetic" (`arithmetic.py`), "spelling"
+(`spelling.py`). `get` takes the same `world`/`seed` for every task so callers
+can loop over names; tasks that do not ask about the world ignore them. A new
+task registers itself with `register(name, factory, uses_world=...)`;
+`Example` and the `Task` protocol are in `base.py`.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from lm.tasks.base import SPLITS, Example, Task
+
+_FACTORIES: dict[str, tuple[Callable[..., Task], bool]] = {}
+NAMES = _FACTORIES.keys()
+
+
+def register(name: str, factory: Callable[..., Task], uses_world: bool = False) -> None:
+  """`factory(**options)`, or `factory(world=..., seed=..., **options)` when `uses_world`."""
+  _FACTORIES[name] = (factory, uses_world)
+
+
+def get(name: str, world=None, seed: int = 0, **options) -> Task:
+  """The task `name`; `world` is a `synthetic.World`, a world.json path, or None for the world of `seed`."""
+  if name not in _FACTORIES:
+    raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(NAMES)}")
+  factory, uses_world = _FACTORIES[name]
+  return factory(world=world, seed=seed, **options) if uses_world else factory(**options)
+
+
+def _builtin() -> None:
+  from lm.tasks import arithmetic, spelling, world
+  register(world.NAME, world.WorldTask, uses_world=True)
+  register(arithmetic.NAME, arithmetic.ArithmeticTask)
+  register(spelling.NAME, spelling.SpellingTask)
+
+
+_builtin()
+
+__all__ = ["NAMES", "SPLITS", "Example", "Task", "get", "register"]

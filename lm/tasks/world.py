@@ -1,0 +1,173 @@
+"""Questions about the synthetic world (`lm/prep/synthetic.py`): what the model learnt in pretraining.
+
+  task = WorldTask("runs/data/crawl/world.json")   # or WorldTask(seed=0): the world of that seed
+  task.examples("eval")            # every held-out fact once, with a random question template
+  task.examples("train", n=2000)   # SFT: teaches the answer format on other entities
+
+Asked: people's birth year, home city, profession and employer; cities'
+country; companies' industry, founding year and headquarters, each in several
+phrasings. `meta` holds the entity, its type, the attribute and the fact's
+`exposures` (how many sentences of the pretraining text state it).
+
+Splits are by entity, fixed by the world alone (never by the sampling seed):
+within every (entity type, exposure bucket) half of the entities are held out.
+"eval" asks only about held-out entities, including those of exposure 0 (in
+the world, never in the text: answering them is hallucination). No held-out
+entity is ever the subject of a "train" question, and a train answer states
+only a fact of a train entity, so eval accuracy measures knowledge from
+pretraining, not from SFT. (A held-out city or company may still be the
+*answer* to a train question, "Alma comes from Lorberg": excluding those would
+teach the model never to name them.) "train" asks only about the other half,
+and by default only about facts the text states at least once
+(`min_train_exposure=1`): training to answer unseen facts would teach guessing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+
+from lm.prep import synthetic
+from lm.prep import synthetic_text as T
+from lm.tasks.base import Example, check_split, stable_hash
+
+NAME = "world"
+ASKED = {"person": ("birth_year", "city", "profession", "employer"), "city": ("country",),
+         "company": ("industry", "founded", "city")}
+QUESTIONS = {
+    ("person", "birth_year"): ("When was {name} born?", "In which year was {name} born?",
+                               "What is the birth year of {name}?", "{name} was born in which year?"),
+    ("person", "city"): ("Which city is {name} from?", "Where does {name} come from?",
+                         "What is the hometown of {name}?", "In which city did {name} grow up?"),
+    ("person", "profession"): ("What does {name} do for a living?", "What is the profession of {name}?",
+                               "What is {name}'s job?", "What kind of work does {name} do?"),
+    ("person", "employer"): ("Which company does {name} work for?", "Who employs {name}?",
+                             "Where does {name} work?", "What is the name of {name}'s employer?"),
+    ("city", "country"): ("Which country is {name} in?", "In what country is the city of {name}?",
+                          "{name} is a city in which country?"),
+    ("company", "industry"): ("What industry is {name} in?", "What kind of business is {name}?",
+                              "In which line of business does {name} work?"),
+    ("company", "founded"): ("When was {name} founded?", "In which year was {name} founded?",
+                             "How long has {name} been in business? Give the founding year."),
+    ("company", "city"): ("Where is {name} based?", "In which city are the headquarters of {name}?",
+                          "Which city is {name} based in?"),
+}
+# One answer form per question kind: SFT teaches a single, checkable format.
+ANSWERS = {
+    ("person", "birth_year"): "{name} was born in {value}.",
+    ("person", "city"): "{name} comes from {value}.",
+    ("person", "profession"): "{name} is {a_value}.",
+    ("person", "employer"): "{name} works for {value}.",
+    ("city", "country"): "{name} is a city in {value}.",
+    ("company", "industry"): "{name} is {a_value} company.",
+    ("company", "founded"): "{name} was founded in {value}.",
+    ("company", "city"): "{name} is based in {value}.",
+}
+YEAR_ATTRIBUTES = ("birth_year", "founded")
+_YEAR = re.compile(r"(?<!\d)\d{4}(?!\d)")
+
+
+def world_from_file(path: str) -> synthetic.World:
+  """The world of a crawl (`<workdir>/crawl/world.json`, written by experiments.prepare_data)."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"world.json: no such file {path!r}; run experiments.prepare_data first")
+  with open(path) as f:
+    data = json.load(f)
+  world = synthetic.World(data["people"], data["cities"], data["companies"])
+  if any("exposures" not in e for k in ASKED for e in world.entities(k)):
+    raise ValueError(f"world.json {path!r} has no exposure counts; regenerate it with experiments.prepare_data")
+  return world
+
+
+def entity_split(world: synthetic.World) -> dict[tuple[str, str], str]:
+  """{(type, name): "train" | "eval"}: half of every (type, exposure bucket), the odd one out held out."""
+  split = {}
+  for kind in ASKED:
+    buckets: dict[int, list[str]] = {}
+    for e in world.entities(kind):
+      buckets.setdefault(e["exposures"], []).append(e["name"])
+    for names in buckets.values():
+      for i, name in enumerate(sorted(names, key=lambda n: stable_hash(f"{kind}/{n}"))):
+        split[(kind, name)] = "eval" if i % 2 == 0 else "train"
+  return split
+
+
+def _article(word: str) -> str:
+  return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+class WorldTask:
+  name = NAME
+
+  def __init__(self, world: synthetic.World | str | None = None, seed: int = 0, min_train_exposure: int = 1):
+    """`world`: a World, a world.json path, or None for `synthetic.make_world(seed)`."""
+    if isinstance(world, str):
+      world = world_from_file(world)
+    self.world = world or synthetic.make_world(seed)
+    self.min_train_exposure = min_train_exposure
+    self.split_of = entity_split(self.world)
+    # Everything a completion could name as an answer of each kind, in any world the generator can
+    # make (so a reward does not depend on which world the task was built from): the strict part.
+    w = self.world
+    self.candidates = {
+        "city": sorted({h + t for h in T.PLACE_HEADS for t in T.PLACE_TAILS} | {c["name"] for c in w.cities}),
+        "employer": sorted({f"{h} {t}" for h in T.COMPANY_HEADS for t in T.COMPANY_TAILS}
+                           | {c["name"] for c in w.companies}),
+        "profession": sorted(set(T.PROFESSIONS) | {p["profession"] for p in w.people}),
+        "country": sorted(set(T.COUNTRIES) | {c["country"] for c in w.cities}),
+        "industry": sorted(set(T.INDUSTRIES) | {c["industry"] for c in w.companies}),
+    }
+
+  def facts(self, split: str) -> list[dict]:
+    """The split's askable facts, as rows of `World.facts()`."""
+    check_split(split)
+    rows = []
+    for row in self.world.facts():
+      if row["attribute"] not in ASKED[row["type"]] or self.split_of[(row["type"], row["entity"])] != split:
+        continue
+      if split == "train" and row["exposures"] < self.min_train_exposure:
+        continue
+      rows.append(row)
+    return rows
+
+  def examples(self, split: str, n: int | None = None, seed: int = 0) -> list[Example]:
+    """`n` questions (None: every fact of the split once); facts cycle in a seeded order when n is larger."""
+    facts = self.facts(split)
+    if not facts:
+      raise ValueError(f"world task: split {split!r} has no facts (a world this small cannot be split)")
+    rng = random.Random(f"{NAME}/{split}/{seed}")
+    n = len(facts) if n is None else n
+    out: list[Example] = []
+    while len(out) < n:
+      order = list(facts)
+      rng.shuffle(order)
+      out += [self._example(row, rng, split) for row in order[:n - len(out)]]
+    return out
+
+  def _example(self, row: dict, rng: random.Random, split: str) -> Example:
+    key = (row["type"], row["attribute"])
+    k = rng.randrange(len(QUESTIONS[key]))
+    value = str(row["value"])
+    question = QUESTIONS[key][k].format(name=row["entity"])
+    target = ANSWERS[key].format(name=row["entity"], value=value, a_value=_article(value))
+    meta = {"entity": row["entity"], "type": row["type"], "attribute": row["attribute"],
+            "exposures": row["exposures"], "template": k, "split": split}
+    return Example(NAME, [{"role": "user", "content": question}], value, target, meta)
+
+  def reward(self, completion: str, example: Example) -> float:
+    """1.0 iff the answers of the asked kind in the completion are exactly the reference.
+
+    The entity's own name is removed first ("Cedar Textiles is in software" names
+    no industry but software). A year question wants exactly one distinct year
+    in the text; other questions want the reference and no other candidate of
+    the same kind (a hedge between two cities scores 0).
+    """
+    text = completion.replace(example.meta["entity"], " ")
+    attribute = example.meta["attribute"]
+    if attribute in YEAR_ATTRIBUTES:
+      return float(set(_YEAR.findall(text)) == {example.reference})
+    kind = "city" if attribute == "city" else attribute
+    found = {c for c in self.candidates[kind]
+             if re.search(rf"(?<!\w){re.escape(c)}(?!\w)", text, flags=re.IGNORECASE)}
+    return float(found == {example.reference})

@@ -1,0 +1,157 @@
+"""Verifiable tasks: deterministic, splits disjoint, rewards right on right/wrong/verbose answers, steps correct."""
+import json
+import re
+
+import pytest
+
+from lm import tasks
+from lm.prep import synthetic
+from lm.tasks import arithmetic, spelling, world
+
+
+@pytest.fixture(scope="module")
+def world_task():
+  return tasks.get("world", seed=0)
+
+
+@pytest.mark.parametrize("name", ["world", "arithmetic", "spelling"])
+def test_deterministic_and_targets_score_one(name):
+  task = tasks.get(name)
+  for split in tasks.SPLITS:
+    a, b = task.examples(split, n=150, seed=3), task.examples(split, n=150, seed=3)
+    assert a == b and len(a) == 150
+    assert task.examples(split, n=150, seed=4) != a
+    for ex in a:
+      assert ex.task == name and ex.meta["split"] == split
+      assert [m["role"] for m in ex.messages] == ["user"] and ex.messages[0]["content"]
+      assert task.reward(ex.target, ex) == 1.0, ex
+
+
+def test_registry():
+  assert set(tasks.NAMES) >= {"world", "arithmetic", "spelling"}
+  for name in tasks.NAMES:  # one call shape for every task
+    assert tasks.get(name, world=None, seed=1).name == name
+  assert tasks.get("world", seed=1).world.people == synthetic.make_world(1).people
+  with pytest.raises(ValueError, match="unknown task 'gsm9k'"):
+    tasks.get("gsm9k")
+  assert tasks.get("arithmetic", add_digits=(5, 5)).add_digits == (5, 5)
+  with pytest.raises(ValueError, match="ops"):
+    tasks.get("arithmetic", ops=("div",))
+
+
+def test_world_splits_hold_out_entities(world_task):
+  split_of = world_task.split_of
+  train, held = world_task.examples("train", n=3000, seed=0), world_task.examples("eval")
+  held_names = {ex.meta["entity"] for ex in held}
+  assert all(split_of[(ex.meta["type"], ex.meta["entity"])] == "eval" for ex in held)
+  for ex in train:
+    assert split_of[(ex.meta["type"], ex.meta["entity"])] == "train" and ex.meta["exposures"] >= 1
+    assert not any(n in ex.messages[0]["content"] or ex.target.startswith(n) for n in held_names), ex
+  # eval asks every held-out fact once, in every exposure bucket, unseen (exposure 0) entities included
+  assert len(held) == len(world_task.facts("eval")) == len({(e.meta["entity"], e.meta["attribute"]) for e in held})
+  assert {ex.meta["exposures"] for ex in held} == set(synthetic.EXPOSURE_BUCKETS)
+  assert {ex.meta["type"] for ex in held} == {ex.meta["type"] for ex in train} == {"person", "city", "company"}
+  assert {ex.meta["attribute"] for ex in held} == {a for attrs in world.ASKED.values() for a in attrs}
+  people = [p for p in world_task.world.people if p["exposures"] == 4]
+  assert abs(sum(split_of[("person", p["name"])] == "eval" for p in people) - len(people) / 2) <= 0.5
+
+
+def test_world_exposures_match_world_json_and_text(tmp_path):
+  synthetic.write_crawl(str(tmp_path), seed=2, n_files=1, n_people=36, n_cities=8, n_companies=6)
+  task = tasks.get("world", world=str(tmp_path / "world.json"))
+  rows = json.loads((tmp_path / "world.json").read_text())["facts"]
+  exposures = {(r["entity"], r["attribute"]): r["exposures"] for r in rows}
+  counted = synthetic.count_exposures(synthetic.clean_documents(2, 36, 8, 6), task.world)
+  for split in tasks.SPLITS:
+    for ex in task.examples(split):
+      key = (ex.meta["entity"], ex.meta["attribute"])
+      assert ex.meta["exposures"] == exposures[key] == counted[key]
+      assert ex.reference == str(next(r["value"] for r in rows if (r["entity"], r["attribute"]) == key))
+  with pytest.raises(FileNotFoundError, match="nowhere.json"):
+    world.world_from_file(str(tmp_path / "nowhere.json"))
+
+
+def _find(task, split, **meta):
+  return next(ex for ex in task.examples(split, n=400, seed=0) if all(ex.meta[k] == v for k, v in meta.items()))
+
+
+def test_world_reward(world_task):
+  ex = _find(world_task, "eval", attribute="birth_year")
+  name, year = ex.meta["entity"], int(ex.reference)
+  assert world_task.reward(f"I believe {name} was born in {year}, in the spring.", ex) == 1.0
+  assert world_task.reward(f"{year}", ex) == 1.0
+  assert world_task.reward(f"{name} was born in {year + 1}.", ex) == 0.0
+  assert world_task.reward(f"Either {year} or {year + 1}.", ex) == 0.0
+  assert world_task.reward("I don't know.", ex) == 0.0
+  ex = _find(world_task, "eval", attribute="city", type="person")
+  other = next(c["name"] for c in world_task.world.cities if c["name"] != ex.reference)
+  assert world_task.reward(f"Sure! {ex.meta['entity']} grew up in {ex.reference.upper()}.", ex) == 1.0
+  assert world_task.reward(f"{other}.", ex) == 0.0
+  assert world_task.reward(f"Maybe {ex.reference}, or maybe {other}.", ex) == 0.0
+  ex = _find(world_task, "eval", attribute="industry")
+  other = next(i for i in world_task.candidates["industry"] if i != ex.reference)
+  assert world_task.reward(f"{ex.meta['entity']} makes money from {ex.reference}.", ex) == 1.0
+  assert world_task.reward(f"{ex.meta['entity']} works in {other}.", ex) == 0.0
+  # The reward reads only the example: a task built on another world scores the same.
+  other_world = tasks.get("world", seed=7)
+  for ex in world_task.examples("eval", n=100, seed=1):
+    assert other_world.reward(ex.target, ex) == 1.0
+    assert other_world.reward("Somewhere in Velmouth, I think, in 1066.", ex) == 0.0
+
+
+def _equations_hold(text):
+  eqs = re.findall(r"(\d+(?: [+*] \d+)+) = (\d+)", text)
+  assert eqs
+  for lhs, rhs in eqs:
+    assert eval(lhs) == int(rhs), (lhs, rhs)  # only digits, + and * reach eval
+
+
+def test_arithmetic_steps_are_correct():
+  task = arithmetic.ArithmeticTask(add_digits=(1, 6), mul_digits=(1, 4), mul_by_digits=(1, 3))
+  for ex in task.examples("train", n=300, seed=1):
+    a, b, op = ex.meta["a"], ex.meta["b"], ex.meta["op"]
+    _equations_hold(ex.target)
+    assert ex.target.endswith(f"Answer: {ex.reference}") and int(ex.reference) == (a + b if op == "add" else a * b)
+    if op == "add":
+      written = re.findall(r"Write (\d)|write the carry (\d)", ex.target)
+      assert int("".join(d or c for d, c in written)[::-1]) == a + b  # the column digits spell the sum
+    else:
+      partials = re.findall(rf"^{a} \* (\d+) = (\d+)$", ex.target, flags=re.M)
+      assert [int(f) for f, _ in partials] == [int(d) * 10 ** i for i, d in enumerate(str(b)[::-1])]
+
+
+def test_arithmetic_splits_and_reward():
+  task = tasks.get("arithmetic")
+  key = lambda ex: (ex.meta["op"], min(ex.meta["a"], ex.meta["b"]), max(ex.meta["a"], ex.meta["b"]))
+  held = {key(ex) for ex in task.examples("eval", n=300, seed=0)}
+  assert not held & {key(ex) for seed in range(3) for ex in task.examples("train", n=1000, seed=seed)}
+  ex = arithmetic.ArithmeticTask(ops=("mul",)).examples("eval", n=1, seed=0)[0]
+  n = int(ex.reference)
+  assert task.reward(f"Let me think. The product is {n:,}.", ex) == 1.0
+  assert task.reward(f"{n}", ex) == 1.0
+  assert task.reward(f"It is {n + 1}.", ex) == 0.0
+  assert task.reward(f"{n} is wrong, it is really {n - 10}", ex) == 0.0
+  assert task.reward("no idea", ex) == 0.0
+  small = arithmetic.ArithmeticTask(ops=("add",), add_digits=(1, 1))
+  assert len(small.examples("train", n=200, seed=0)) == 200  # tiny problem spaces repeat rather than fail
+
+
+def test_spelling_steps_splits_and_reward():
+  task = spelling.SpellingTask()
+  assert not set(task.words("train")) & set(task.words("eval")) and len(task.words("eval")) >= 20
+  assert "Answer: 3" in spelling.count_steps("strawberry", "r") and "r (3)" in spelling.count_steps("strawberry", "r")
+  examples = task.examples("train", n=400, seed=0)
+  counts = [ex for ex in examples if ex.meta["kind"] == "count"]
+  assert any(ex.reference == "0" for ex in counts) and any(int(ex.reference) >= 2 for ex in counts)
+  for ex in counts:
+    assert int(ex.reference) == ex.meta["word"].count(ex.meta["letter"])
+    assert spelling.spelled(ex.meta["word"]) in ex.target
+  ex = next(ex for ex in counts if int(ex.reference) >= 1)
+  k, letter = int(ex.reference), ex.meta["letter"]
+  assert task.reward(f"There are {k} {letter}'s in that word.", ex) == 1.0
+  assert task.reward(f"There are {k + 1}.", ex) == 0.0
+  ex = next(ex for ex in examples if ex.meta["kind"] == "spell")
+  word = ex.meta["word"]
+  assert task.reward(f"Sure: {'-'.join(word.upper())}!", ex) == 1.0
+  assert task.reward(f"It is spelled {'-'.join(word[:-1])}.", ex) == 0.0
+  assert task.reward(f"{'-'.join(word)}, no wait, {'-'.join(word[::-1])}", ex) == float(word == word[::-1])
