@@ -90,6 +90,6 @@ def inherited_model_config() -> ml_collections.ConfigDict:
   (taken from the source; a value here must agree with it), run-time keys are set."""
   from lm import init_from
   m = model_lib.default_config()
-  for key in init_from.ARCHITECTURE_KEYS:
-    m[key] = None
+  for key in init_from.ARCHITECTURE_KEYS:  # None until set, still overridable with its type
+    m[key] = ml_collections.config_dict.placeholder(type(m[key]))
   return m

@@ -1,4 +1,4 @@
-"""Benchmarks: python -m experiments.bench --config=configs/bench.py:<train_step|decode>
+"""Benchmarks: python -m experiments.bench --config=configs/bench.py:<train_step|decode|sft_step>
 
 The last line printed is one JSON object (see configs/bench.py for each kind).
 """
@@ -16,6 +16,9 @@ def main(config) -> dict:
   if config.kind == "train_step":
     from lm.bench import train_step as bench_train
     return bench_train.run(config)
+  if config.kind == "sft_step":
+    from lm.bench import sft_step
+    return sft_step.run(config)
   from lm.bench import decode as bench_decode
   return bench_decode.run(config)
 

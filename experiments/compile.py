@@ -1,6 +1,7 @@
 """Compile a config's train step ahead of time and report per-device memory, without training.
 
   python -m experiments.compile --config=configs/pretrain.py:llama_1b --virtual_devices=8
+  python -m experiments.compile --config=configs/sft.py:llama_gsm8k --virtual_devices=8
 
 With --virtual_devices=N on a CPU host, N fake CPU devices stand in for the
 accelerators, which checks sharding and gives XLA's memory estimate for that
@@ -22,7 +23,9 @@ _VIRTUAL = flags.DEFINE_integer("virtual_devices", 0, "Fake this many CPU device
 def main(config) -> dict:
   from lm import aot, sharding
   mesh = sharding.make_mesh(config.mesh)
-  _, stats = aot.compile_train_step(config, mesh)
+  # Packed rows (SFT, or pretraining with document masks) carry positions and segment ids.
+  packed = config.data.get("layout") == "pack" or config.data.get("document_mask")
+  _, stats = aot.compile_train_step(config, mesh, batch_keys=aot.PACKED_BATCH if packed else None)
   return stats
 
 

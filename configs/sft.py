@@ -1,0 +1,81 @@
+"""Supervised fine-tuning: conversations with a loss on the assistant's turns only.
+
+Tiny, on this CPU, from a BPE base model pretrained on the synthetic world
+(`configs/pretrain.py:world`; both steps together: `bash launch/pipeline.sh sft`):
+  python -m experiments.sft --config=configs/sft.py:tiny --workdir=runs/sft \
+      --config.init_from.workdir=runs/base
+
+Real scale: SFT of an imported Llama 3.2 1B on GSM8K with calculator calls,
+bfloat16, FSDP over every device (its memory is checked ahead of time in tests):
+  python -m experiments.sft --config=configs/sft.py:llama_gsm8k --workdir=gs://.../sft \
+      --config.init_from.hf_dir=/models/Llama-3.2-1B
+  python -m experiments.compile --config=configs/sft.py:llama_gsm8k --virtual_devices=8
+
+The model's architecture comes from `init_from` (keys left `None` here); set one
+and it must agree with the source. Data sources are `kind[:path][*weight]`,
+comma-separated: messages (OpenAI-style JSONL), sharegpt, oasst, gsm8k, and the
+synthetic world's tasks (world, arithmetic, spelling).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from configs import base
+
+ARGS = ("tiny", "llama_gsm8k")
+
+
+def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
+  if arg not in ARGS:
+    raise ValueError(f"configs/sft.py: unknown arg {arg!r}, choose one of {ARGS}")
+  c = ml_collections.ConfigDict()
+  c.seed = 0                      # step RNG, data mixing and packing order
+
+  c.init_from = base.init_from_config()
+  c.model = base.inherited_model_config()
+  c.mesh = base.mesh_config()
+  c.sharding_rules = base.SHARDING_RULES
+
+  c.data = ml_collections.ConfigDict()
+  c.data.sources = "world*1,arithmetic*1,spelling*1"  # kind[:path][*weight], comma-separated
+  c.data.world = ""               # world.json of the crawl the base model read ("": the seeded world)
+  c.data.world_seed = 0           # seed of the synthetic world when data.world is ""
+  c.data.examples_per_task = 3000 # training conversations generated per synthetic task
+  c.data.layout = "pack"          # pack (best-fit, attention kept inside each conversation) | pad
+  c.data.val_fraction = 0.05      # held-out share of conversations (assistant-token loss)
+  c.data.prefetch_threads = 2     # Grain read threads
+
+  c.opt = base.optimizer_config(lr=1e-3)
+  c.opt.warmup_steps = 20
+  c.opt.weight_decay = 0.0
+
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 300             # optimizer steps
+  c.train.batch_size = 32         # global rows per step
+  c.train.grad_accum = 1          # microbatches per step
+  c.train.seq_len = 256           # tokens per row
+  c.train.log_every = 25          # steps between metric lines
+  c.train.eval_every = 150        # steps between evaluations
+  c.train.eval_batches = 4        # held-out batches for the assistant-token loss
+  c.train.ckpt_every = 100        # steps between checkpoints
+  c.train.keep_checkpoints = 2    # newest checkpoints kept
+  c.train.async_checkpoint = True # write checkpoints in the background
+  c.train.profile_steps = 0       # >0: jax.profiler trace of that many steps
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.tasks = "world,arithmetic,spelling"  # held-out task prompts answered greedily at each evaluation
+  c.eval.examples = 64            # held-out prompts per task
+  c.eval.max_new_tokens = 64      # reply budget (a reply without <|im_end|> fails format)
+
+  if arg == "llama_gsm8k":
+    c.init_from.hf_dir = "/models/Llama-3.2-1B"   # override with the real folder
+    c.model = base.model_config("llama_1b")      # Llama-3.2-1B shapes: must match the folder
+    c.model.update(dtype="bfloat16", remat="full", scan_layers=True, attention="auto")
+    c.mesh = base.mesh_config(data=1, fsdp=-1)
+    c.data.sources = "gsm8k:../shared/data/gsm8k-train.jsonl*1"
+    c.eval.tasks = ""
+    c.opt = base.optimizer_config(lr=1e-5)
+    c.opt.update(warmup_steps=50, weight_decay=0.0)
+    c.train.update(steps=2000, batch_size=64, grad_accum=4, seq_len=1024, log_every=20,
+                   eval_every=200, ckpt_every=200, eval_batches=8)
+  return c

@@ -1,0 +1,211 @@
+"""Supervised fine-tuning: python -m experiments.sft --config=configs/sft.py:tiny --workdir=runs/sft \\
+    --config.init_from.workdir=runs/base
+
+Starts from an earlier stage (`init_from`: a pretraining workdir or a Hugging
+Face folder; parameters only, the source's model config and tokenizer), reads
+the configured conversation sources, renders them in the one conversation
+format, packs whole conversations into rows (attention kept inside each), and
+trains on the shared loop with the next-token loss masked to the assistant's
+tokens. Every evaluation reports the held-out loss on assistant tokens and
+answers held-out task prompts greedily: format compliance (the reply ends with
+`<|im_end|>`) and per-task accuracy, facts grouped by how often they appeared
+in pretraining. The workdir gets what pretraining's does plus `eval.jsonl`
+(every graded reply of the last evaluation) and the accuracy table in report.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from absl import flags
+from ml_collections import config_flags
+
+from lm import cli, conversation, evaluation, init_from, loop, losses, sharding, tasks
+from lm.data import conversations as sources_lib
+from lm.data import sft as sft_data
+from lm.errors import UserError
+
+
+@dataclasses.dataclass
+class Run:
+  config: ml_collections.ConfigDict
+  workdir: str
+  mesh: Any
+  source: init_from.Source
+  tokenizer: Any
+  train_rows: sft_data.SFTRows
+  val_rows: sft_data.SFTRows
+  eval_examples: list
+  stats: dict
+
+
+def parse_sources(spec: str) -> list[tuple[str, str, float]]:
+  """'kind[:path][*weight],...' → [(kind, path, weight)]."""
+  out = []
+  for item in filter(None, (s.strip() for s in spec.split(","))):
+    body, _, weight = item.partition("*")
+    kind, _, path = body.partition(":")
+    try:
+      out.append((kind, path, float(weight) if weight else 1.0))
+    except ValueError:
+      raise UserError(f"config.data.sources: weight {weight!r} of {item!r} is not a number") from None
+  if not out:
+    raise UserError("config.data.sources is empty; name at least one kind[:path][*weight]")
+  return out
+
+
+def read_conversations(config) -> list[list[dict]]:
+  """Every configured source, mixed by weight; synthetic tasks are generated from the world."""
+  d = config.data
+  mixed = []
+  for kind, path, weight in parse_sources(d.sources):
+    if kind in tasks.NAMES:
+      task = tasks.get(kind, world=d.world or None, seed=d.world_seed)
+      convs = [ex.messages + [{"role": "assistant", "content": ex.target}]
+               for ex in task.examples("train", d.examples_per_task, config.seed)]
+    else:
+      if path and not os.path.exists(path):
+        raise UserError(f"config.data.sources: no such file {path!r} for source {kind!r}")
+      convs = list(sources_lib.source(kind, path))
+    mixed.append((convs, weight))
+  return sources_lib.mix(mixed, config.seed)
+
+
+def eval_examples(config) -> list:
+  names = [n for n in config.eval.tasks.split(",") if n]
+  for n in names:
+    if n not in tasks.NAMES:
+      raise UserError(f"config.eval.tasks: unknown task {n!r} (one of {', '.join(tasks.NAMES)})")
+  return [ex for n in names for ex in tasks.get(n, world=config.data.world or None, seed=config.data.world_seed)
+          .examples("eval", config.eval.examples, 0)]
+
+
+def validate(config) -> None:
+  t = config.train
+  for key in ("steps", "batch_size", "grad_accum", "seq_len", "log_every", "eval_every", "ckpt_every"):
+    if t[key] <= 0:
+      raise UserError(f"config.train.{key} must be positive, got {t[key]}")
+  if config.data.layout not in ("pack", "pad"):
+    raise UserError(f"config.data.layout: {config.data.layout!r} is not one of pack, pad")
+  if not 0 < config.data.val_fraction < 1:
+    raise UserError(f"config.data.val_fraction must be in (0, 1), got {config.data.val_fraction}")
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
+  """Everything is checked before anything under the workdir is written."""
+  validate(config)
+  sharding.initialize_distributed()
+  source = init_from.resolve(config.init_from)
+  with config.unlocked():
+    config.model = init_from.merge_model_config(config.model, source)
+  tok = source.tokenizer
+  if tok is None or "<|im_end|>" not in getattr(tok, "special_ids", {}):
+    raise UserError("config.init_from: the source's tokenizer has no chat special tokens "
+                    "(<|im_start|>, <|im_end|>, ...); pretrain with experiments.train_tokenizer's BPE")
+  if tok.vocab_size > config.model.vocab_size:
+    raise UserError(f"config.init_from: tokenizer vocabulary {tok.vocab_size} exceeds the model's "
+                    f"{config.model.vocab_size}")
+  mesh = sharding.make_mesh(config.mesh)
+  sharding.check_batch(config.train.batch_size, config.train.grad_accum, mesh)
+  sharding.check_model_fits(config.model, mesh)
+  if config.model.positions == "learned" and config.train.seq_len > config.model.max_len:
+    raise UserError(f"config.train.seq_len={config.train.seq_len} exceeds the model's max_len "
+                    f"{config.model.max_len}")
+  convs = read_conversations(config)
+  heldout = [c for c in convs if _is_heldout(c, config.data.val_fraction)]
+  train = [c for c in convs if not _is_heldout(c, config.data.val_fraction)]
+  if not heldout:
+    heldout = train[:1]
+  train_rows = sft_data.SFTRows(sft_data.RenderedSet(train, tok), config.train.seq_len,
+                                config.data.layout, config.seed)
+  val_rows = sft_data.SFTRows(sft_data.RenderedSet(heldout, tok), config.train.seq_len, "pack", 0)
+  examples = eval_examples(config)
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  stats = {f"data/{k}": v for k, v in train_rows.stats.items() if isinstance(v, (int, float))}
+  print("sft data: " + ", ".join(f"{k[5:]} {v:.4g}" for k, v in stats.items()), flush=True)
+  return Run(config, workdir, mesh, source, tok, train_rows, val_rows, examples, stats)
+
+
+def _is_heldout(conv: list[dict], fraction: float) -> bool:
+  import hashlib
+  digest = hashlib.sha1(json.dumps(conv, sort_keys=True).encode()).digest()
+  return int.from_bytes(digest[:8], "little") / 2**64 < fraction
+
+
+def evaluate(run: Run, stage: loop.Stage, params) -> dict:
+  cfg = run.config
+  host_batch = cfg.train.batch_size // cfg.train.grad_accum // jax.process_count()
+  ds = sft_data.dataset(run.val_rows, host_batch, seed=0, shuffle=False, repeat=True)
+  totals: dict[str, float] = {}
+  for _, batch in zip(range(cfg.train.eval_batches), ds):
+    out = stage.eval_step(params, sharding.host_batch_to_global(batch, run.mesh))
+    for k, v in jax.device_get(out).items():
+      totals[k] = totals.get(k, 0.0) + float(v)
+  weight = max(totals.pop("weight"), 1.0)
+  metrics = {"val/loss": totals["loss"] / weight, "val/accuracy": totals["accuracy"] / weight}
+  if run.eval_examples:
+    rows = evaluation.run_tasks(stage.model, params, run.tokenizer, run.eval_examples,
+                                lambda text, ex: tasks.get(ex.task).reward(text, ex),
+                                max_new_tokens=cfg.eval.max_new_tokens, mesh=run.mesh, rules=stage.rules)
+    metrics.update(evaluation.summarize(rows))
+    if jax.process_index() == 0:
+      with open(os.path.join(run.workdir, "eval.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+  return metrics
+
+
+def samples(run: Run, stage: loop.Stage, params) -> list[tuple[str, str]]:
+  """A few held-out prompts and their greedy replies, for the report."""
+  out = []
+  try:
+    with open(os.path.join(run.workdir, "eval.jsonl")) as f:
+      rows = [json.loads(l) for l in f][:: max(1, len(run.eval_examples) // 6)][:6]
+  except FileNotFoundError:
+    return out
+  for ex, r in zip(run.eval_examples[:: max(1, len(run.eval_examples) // 6)], rows):
+    out.append((ex.messages[-1]["content"] + " → ", f"{r['reply']!r} (reference {r['reference']!r})"))
+  return out
+
+
+def train_loop(run: Run) -> dict:
+  cfg = run.config
+  stage = loop.stage_from_config(cfg, run.mesh, losses.next_token, forward=losses.token_logprobs)
+  host_batch = cfg.train.batch_size // jax.process_count()
+  batches = iter(sft_data.dataset(run.train_rows, host_batch, seed=cfg.seed,
+                                  prefetch_threads=cfg.data.prefetch_threads))
+  hooks = loop.Hooks(
+      batches=batches,
+      tokens_in=lambda b: int((b["segment_ids"] > 0).sum()),  # real tokens, not padding
+      evaluate=lambda params: evaluate(run, stage, params),
+      samples=lambda params: samples(run, stage, params),
+      init_params=lambda: init_from.load_params(run.source, cfg.model, run.mesh, stage.rules),
+      title="SFT",
+      report_sections=lambda final: report_sections(run, final))
+  return loop.run(stage, cfg, run.workdir, run.tokenizer, hooks)
+
+
+def report_sections(run: Run, final: dict) -> str:
+  lines = ["## Held-out tasks (greedy)", "", "| metric | value |", "|---|---|"]
+  lines += [f"| {k[5:]} | {v:.3f} |" for k, v in sorted(final.items()) if k.startswith("eval/")]
+  lines += ["", "## Data", "", "| | |", "|---|---|"]
+  lines += [f"| {k[5:]} | {v:.4g} |" for k, v in run.stats.items()]
+  return "\n".join(lines)
+
+
+def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  return train_loop(setup(config, workdir))
+
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path:arg).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where the run writes everything.")
+
+if __name__ == "__main__":
+  cli.run(lambda: setup(_CONFIG.value, _WORKDIR.value), train_loop)

@@ -1,0 +1,84 @@
+"""SFT-step benchmark (kind 'sft_step' of experiments.bench): SFT beside pretraining, same shapes.
+
+Builds two stages with the same model, optimizer and (batch, seq_len): the
+pretraining step on plain causal rows, and the SFT step on rows of real
+conversations packed best-fit with segment ids and restarting positions (or
+padded, `data_layout`). They alternate for `rounds` rounds of `steps` timed steps;
+SFT throughput counts only non-padding tokens, so the ratio is what a user
+sees: tokens of conversation learned per second against tokens of text
+pretrained per second. Padding fractions of both layouts are reported too.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+from lm import loop, losses, ops, sharding
+from lm import model as model_lib
+from lm.data import conversations, sft
+from lm.errors import MissingFile
+from lm.tokenizer import ByteTokenizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _timed(stage, batch, n: int, holder: dict) -> float:
+  import time
+  times = []
+  key = jax.random.key(0)
+  for _ in range(n):
+    t = time.perf_counter()
+    holder["state"], metrics = stage.train_step(holder["state"], batch, key)
+    jax.block_until_ready(holder["state"])
+    times.append(time.perf_counter() - t)
+  return float(np.mean(times))
+
+
+def run(config) -> dict:
+  path = os.path.join(ROOT, config.conversations)
+  if not os.path.exists(path):
+    raise MissingFile(f"config.conversations: no such file {path!r} (see ../shared/data/SOURCES.md)")
+  mesh = sharding.make_mesh(config.mesh)
+  rules = sharding.rules(config)
+  B, T = config.batch_size, config.seq_len
+  tok = ByteTokenizer()
+  convs = list(conversations.source("sharegpt", path))
+  rendered = sft.RenderedSet(convs, tok)
+  layouts = {m: sft.SFTRows(rendered, T, m, config.seed) for m in ("pack", "pad")}
+  rows = layouts[config.data_layout]
+  sft_batch = next(iter(sft.dataset(rows, B, seed=config.seed)))
+  sft_tokens = int((sft_batch["segment_ids"] > 0).sum())
+
+  rng = np.random.default_rng(config.seed)
+  text = rng.integers(0, config.model.vocab_size, (B, T + 1), dtype=np.int32)
+  pre_batch = {"inputs": text[:, :-1], "targets": text[:, 1:], "loss_mask": np.ones((B, T), np.float32)}
+  total = config.rounds * (config.steps + config.warmup_steps)
+  stages, batches, holders = {}, {}, {}
+  for name, host in (("pretrain", pre_batch), ("sft", sft_batch)):
+    stages[name] = loop.build_stage(config.model, config.opt, total, mesh, rules, losses.next_token,
+                                    micro_batch=B, seq_len=T)
+    batches[name] = sharding.host_batch_to_global(host, mesh)
+    holders[name] = {"state": stages[name].init(config.seed)}
+    _timed(stages[name], batches[name], config.warmup_steps, holders[name])
+
+  tps = {"pretrain": [], "sft": []}
+  for r in range(config.rounds):
+    for name in ("pretrain", "sft"):
+      step_s = _timed(stages[name], batches[name], config.steps, holders[name])
+      tps[name].append((B * T if name == "pretrain" else sft_tokens) / step_s)
+    print({"round": r, "pretrain_tokens_per_sec": round(tps["pretrain"][-1]),
+           "sft_tokens_per_sec": round(tps["sft"][-1]), "ratio": round(tps["sft"][-1] / tps["pretrain"][-1], 3)},
+          flush=True)
+  ratios = [s / p for s, p in zip(tps["sft"], tps["pretrain"])]
+  return {
+      "pretrain_tokens_per_sec": float(np.median(tps["pretrain"])),
+      "sft_tokens_per_sec": float(np.median(tps["sft"])),
+      "sft_over_pretrain": float(np.median(ratios)), "ratio_per_round": ratios,
+      "data_layout": config.data_layout,
+      "padding_fraction": {m: rows_.stats["padding_fraction"] for m, rows_ in layouts.items()},
+      "sft_batch_padding_fraction": 1 - sft_tokens / (B * T),
+      "attention": ops.describe_attention(config.model.attention, model_lib.DTYPES[config.model.dtype]),
+      "num_devices": jax.device_count(), "batch_size": B, "seq_len": T,
+  }

@@ -1,0 +1,76 @@
+"""Held-out evaluation of a chat model on tasks, independent of any training reward.
+
+    results = evaluation.run_tasks(model, params, tok, examples, reward_fns, max_new_tokens=64, mesh=..., rules=...)
+    evaluation.summarize(results)  → {"eval/<task>/accuracy": ..., "eval/format": ..., ...}
+
+Each example's prompt is rendered with the one conversation format, all of them
+are decoded greedily in one batched call (stopping at `<|im_end|>`), the reply
+is parsed back (`lm.conversation.parse_assistant`), and two things are scored
+separately: format (the reply ended with `<|im_end|>` before the length limit)
+and the task's own `reward(text, example)`. Rows are grouped for the tables by
+task and, where an example carries `meta["exposures"]`, by how often its fact
+appeared in pretraining (never, once, 2, 4, 8+).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from lm import conversation, sampling
+
+EXPOSURE_BUCKETS = ((0, 0, "never"), (1, 1, "once"), (2, 3, "2"), (4, 7, "4"), (8, 10**9, "8+"))
+
+
+def exposure_bucket(n: int) -> str:
+  return next(name for lo, hi, name in EXPOSURE_BUCKETS if lo <= n <= hi)
+
+
+def run_tasks(model, params, tok, examples: Sequence[Any], reward: Callable[[str, Any], float], *,
+              max_new_tokens: int, mesh=None, rules=(), batch_size: int = 64) -> list[dict]:
+  """Greedy replies to every example; one row per example with its task, group, format and score."""
+  stops = [tok.special_ids["<|im_end|>"], tok.eos_id]
+  rows = []
+  for start in range(0, len(examples), batch_size):
+    chunk = examples[start:start + batch_size]
+    prompts = [conversation.render_prompt(ex.messages, tok).tolist() for ex in chunk]
+    # Pad the batch to a fixed size: one compiled sampler for every chunk.
+    padded = prompts + [prompts[-1]] * (batch_size - len(prompts))
+    out = sampling.generate(model, params, padded, max_new_tokens, temperature=0.0, stop_ids=stops,
+                            pad_id=tok.pad_id, pad_multiple=32, mesh=mesh, rule_pairs=rules)
+    tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+    for i, ex in enumerate(chunk):
+      parsed = conversation.parse_assistant(tokens[i, :lengths[i]].tolist(), tok)
+      text = parsed["message"].get("content", "")
+      meta = getattr(ex, "meta", {}) or {}
+      group = exposure_bucket(meta["exposures"]) if "exposures" in meta else ""
+      rows.append({"task": ex.task, "group": group, "format": bool(parsed["ended"]),
+                   "score": float(reward(text, ex)), "reply": text, "reference": ex.reference,
+                   "tokens": int(lengths[i])})
+  return rows
+
+
+def summarize(rows: Sequence[dict]) -> dict[str, float]:
+  """Flat metrics for metrics.jsonl: format compliance, accuracy per task and per exposure group."""
+  if not rows:
+    return {}
+  out = {"eval/format": float(np.mean([r["format"] for r in rows])),
+         "eval/reply_tokens": float(np.mean([r["tokens"] for r in rows]))}
+  by: dict[str, list[float]] = defaultdict(list)
+  for r in rows:
+    by[r["task"]].append(r["score"])
+    if r["group"]:
+      by[f"{r['task']}/seen_{r['group']}"].append(r["score"])
+  out.update({f"eval/{k}/accuracy": float(np.mean(v)) for k, v in sorted(by.items())})
+  return out
+
+
+def table(per_seed: Sequence[dict[str, float]]) -> str:
+  """Markdown: each eval metric's mean ± standard deviation over seeds (runs)."""
+  keys = sorted({k for m in per_seed for k in m if k.startswith("eval/")})
+  lines = [f"| metric | mean | std | runs |", "|---|---|---|---|"]
+  for k in keys:
+    vals = [m[k] for m in per_seed if k in m]
+    lines.append(f"| {k[5:]} | {np.mean(vals):.3f} | {np.std(vals):.3f} | {len(vals)} |")
+  return "\n".join(lines)
