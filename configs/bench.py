@@ -9,7 +9,8 @@
       KV-cache decoding: batch 8, prompt 64, 256 new tokens, same shapes, against
       transformers' generate with the same weights.
   python -m experiments.bench --config=configs/bench.py:sft_step
-      SFT on packed ShareGPT conversations beside pretraining at the same shapes
+      SFT on packed conversations (the tiny SFT mix; or ShareGPT:
+      --config.conversations=../shared/data/sharegpt-dummy-conversations.json) beside pretraining at the same shapes
       (the tiny preset: batch 32, context 256, width 128, 4 layers): non-padding
       tokens/s of each and their ratio, alternating 5 rounds; padding fractions.
 """
@@ -43,7 +44,7 @@ def get_config(arg: str = "train_step") -> ml_collections.ConfigDict:
   c.rounds = 7                   # ours and the peer alternate this many times; the ratio is the median
   c.peer = True                  # also run the peer on the same machine and report the ratio
   c.peer_script = "../shared/peers/nanogpt_torch_step.py"  # relative to the repository root
-  c.conversations = "../shared/data/sharegpt-dummy-conversations.json"  # sft_step: ShareGPT JSON, relative to the repo root
+  c.conversations = "tasks"      # sft_step: 'tasks' (the tiny SFT mix) or a ShareGPT JSON path relative to the repo root
   c.data_layout = "pack"         # sft_step: pack | pad
   if arg == "sft_step":
     c.model = base.model_config("tiny")

@@ -118,13 +118,22 @@ def rotary(x_BTNH: Array, positions_BT: Array, theta: float) -> Array:
   return out.astype(x_BTNH.dtype)
 
 
-def attention_mask(segment_ids_BT: Array | None, T: int) -> Array | None:
-  """Causal mask that also keeps packed documents from seeing each other."""
+def attention_mask(segment_ids_BT: Array | None, T: int) -> ops.SegmentMask | None:
+  """Causal mask that also keeps packed documents from seeing each other.
+
+  Segments are contiguous runs (how packed rows are laid out), so besides the
+  dense mask each query's segment start is given, for kernels that skip the
+  keys before it.
+  """
   if segment_ids_BT is None:
     return None
   causal_TT = jnp.tril(jnp.ones((T, T), jnp.bool_))
   same_BTT = segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :]
-  return (same_BTT & causal_TT)[:, None, :, :]
+  t_T = jnp.arange(T, dtype=jnp.int32)
+  first_BT = jnp.concatenate([jnp.ones_like(segment_ids_BT[:, :1], jnp.bool_),
+                              segment_ids_BT[:, 1:] != segment_ids_BT[:, :-1]], axis=1)
+  starts_BT = jax.lax.cummax(jnp.where(first_BT, t_T, 0), axis=1)
+  return ops.SegmentMask((same_BTT & causal_TT)[:, None, :, :], starts_BT)
 
 
 class Attention(nn.Module):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
 
@@ -27,13 +27,32 @@ OPTIONAL = {"einsum": "lm.cpu", "cpu_kernel": "lm.cpu", "copy_transpose": "lm.cp
 ATTENTION_NAMES = CORE_ATTENTION + ("einsum", "cpu_kernel")
 MATMUL_NAMES = CORE_MATMUL + ("copy_transpose",)
 
+
+
+class SegmentMask(NamedTuple):
+  """Causal attention inside packed segments (documents, conversations laid end to end).
+
+  dense_B1TT: True where a query may attend a key (what the core implementations use).
+  starts_BT: the first position of each query's segment (segments are contiguous runs),
+             for kernels that skip the keys before it instead of reading a (T, T) mask.
+  """
+  dense_B1TT: jax.Array
+  starts_BT: jax.Array
+
+
+def dense(mask):
+  """The boolean (B, 1, T, S) array of a mask (or None for plain causal)."""
+  return mask.dense_B1TT if isinstance(mask, SegmentMask) else mask
+
+
 _attention: dict[str, Callable] = {}
 _matmul: dict[str, Callable] = {}
 _describe: dict[str, Callable] = {}
 
 
 def register_attention(name: str, fn: Callable, describe: Callable | None = None) -> None:
-  """fn(q_BTHD, k_BSKD, v_BSKD, mask_B1TS | None) → out_BTHD; describe(dtype) → what runs."""
+  """fn(q_BTHD, k_BSKD, v_BSKD, mask) → out_BTHD, mask None (causal), a boolean (B, 1, T, S)
+  array or a SegmentMask; describe(dtype) → what runs."""
   _attention[name] = fn
   if describe is not None:
     _describe[name] = describe
@@ -59,6 +78,7 @@ def _fallback_warning(kind: str, name: str, instead: str) -> None:
 def xla_attention(q_BTHD, k_BSKD, v_BSKD, mask_B1TS=None, *, impl: str = "xla"):
   """`mask_B1TS` True where a query may attend a key; None means causal (T == S)."""
   implementation = None if impl == "auto" else impl
+  mask_B1TS = dense(mask_B1TS)
   if mask_B1TS is None:
     return jax.nn.dot_product_attention(q_BTHD, k_BSKD, v_BSKD, is_causal=True,
                                         implementation=implementation)

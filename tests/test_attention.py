@@ -125,15 +125,53 @@ def test_cpu_kernel_sharded_matches_one_device(kernel):
   assert got[1][0].sharding.shard_shape(q.shape) == (1, 96, 2, 16)  # batch over data·fsdp, heads over tensor
 
 
+def segments(B, T, seed):
+  """Packed rows: contiguous segments of random lengths, then padding (segment 0) at the end."""
+  rng = np.random.default_rng(seed)
+  rows = []
+  for _ in range(B):
+    ids, n = [], 1
+    while len(ids) < T - 7:
+      ids += [n] * int(rng.integers(1, 70))
+      n += 1
+    rows.append((ids[:T - 7] + [0] * 7))
+  return jnp.asarray(rows, jnp.int32)
+
+
+@pytest.mark.parametrize("B,T,H,K,Dh", [(2, 200, 4, 2, 24), (3, 64, 2, 2, 16), (1, 130, 4, 1, 40)])
+def test_cpu_kernel_packed_segments_match_xla_with_the_dense_mask(kernel, B, T, H, K, Dh):
+  """Packed rows: the kernel reads only the segment starts and skips the keys before them;
+  values and gradients equal dense-masked attention."""
+  q, k, v = qkv(B, T, H, K, Dh, seed=T + 1)
+  mask = model_lib.attention_mask(segments(B, T, seed=T), T)
+  ker = functools.partial(ops.attention, impl="cpu_kernel")
+  ref = functools.partial(ops.attention, impl="xla")
+  assert uses_kernel(ker, q, k, v, mask)
+  np.testing.assert_allclose(jax.jit(ker)(q, k, v, mask), jax.jit(ref)(q, k, v, mask), atol=2e-5)
+  assert_same_gradients(lambda *a: ker(*a, mask), lambda *a: ref(*a, mask), q, k, v, jnp.arange(Dh))
+
+
+def test_cpu_kernel_packed_segments_sharded(kernel):
+  q, k, v = qkv(4, 64, 4, 2, 16, seed=8)
+  mask = model_lib.attention_mask(segments(4, 64, seed=9), 64)
+  f = jax.jit(lambda q, k, v, m: ops.attention(q, k, v, m, impl="cpu_kernel"))
+  want = f(q, k, v, mask)
+  mesh = sharding.make_mesh(base.mesh_config(data=2, fsdp=2, tensor=2))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(base.SHARDING_RULES):
+    assert "lm_causal_attention_fwd" in f.lower(q, k, v, mask).as_text()
+    got = f(q, k, v, mask)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_cpu_kernel_routes_what_it_does_not_cover_to_einsum(kernel, caplog):
-  """A document mask or bfloat16 takes the einsum path (same numbers), with a logged reason."""
+  """A dense mask or bfloat16 takes the einsum path (same numbers), with a logged reason."""
   q, k, v = qkv(2, 64, 4, 2, 8, seed=5)
-  mask = model_lib.attention_mask(jnp.asarray([[1] * 30 + [2] * 34] * 2), 64)
+  mask = ops.dense(model_lib.attention_mask(jnp.asarray([[1] * 30 + [2] * 34] * 2), 64))
   ker = functools.partial(ops.attention, impl="cpu_kernel")
   with caplog.at_level(logging.WARNING, logger="lm.cpu.attention"):
     assert not uses_kernel(ker, q, k, v, mask)
     assert not uses_kernel(ker, *(x.astype(jnp.bfloat16) for x in (q, k, v)))
-  assert "a mask was given" in caplog.text and "bfloat16" in caplog.text
+  assert "a dense mask was given" in caplog.text and "bfloat16" in caplog.text
   np.testing.assert_allclose(jax.jit(ker)(q, k, v, mask), attention.einsum_attention(q, k, v, mask), atol=1e-6)
 
 

@@ -36,15 +36,24 @@ def _timed(stage, batch, n: int, holder: dict) -> float:
   return float(np.mean(times))
 
 
-def run(config) -> dict:
-  path = os.path.join(ROOT, config.conversations)
+def read_conversations(spec: str, seed: int) -> list:
+  """'tasks': the tiny SFT mix (synthetic-world facts, arithmetic, spelling); else a ShareGPT JSON file."""
+  if spec == "tasks":
+    from lm import tasks
+    return [ex.messages + [{"role": "assistant", "content": ex.target}]
+            for name in ("world", "arithmetic", "spelling") for ex in tasks.get(name).examples("train", 1000, seed)]
+  path = os.path.join(ROOT, spec)
   if not os.path.exists(path):
     raise MissingFile(f"config.conversations: no such file {path!r} (see ../shared/data/SOURCES.md)")
+  return list(conversations.source("sharegpt", path))
+
+
+def run(config) -> dict:
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.rules(config)
   B, T = config.batch_size, config.seq_len
   tok = ByteTokenizer()
-  convs = list(conversations.source("sharegpt", path))
+  convs = read_conversations(config.conversations, config.seed)
   rendered = sft.RenderedSet(convs, tok)
   layouts = {m: sft.SFTRows(rendered, T, m, config.seed) for m in ("pack", "pad")}
   rows = layouts[config.data_layout]
@@ -76,7 +85,7 @@ def run(config) -> dict:
       "pretrain_tokens_per_sec": float(np.median(tps["pretrain"])),
       "sft_tokens_per_sec": float(np.median(tps["sft"])),
       "sft_over_pretrain": float(np.median(ratios)), "ratio_per_round": ratios,
-      "data_layout": config.data_layout,
+      "data_layout": config.data_layout, "conversations": config.conversations,
       "padding_fraction": {m: rows_.stats["padding_fraction"] for m, rows_ in layouts.items()},
       "sft_batch_padding_fraction": 1 - sft_tokens / (B * T),
       "attention": ops.describe_attention(config.model.attention, model_lib.DTYPES[config.model.dtype]),

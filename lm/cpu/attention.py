@@ -9,7 +9,9 @@
                       the (T, T) scores stay in cache and the backward recomputes
                       them from the saved log-sum-exp. The fastest CPU path we
                       measured (lm/bench/train_step.py; numbers in the README).
-                      Anything it does not cover (a mask, bfloat16, no C++
+                      Packed rows (contiguous segments) pass their segment
+                      starts and skip the keys before them. Anything it does
+                      not cover (a dense mask, bfloat16, no C++
                       compiler, a sequence-sharded mesh, another backend) runs
                       `einsum` instead, or `auto` off the CPU.
 
@@ -25,6 +27,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lm import ops
 from lm.cpu import build as cpu_kernels
@@ -123,12 +126,15 @@ _blocked.defvjp(_blocked_with_residuals, _blocked_vjp_bwd)
 def einsum_attention(q_BTHD, k_BSKD, v_BSKD, mask_B1TS=None, block_q: int = 64):
   """Head-major attention; causal self-attention skips the key blocks above the diagonal.
 
+  `mask_B1TS`: None (causal), a boolean (B, 1, T, S) array, or an `ops.SegmentMask`.
+
   Queries are split into blocks of `block_q`; block i attends keys [0, (i+1)·block_q)
   only, so scores, softmax and all matmuls cost (n+1)/2n of the full T×T
   (10/16 at T=256, block 64). Each block's softmax is exact (it sees all of its
   keys), so no online rescaling is needed. Other shapes (T ≠ S, T not a
   multiple of block_q) run as one block over all keys.
   """
+  mask_B1TS = ops.dense(mask_B1TS)
   T, S = q_BTHD.shape[1], k_BSKD.shape[1]
   if T != S or T <= block_q or T % block_q:
     blocks = ((0, T, S),)
@@ -137,28 +143,30 @@ def einsum_attention(q_BTHD, k_BSKD, v_BSKD, mask_B1TS=None, block_q: int = 64):
   return _blocked(q_BTHD, k_BSKD, v_BSKD, mask_B1TS, k_BSKD.shape[2], blocks)
 
 
-def _kernel_fwd_call(q_BTHD, k_BTKD, v_BTKD):
+def _kernel_fwd_call(q_BTHD, k_BTKD, v_BTKD, starts_BT):
   B, T, H, _ = q_BTHD.shape
   out_types = (jax.ShapeDtypeStruct(q_BTHD.shape, _F32), jax.ShapeDtypeStruct((B, H, T), _F32))
   return jax.ffi.ffi_call("lm_causal_attention_fwd", out_types, vmap_method="sequential")(
-      q_BTHD, k_BTKD, v_BTKD)
+      q_BTHD, k_BTKD, v_BTKD, starts_BT)
 
 
 @jax.custom_vjp
-def _kernel(q_BTHD, k_BTKD, v_BTKD):
-  return _kernel_fwd_call(q_BTHD, k_BTKD, v_BTKD)[0]
+def _kernel(q_BTHD, k_BTKD, v_BTKD, starts_BT):
+  """starts_BT: each query's segment start (int32); zeros for plain causal attention."""
+  return _kernel_fwd_call(q_BTHD, k_BTKD, v_BTKD, starts_BT)[0]
 
 
-def _kernel_fwd(q_BTHD, k_BTKD, v_BTKD):
-  out_BTHD, lse_BHT = _kernel_fwd_call(q_BTHD, k_BTKD, v_BTKD)
-  return out_BTHD, (q_BTHD, k_BTKD, v_BTKD, out_BTHD, lse_BHT)
+def _kernel_fwd(q_BTHD, k_BTKD, v_BTKD, starts_BT):
+  out_BTHD, lse_BHT = _kernel_fwd_call(q_BTHD, k_BTKD, v_BTKD, starts_BT)
+  return out_BTHD, (q_BTHD, k_BTKD, v_BTKD, starts_BT, out_BTHD, lse_BHT)
 
 
 def _kernel_bwd(residuals, dout_BTHD):
-  q_BTHD, k_BTKD, v_BTKD = residuals[:3]
+  q_BTHD, k_BTKD, v_BTKD, starts_BT = residuals[:4]
   out_types = tuple(jax.ShapeDtypeStruct(x.shape, _F32) for x in (q_BTHD, k_BTKD, v_BTKD))
-  return jax.ffi.ffi_call("lm_causal_attention_bwd", out_types, vmap_method="sequential")(
+  dq, dk, dv = jax.ffi.ffi_call("lm_causal_attention_bwd", out_types, vmap_method="sequential")(
       *residuals, dout_BTHD)
+  return dq, dk, dv, np.zeros(starts_BT.shape, jax.dtypes.float0)
 
 
 _kernel.defvjp(_kernel_fwd, _kernel_bwd)
@@ -170,8 +178,8 @@ def _warn_once(reason: str) -> None:
 
 
 def _kernel_unsupported(q_BTHD, k_BSKD, mask_B1TS) -> str | None:
-  if mask_B1TS is not None:
-    return "a mask was given (the kernel is causal self-attention only)"
+  if mask_B1TS is not None and not isinstance(mask_B1TS, ops.SegmentMask):
+    return "a dense mask was given (the kernel takes causal attention within contiguous segments only)"
   if q_BTHD.shape[1] != k_BSKD.shape[1]:
     return "queries and keys differ in length"
   return _kernel_unavailable(q_BTHD.dtype if k_BSKD.dtype == _F32 else k_BSKD.dtype)
@@ -206,12 +214,17 @@ def _dividing_spec(logical_axes, shape, mesh) -> jax.sharding.PartitionSpec:
 def cpu_kernel_attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TS=None):
   """Causal attention by the fused C++ kernel, sharded like the model's activations.
 
+  Packed rows (`ops.SegmentMask`) pass only their segment starts to the kernel.
+
   Under a mesh the kernel runs per shard (`jax.shard_map`): batch over the data
   axes, heads over the tensor axis, as the logical rules place q/k/v.
   """
   if jax.default_backend() != "cpu":
     return ops.xla_attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TS, impl="auto")
   reason = _kernel_unsupported(q_BTHD, k_BTKD, mask_B1TS)
+  B, T = q_BTHD.shape[:2]
+  starts_BT = (mask_B1TS.starts_BT.astype(jnp.int32) if isinstance(mask_B1TS, ops.SegmentMask)
+               else jnp.zeros((B, T), jnp.int32))
   mesh = jax.sharding.get_abstract_mesh()
   if reason is None and not mesh.empty and mesh.size > 1:
     q_spec = _dividing_spec(("batch", "length", "act_heads", None), q_BTHD.shape, mesh)
@@ -222,10 +235,11 @@ def cpu_kernel_attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TS=None):
       reason = f"query heads ({q_spec[2]}) and key/value heads ({kv_spec[2]}) are sharded differently"
     else:
       # Purely per shard (no collectives); the FFI results carry no varying-axes types to check.
-      fn = jax.shard_map(_kernel, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec,
-                         check_vma=False)
-      return fn(q_BTHD, k_BTKD, v_BTKD)
+      starts_spec = jax.sharding.PartitionSpec(q_spec[0], None)
+      fn = jax.shard_map(_kernel, mesh=mesh, in_specs=(q_spec, kv_spec, kv_spec, starts_spec),
+                         out_specs=q_spec, check_vma=False)
+      return fn(q_BTHD, k_BTKD, v_BTKD, starts_BT)
   if reason is not None:
     _warn_once(reason)
     return einsum_attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TS)
-  return _kernel(q_BTHD, k_BTKD, v_BTKD)
+  return _kernel(q_BTHD, k_BTKD, v_BTKD, starts_BT)

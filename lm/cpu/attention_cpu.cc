@@ -10,7 +10,12 @@
 //
 // Layouts are the model's own: q (B, T, H, D), k/v (B, T, K, D), out like q,
 // lse (B, H, T) float32. Grouped-query attention: query head h reads kv head
-// h / (H / K). float32 only; lm/kernels/cpu.py routes everything else to jnp.
+// h / (H / K). float32 only; lm/cpu/attention.py routes everything else to jnp.
+//
+// Packed rows (documents or conversations laid end to end): starts (B, T) int32
+// gives, per query, the first position of its segment; it sees keys
+// [starts[t], t]. All zeros is plain causal attention. A query block skips the
+// keys before the earliest start among its rows.
 
 #include <algorithm>
 #include <atomic>
@@ -230,22 +235,26 @@ void Transpose(const float* x, int64_t S, int64_t D, int64_t ld, float* out) {
 }
 
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
-                   ffi::Buffer<ffi::F32> v, ffi::ResultBuffer<ffi::F32> out,
+                   ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::S32> starts, ffi::ResultBuffer<ffi::F32> out,
                    ffi::ResultBuffer<ffi::F32> lse) {
   const Dims d = GetDims(q, k);
   const int64_t n_blocks = (d.T + kBlock - 1) / kBlock, G = d.H / d.K;
   const int64_t q_ld = d.H * d.D, kv_ld = d.K * d.D;
   const float *Q = q.typed_data(), *Kp = k.typed_data(), *V = v.typed_data();
+  const int32_t* St = starts.typed_data();
   float *O = out->typed_data(), *L = lse->typed_data();
   ParallelFor(pool, d.B * d.H * n_blocks, [&](int64_t task) {
     const int64_t blk = n_blocks - 1 - task % n_blocks;  // longest blocks first
     const int64_t h = (task / n_blocks) % d.H, b = task / (n_blocks * d.H);
-    const int64_t t0 = blk * kBlock, t1 = std::min(d.T, t0 + kBlock), rows = t1 - t0, S = t1;
+    const int64_t t0 = blk * kBlock, t1 = std::min(d.T, t0 + kBlock), rows = t1 - t0;
+    const int32_t* st = St + b * d.T + t0;
+    // Keys [k0, t1): no row of the block sees a key before its segments' earliest start.
+    const int64_t k0 = *std::min_element(st, st + rows), S = t1 - k0;
     thread_local std::vector<float> kt, p;
     kt.resize(d.D * S);
     p.resize(rows * S);
-    const float* k_bh = Kp + b * d.T * kv_ld + (h / G) * d.D;
-    const float* v_bh = V + b * d.T * kv_ld + (h / G) * d.D;
+    const float* k_bh = Kp + (b * d.T + k0) * kv_ld + (h / G) * d.D;
+    const float* v_bh = V + (b * d.T + k0) * kv_ld + (h / G) * d.D;
     const float* q_blk = Q + (b * d.T + t0) * q_ld + h * d.D;
     float* o_blk = O + (b * d.T + t0) * q_ld + h * d.D;
     float* l_blk = L + (b * d.H + h) * d.T + t0;
@@ -254,9 +263,10 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ff
     float inv_sum[kBlock];
     for (int64_t r = 0; r < rows; ++r) {  // unnormalised probabilities; rows scaled after PV
       float* row = p.data() + r * S;
-      const int64_t n = t0 + r + 1;  // keys [0, n) are visible
-      const float mx = RowMax(row, n) * d.scale;
-      const float sum = ExpRow(row, n, S, d.scale, mx);
+      const int64_t lo = st[r] - k0, n = t0 + r + 1 - k0;  // keys [lo, n) of this block are visible
+      const float mx = RowMax(row + lo, n - lo) * d.scale;
+      const float sum = ExpRow(row + lo, n - lo, S - lo, d.scale, mx);
+      std::fill(row, row + lo, 0.0f);
       inv_sum[r] = 1.0f / sum;
       l_blk[r] = mx + std::log(sum);
     }
@@ -268,14 +278,15 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ff
 }
 
 ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
-                    ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::F32> out, ffi::Buffer<ffi::F32> lse,
-                    ffi::Buffer<ffi::F32> dout, ffi::ResultBuffer<ffi::F32> dq,
+                    ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::S32> starts, ffi::Buffer<ffi::F32> out,
+                    ffi::Buffer<ffi::F32> lse, ffi::Buffer<ffi::F32> dout, ffi::ResultBuffer<ffi::F32> dq,
                     ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv) {
   const Dims d = GetDims(q, k);
   const int64_t G = d.H / d.K, T = d.T;
   const int64_t q_ld = d.H * d.D, kv_ld = d.K * d.D;
   const float *Q = q.typed_data(), *Kp = k.typed_data(), *V = v.typed_data();
   const float *O = out.typed_data(), *L = lse.typed_data(), *dO = dout.typed_data();
+  const int32_t* St = starts.typed_data();
   float *dQ = dq->typed_data(), *dK = dk->typed_data(), *dV = dv->typed_data();
   // One task per (batch, kv head): it owns that head's dK and dV rows.
   ParallelFor(pool, d.B * d.K, [&](int64_t task) {
@@ -293,28 +304,32 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<f
     Transpose(v_b, T, d.D, kv_ld, vt.data());
     for (int64_t h = kh * G; h < (kh + 1) * G; ++h) {
       for (int64_t t0 = 0; t0 < T; t0 += kBlock) {
-        const int64_t t1 = std::min(T, t0 + kBlock), rows = t1 - t0, S = t1;
+        const int64_t t1 = std::min(T, t0 + kBlock), rows = t1 - t0;
+        const int32_t* st = St + b * T + t0;
+        const int64_t k0 = *std::min_element(st, st + rows), S = t1 - k0;  // keys [k0, t1)
         const int64_t off = (b * T + t0) * q_ld + h * d.D;
         const float *q_blk = Q + off, *o_blk = O + off, *do_blk = dO + off;
         const float* l_blk = L + (b * d.H + h) * T + t0;
-        // The transposed K and V are (D, T); their first S columns, row stride T.
-        Gemm(rows, S, d.D, q_blk, q_ld, 1, kt.data(), T, p.data(), S, false);
-        Gemm(rows, S, d.D, do_blk, q_ld, 1, vt.data(), T, dp.data(), S, false);
+        // The transposed K and V are (D, T); columns [k0, t1), row stride T.
+        Gemm(rows, S, d.D, q_blk, q_ld, 1, kt.data() + k0, T, p.data(), S, false);
+        Gemm(rows, S, d.D, do_blk, q_ld, 1, vt.data() + k0, T, dp.data(), S, false);
         for (int64_t r = 0; r < rows; ++r) {  // P from the saved log-sum-exp; dS = P (dP - rowsum(dO O))
           const float dd = Dot(do_blk + r * q_ld, o_blk + r * q_ld, d.D);
           float *pr = p.data() + r * S, *dsr = dp.data() + r * S;
-          const int64_t n = t0 + r + 1;
-          ExpRow(pr, n, S, d.scale, l_blk[r]);
-          int64_t s = 0;  // dS carries the score scale, so dQ and dK need no extra pass
+          const int64_t lo = st[r] - k0, n = t0 + r + 1 - k0;
+          ExpRow(pr + lo, n - lo, S - lo, d.scale, l_blk[r]);
+          std::fill(pr, pr + lo, 0.0f);
+          int64_t s = lo;  // dS carries the score scale, so dQ and dK need no extra pass
           for (; s + kLanes <= n; s += kLanes)
             Store(dsr + s, Load(pr + s) * (Load(dsr + s) - dd) * d.scale);
           for (; s < n; ++s) dsr[s] = pr[s] * (dsr[s] - dd) * d.scale;
+          std::fill(dsr, dsr + lo, 0.0f);
           std::fill(dsr + n, dsr + S, 0.0f);
         }
-        // dV[:S] += Pᵀ dO;  dK[:S] += dSᵀ Q;  dQ = dS K.
-        Gemm(S, d.D, rows, p.data(), 1, S, do_blk, q_ld, dv_acc.data(), d.D, true);
-        Gemm(S, d.D, rows, dp.data(), 1, S, q_blk, q_ld, dk_acc.data(), d.D, true);
-        Gemm(rows, d.D, S, dp.data(), S, 1, k_b, kv_ld, dQ + off, q_ld, false);
+        // dV[k0:t1] += Pᵀ dO;  dK[k0:t1] += dSᵀ Q;  dQ = dS K[k0:t1].
+        Gemm(S, d.D, rows, p.data(), 1, S, do_blk, q_ld, dv_acc.data() + k0 * d.D, d.D, true);
+        Gemm(S, d.D, rows, dp.data(), 1, S, q_blk, q_ld, dk_acc.data() + k0 * d.D, d.D, true);
+        Gemm(rows, d.D, S, dp.data(), S, 1, k_b + k0 * kv_ld, kv_ld, dQ + off, q_ld, false);
       }
     }
     for (int64_t s = 0; s < T; ++s) {
@@ -333,6 +348,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LmCausalAttentionFwd, Forward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
@@ -342,6 +358,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LmCausalAttentionBwd, Backward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
