@@ -18,7 +18,7 @@ import ml_collections
 from lm.errors import UserError
 from configs import base
 
-ARGS = ("tiny", "llama_tiny", "gpt2_124m", "llama_1b")
+ARGS = ("tiny", "llama_tiny", "world", "gpt2_124m", "llama_1b")
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
@@ -26,8 +26,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     raise UserError(f"configs/pretrain.py: unknown arg {arg!r}, choose one of {ARGS}")
   c = ml_collections.ConfigDict()
   c.seed = 0                      # parameter init and dropout-free step RNG
-  c.model = base.model_config(arg)
-  if arg in ("tiny", "llama_tiny"):
+  c.model = base.model_config("tiny" if arg == "world" else arg)
+  if arg in ("tiny", "llama_tiny", "world"):
     c.model.attention = "cpu_kernel"  # fused C++ attention, the fastest on CPU (lm/cpu/attention.py)
   c.mesh = base.mesh_config()
   c.sharding_rules = base.SHARDING_RULES  # logical axis → mesh axes
@@ -41,7 +41,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.shuffle_seed = 0         # Grain shuffle seed (re-mixed each epoch)
   c.data.prefetch_threads = 2     # Grain read threads
 
-  c.opt = base.optimizer_config(lr=3e-3 if arg in ("tiny", "llama_tiny") else 6e-4)
+  c.opt = base.optimizer_config(lr=3e-3 if arg in ("tiny", "llama_tiny", "world") else 6e-4)
   c.opt.warmup_steps = 50
 
   c.train = ml_collections.ConfigDict()
@@ -63,7 +63,15 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.sample.temperature = 0.8      # 0: greedy
   c.sample.top_k = 0              # 0: off
 
-  if arg == "gpt2_124m":
+  if arg == "world":
+    # The base model that post-training builds on: BPE shards of the synthetic world's crawl
+    # (through the web pipeline) plus the embedded corpus (launch/pipeline.sh makes them).
+    c.model.update(d_model=256, n_layers=4, n_heads=4, n_kv_heads=4, d_ff=1024)
+    c.data.path = "runs/data/shards"
+    c.data.document_mask = True
+    c.train.update(steps=400, seq_len=256, eval_every=200, ckpt_every=100)
+    c.sample.prompts = ("The city of ", "In Python, ")
+  elif arg == "gpt2_124m":
     c.opt.warmup_steps = 700
     c.train.update(steps=20000, batch_size=512, grad_accum=8, seq_len=1024, log_every=50,
                    eval_every=1000, ckpt_every=1000, eval_batches=20)

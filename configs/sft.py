@@ -64,7 +64,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.tasks = "world,arithmetic,spelling"  # held-out task prompts answered greedily at each evaluation
-  c.eval.examples = 64            # held-out prompts per task
+  c.eval.examples = 64            # held-out prompts per task (world: every held-out fact)
   c.eval.max_new_tokens = 64      # reply budget (a reply without <|im_end|> fails format)
 
   if arg == "llama_gsm8k":

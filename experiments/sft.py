@@ -41,6 +41,7 @@ class Run:
   train_rows: sft_data.SFTRows
   val_rows: sft_data.SFTRows
   eval_examples: list
+  tasks: dict                        # task name → task (examples, reward), built once
   stats: dict
 
 
@@ -59,15 +60,27 @@ def parse_sources(spec: str) -> list[tuple[str, str, float]]:
   return out
 
 
-def read_conversations(config) -> list[list[dict]]:
+def make_tasks(config) -> dict:
+  """Every task the sources and the evaluation name, built once (the world is read or generated once)."""
+  names = {kind for kind, _, _ in parse_sources(config.data.sources) if kind in tasks.NAMES}
+  for n in filter(None, config.eval.tasks.split(",")):
+    if n not in tasks.NAMES:
+      raise UserError(f"config.eval.tasks: unknown task {n!r} (one of {', '.join(tasks.NAMES)})")
+    names.add(n)
+  world = config.data.world or None
+  if world and not os.path.exists(world):
+    raise UserError(f"config.data.world: no such file {world!r} (the crawl's world.json)")
+  return {n: tasks.get(n, world=world, seed=config.data.world_seed) for n in sorted(names)}
+
+
+def read_conversations(config, task_objs: dict) -> list[list[dict]]:
   """Every configured source, mixed by weight; synthetic tasks are generated from the world."""
   d = config.data
   mixed = []
   for kind, path, weight in parse_sources(d.sources):
-    if kind in tasks.NAMES:
-      task = tasks.get(kind, world=d.world or None, seed=d.world_seed)
+    if kind in task_objs:
       convs = [ex.messages + [{"role": "assistant", "content": ex.target}]
-               for ex in task.examples("train", d.examples_per_task, config.seed)]
+               for ex in task_objs[kind].examples("train", d.examples_per_task, config.seed)]
     else:
       if path and not os.path.exists(path):
         raise UserError(f"config.data.sources: no such file {path!r} for source {kind!r}")
@@ -76,13 +89,11 @@ def read_conversations(config) -> list[list[dict]]:
   return sources_lib.mix(mixed, config.seed)
 
 
-def eval_examples(config) -> list:
+def eval_examples(config, task_objs: dict) -> list:
+  """Held-out prompts: every held-out fact of the world task, `eval.examples` of the others."""
   names = [n for n in config.eval.tasks.split(",") if n]
-  for n in names:
-    if n not in tasks.NAMES:
-      raise UserError(f"config.eval.tasks: unknown task {n!r} (one of {', '.join(tasks.NAMES)})")
-  return [ex for n in names for ex in tasks.get(n, world=config.data.world or None, seed=config.data.world_seed)
-          .examples("eval", config.eval.examples, 0)]
+  return [ex for n in names
+          for ex in task_objs[n].examples("eval", None if n == "world" else config.eval.examples, 0)]
 
 
 def validate(config) -> None:
@@ -116,7 +127,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   if config.model.positions == "learned" and config.train.seq_len > config.model.max_len:
     raise UserError(f"config.train.seq_len={config.train.seq_len} exceeds the model's max_len "
                     f"{config.model.max_len}")
-  convs = read_conversations(config)
+  task_objs = make_tasks(config)
+  convs = read_conversations(config, task_objs)
   heldout = [c for c in convs if _is_heldout(c, config.data.val_fraction)]
   train = [c for c in convs if not _is_heldout(c, config.data.val_fraction)]
   if not heldout:
@@ -124,14 +136,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   train_rows = sft_data.SFTRows(sft_data.RenderedSet(train, tok), config.train.seq_len,
                                 config.data.layout, config.seed)
   val_rows = sft_data.SFTRows(sft_data.RenderedSet(heldout, tok), config.train.seq_len, "pack", 0)
-  examples = eval_examples(config)
+  examples = eval_examples(config, task_objs)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
   stats = {f"data/{k}": v for k, v in train_rows.stats.items() if isinstance(v, (int, float))}
   print("sft data: " + ", ".join(f"{k[5:]} {v:.4g}" for k, v in stats.items()), flush=True)
-  return Run(config, workdir, mesh, source, tok, train_rows, val_rows, examples, stats)
+  return Run(config, workdir, mesh, source, tok, train_rows, val_rows, examples, task_objs, stats)
 
 
 def _is_heldout(conv: list[dict], fraction: float) -> bool:
@@ -153,7 +165,7 @@ def evaluate(run: Run, stage: loop.Stage, params) -> dict:
   metrics = {"val/loss": totals["loss"] / weight, "val/accuracy": totals["accuracy"] / weight}
   if run.eval_examples:
     rows = evaluation.run_tasks(stage.model, params, run.tokenizer, run.eval_examples,
-                                lambda text, ex: tasks.get(ex.task).reward(text, ex),
+                                lambda text, ex: run.tasks[ex.task].reward(text, ex),
                                 max_new_tokens=cfg.eval.max_new_tokens, mesh=run.mesh, rules=stage.rules)
     metrics.update(evaluation.summarize(rows))
     if jax.process_index() == 0:

@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# The data chain, end to end, on one machine (nanochat style: read it top to bottom).
+# From a crawl to an assistant, on one machine (nanochat style: read it top to bottom).
 #
-#   bash launch/pipeline.sh                      # synthetic crawl → tiny model (≈5 min on 2 cores)
+#   bash launch/pipeline.sh                      # synthetic crawl → BPE base model → SFT (≈15 min on 2 cores)
 #   WARC=../shared/data bash launch/pipeline.sh  # real Common Crawl WARCs instead (English only)
-#   DATA=runs/data RUN=runs/tiny STEPS=600 VOCAB=4096 bash launch/pipeline.sh
+#   DATA=runs/data RUN=runs/base SFT=runs/sft STEPS=400 VOCAB=2048 bash launch/pipeline.sh
 #
 # Every step is an experiment with the same workdir, so any one can be re-run alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DATA="${DATA:-runs/data}"       # data workdir: crawl, clean text, tokenizer, shards, reports
-RUN="${RUN:-runs/tiny}"         # pretraining workdir
+RUN="${RUN:-runs/base}"         # pretraining workdir
+SFT="${SFT:-runs/sft}"          # supervised fine-tuning workdir ("" = stop after pretraining)
 WARC="${WARC:-}"                # "" = generate the synthetic world's crawl
-VOCAB="${VOCAB:-4096}"          # sentencepiece vocabulary
-STEPS="${STEPS:-600}"           # pretraining steps
+VOCAB="${VOCAB:-2048}"          # sentencepiece vocabulary
+STEPS="${STEPS:-400}"           # pretraining steps
 WORKERS="${WORKERS:-2}"         # processes for the web pipeline and tokenization
 PY="${PYTHON:-python}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -38,5 +39,12 @@ data_flags=(--config=configs/data.py:synthetic --workdir="$DATA"
 "$PY" -m experiments.tokenize_data "${data_flags[@]}"
 
 # 4. Pretrain on the shards; the tokenizer comes from them and is saved in every checkpoint.
-"$PY" -m experiments.pretrain --config=configs/pretrain.py:tiny --workdir="$RUN" \
+"$PY" -m experiments.pretrain --config=configs/pretrain.py:world --workdir="$RUN" \
   --config.data.path="$DATA/shards" --config.train.steps="$STEPS"
+
+# 5. Supervised fine-tuning from the base model (parameters only, via init_from) on
+#    conversations about the same synthetic world, arithmetic and spelling; report.md
+#    has format compliance and accuracy per task and per fact exposure.
+[[ -z "$SFT" ]] && exit 0
+"$PY" -m experiments.sft --config=configs/sft.py:tiny --workdir="$SFT" \
+  --config.init_from.workdir="$RUN" --config.data.world="$DATA/crawl/world.json"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from lm.errors import UserError
 from lm.tasks.base import SPLITS, Example, Task
 
 _FACTORIES: dict[str, tuple[Callable[..., Task], bool]] = {}
@@ -31,7 +32,7 @@ def register(name: str, factory: Callable[..., Task], uses_world: bool = False) 
 def get(name: str, world=None, seed: int = 0, **options) -> Task:
   """The task `name`; `world` is a `synthetic.World`, a world.json path, or None for the world of `seed`."""
   if name not in _FACTORIES:
-    raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(NAMES)}")
+    raise UserError(f"unknown task {name!r}; known tasks: {', '.join(NAMES)}")
   factory, uses_world = _FACTORIES[name]
   return factory(world=world, seed=seed, **options) if uses_world else factory(**options)
 

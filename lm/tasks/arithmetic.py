@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
+from lm.errors import UserError
 from lm.tasks.base import Example, check_split, last_number, stable_hash
 
 NAME = "arithmetic"
@@ -81,7 +82,7 @@ class ArithmeticTask:
   def __post_init__(self):
     bad = [op for op in self.ops if op not in PROMPTS]
     if bad or not self.ops:
-      raise ValueError(f"arithmetic task: ops {bad or 'empty'} not among {tuple(PROMPTS)}")
+      raise UserError(f"arithmetic task: ops {bad or 'empty'} not among {tuple(PROMPTS)}")
 
   def split_of(self, op: str, a: int, b: int) -> str:
     key = f"{op}:{min(a, b)}:{max(a, b)}"
@@ -101,7 +102,7 @@ class ArithmeticTask:
     while len(out) < n:
       draws += 1
       if draws > 1000 * n:
-        raise ValueError(f"arithmetic task: could not draw {n} {split} problems with these digit ranges")
+        raise UserError(f"arithmetic task: could not draw {n} {split} problems with these digit ranges")
       op, a, b = self._problem(rng)
       # Distinct problems first; small digit ranges run out of them, and then repeats are allowed.
       if self.split_of(op, a, b) != split or ((op, a, b) in seen and draws < 50 * n):

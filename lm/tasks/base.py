@@ -19,6 +19,8 @@ import hashlib
 import re
 from typing import Protocol
 
+from lm.errors import UserError
+
 SPLITS = ("train", "eval")
 _NUMBER = re.compile(r"(?<![\d,])\d{1,3}(?:,\d{3})+(?![\d,])|\d+")
 
@@ -44,7 +46,7 @@ class Task(Protocol):
 
 def check_split(split: str) -> None:
   if split not in SPLITS:
-    raise ValueError(f"task split {split!r} is not one of {SPLITS}")
+    raise UserError(f"task split {split!r} is not one of {SPLITS}")
 
 
 def numbers(text: str) -> list[int]:

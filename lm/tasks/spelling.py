@@ -22,6 +22,7 @@ import random
 import re
 import string
 
+from lm.errors import UserError
 from lm.prep import synthetic_text as T
 from lm.tasks.base import Example, check_split, last_number, stable_hash
 
@@ -79,7 +80,7 @@ class SpellingTask:
   def __post_init__(self):
     bad = [k for k in self.kinds if k not in ("count", "spell")]
     if bad or not self.kinds:
-      raise ValueError(f"spelling task: kinds {bad or 'empty'} not among ('count', 'spell')")
+      raise UserError(f"spelling task: kinds {bad or 'empty'} not among ('count', 'spell')")
 
   def words(self, split: str) -> list[str]:
     check_split(split)

@@ -28,6 +28,7 @@ import os
 import random
 import re
 
+from lm.errors import UserError
 from lm.prep import synthetic
 from lm.prep import synthetic_text as T
 from lm.tasks.base import Example, check_split, stable_hash
@@ -76,7 +77,7 @@ def world_from_file(path: str) -> synthetic.World:
     data = json.load(f)
   world = synthetic.World(data["people"], data["cities"], data["companies"])
   if any("exposures" not in e for k in ASKED for e in world.entities(k)):
-    raise ValueError(f"world.json {path!r} has no exposure counts; regenerate it with experiments.prepare_data")
+    raise UserError(f"world.json {path!r} has no exposure counts; regenerate it with experiments.prepare_data")
   return world
 
 
@@ -135,7 +136,7 @@ class WorldTask:
     """`n` questions (None: every fact of the split once); facts cycle in a seeded order when n is larger."""
     facts = self.facts(split)
     if not facts:
-      raise ValueError(f"world task: split {split!r} has no facts (a world this small cannot be split)")
+      raise UserError(f"world task: split {split!r} has no facts (a world this small cannot be split)")
     rng = random.Random(f"{NAME}/{split}/{seed}")
     n = len(facts) if n is None else n
     out: list[Example] = []
