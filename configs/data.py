@@ -81,6 +81,8 @@ def get_config(arg: str = "synthetic") -> ml_collections.ConfigDict:
   c.shards.val_fraction = 0.05      # held-out documents (split by content hash)
   c.shards.workers = 2              # tokenization processes
   c.shards.shard_tokens = 1 << 24   # tokens per shard file
+  c.shards.extra_fraction = 1.0     # share of the tokenizer.extra corpus's documents put into the shards
+  #                                 (a synthetic crawl also gets <shards>/train/exposures.json: each fact's count)
 
   if arg == "cc_sample":
     c.web.warc_path = os.path.normpath(os.path.join(SHARED_DATA, "cc-sample-*.warc.gz"))

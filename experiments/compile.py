@@ -1,7 +1,8 @@
 """Compile a config's train step ahead of time and report per-device memory, without training.
 
   python -m experiments.compile --config=configs/pretrain.py:llama_1b --virtual_devices=8
-  python -m experiments.compile --config=configs/sft.py:llama_gsm8k --virtual_devices=8
+  python -m experiments.compile --config=configs/sft.py:qwen_gsm8k --virtual_devices=8 \
+      --config.init_from.hf_dir=/models/Qwen2.5-1.5B   # reads only its config.json
 
 With --virtual_devices=N on a CPU host, N fake CPU devices stand in for the
 accelerators, which checks sharding and gives XLA's memory estimate for that
@@ -21,7 +22,11 @@ _VIRTUAL = flags.DEFINE_integer("virtual_devices", 0, "Fake this many CPU device
 
 
 def main(config) -> dict:
-  from lm import aot, sharding
+  from lm import aot, init_from, sharding
+  if "init_from" in config:  # a post-training stage: the architecture comes from its source's config
+    source = init_from.resolve(config.init_from)
+    with config.unlocked():
+      config.model = init_from.merge_model_config(config.model, source)
   mesh = sharding.make_mesh(config.mesh)
   # Packed rows (SFT, or pretraining with document masks) carry positions and segment ids.
   packed = config.data.get("layout") == "pack" or config.data.get("document_mask")

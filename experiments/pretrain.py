@@ -59,12 +59,10 @@ def resolve_tokenizer(config):
 def validate(config) -> None:
   """Config errors a user can make, caught before any compilation."""
   model_lib.validate(config.model)
+  loop.validate_train(config)
   t = config.train
   if t.seq_len > config.model.max_len and config.model.positions == "learned":
     raise UserError(f"config.train.seq_len={t.seq_len} exceeds config.model.max_len={config.model.max_len}")
-  for key in ("steps", "batch_size", "grad_accum", "seq_len", "log_every", "eval_every", "ckpt_every"):
-    if t[key] <= 0:
-      raise UserError(f"config.train.{key} must be positive, got {t[key]}")
   if not 0 < config.data.val_fraction < 1:
     raise UserError(f"config.data.val_fraction must be in (0, 1), got {config.data.val_fraction}")
 
@@ -89,9 +87,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   for d in (train_dir, val_dir):
     shards_lib.check_vocab(tok.vocab_size, data_lib.vocab_of(d), f"token shards {d!r}")
   check_checkpoint_vocab(workdir, tok)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+  loop.write_config(config, workdir)
   return Run(config, workdir, mesh, sharding.rules(config), tok, model_lib.build(config.model),
              train_dir, val_dir, data_lib.bytes_per_token(val_dir, tok))
 
@@ -108,20 +104,14 @@ def check_checkpoint_vocab(workdir: str, tok) -> None:
   ck.close()
 
 
-def evaluate(run: Run, eval_step, params) -> dict:
+def evaluate(run: Run, stage: loop.Stage, params) -> dict:
   cfg = run.config
   host_batch = cfg.train.batch_size // cfg.train.grad_accum // jax.process_count()
   ds = data_lib.dataset(run.val_dir, cfg.train.seq_len, host_batch, seed=0, shuffle=False,
                         repeat=True, document_mask=cfg.data.document_mask)
-  totals: dict[str, float] = {}
-  for _, batch in zip(range(cfg.train.eval_batches), ds):
-    out = eval_step(params, sharding.host_batch_to_global(batch, run.mesh))
-    for k, v in jax.device_get(out).items():
-      totals[k] = totals.get(k, 0.0) + float(v)
-  weight = max(totals.pop("weight"), 1.0)
-  loss = totals["loss"] / weight
-  return {"val/loss": loss, "val/accuracy": totals["accuracy"] / weight,
-          "val/bits_per_byte": loss / math.log(2) / run.bytes_per_token}
+  ev = loop.held_out(stage, params, iter(ds), cfg.train.eval_batches)
+  return {"val/loss": ev["loss"], "val/accuracy": ev["accuracy"],
+          "val/bits_per_byte": ev["loss"] / math.log(2) / run.bytes_per_token}
 
 
 def samples(run: Run, params) -> list[tuple[str, str]]:
@@ -148,7 +138,7 @@ def train_loop(run: Run) -> dict:
   hooks = loop.Hooks(
       batches=data_iter,
       tokens_in=lambda b: b["inputs"].size,
-      evaluate=lambda params: evaluate(run, stage.eval_step, params),
+      evaluate=lambda params: evaluate(run, stage, params),
       samples=lambda params: samples(run, params),
       title="Pretraining")
   return loop.run(stage, cfg, run.workdir, run.tokenizer, hooks)

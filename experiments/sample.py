@@ -18,14 +18,12 @@ import os
 import sys
 import time
 
-import ml_collections
 import numpy as np
 from absl import flags
 
 from lm.errors import MissingFile, UserError
 from configs import base
 from lm import cli, init_from, sampling, sharding
-from lm import tokenizer as tokenizer_lib
 
 _M = cli.model_flags()
 _FEW_SHOT = flags.DEFINE_string("few_shot_file", None, "Template file; '{prompt}' marks where --prompt goes.")

@@ -15,17 +15,18 @@ in pretraining. The workdir gets what pretraining's does plus `eval.jsonl`
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from lm import cli, conversation, evaluation, init_from, loop, losses, sharding, tasks
+from lm import cli, evaluation, init_from, loop, losses, sharding, tasks
+from lm import model as model_lib
 from lm.data import conversations as sources_lib
 from lm.data import sft as sft_data
 from lm.errors import UserError
@@ -43,6 +44,7 @@ class Run:
   eval_examples: list
   tasks: dict                        # task name → task (examples, reward), built once
   stats: dict
+  last_rows: list = dataclasses.field(default_factory=list)  # graded replies of the last evaluation
 
 
 def parse_sources(spec: str) -> list[tuple[str, str, float]]:
@@ -70,7 +72,8 @@ def make_tasks(config) -> dict:
   world = config.data.world or None
   if world and not os.path.exists(world):
     raise UserError(f"config.data.world: no such file {world!r} (the crawl's world.json)")
-  return {n: tasks.get(n, world=world, seed=config.data.world_seed) for n in sorted(names)}
+  options = {"world": {"exposures": config.data.exposures or None}}
+  return {n: tasks.get(n, world=world, seed=config.data.world_seed, **options.get(n, {})) for n in sorted(names)}
 
 
 def read_conversations(config, task_objs: dict) -> list[list[dict]]:
@@ -82,7 +85,9 @@ def read_conversations(config, task_objs: dict) -> list[list[dict]]:
       convs = [ex.messages + [{"role": "assistant", "content": ex.target}]
                for ex in task_objs[kind].examples("train", d.examples_per_task, config.seed)]
     else:
-      if path and not os.path.exists(path):
+      if not path:
+        raise UserError(f"config.data.sources: {kind!r} needs a file: {kind}:path/to/file[*weight]")
+      if not os.path.exists(path):
         raise UserError(f"config.data.sources: no such file {path!r} for source {kind!r}")
       convs = list(sources_lib.source(kind, path))
     mixed.append((convs, weight))
@@ -97,10 +102,7 @@ def eval_examples(config, task_objs: dict) -> list:
 
 
 def validate(config) -> None:
-  t = config.train
-  for key in ("steps", "batch_size", "grad_accum", "seq_len", "log_every", "eval_every", "ckpt_every"):
-    if t[key] <= 0:
-      raise UserError(f"config.train.{key} must be positive, got {t[key]}")
+  loop.validate_train(config)
   if config.data.layout not in ("pack", "pad"):
     raise UserError(f"config.data.layout: {config.data.layout!r} is not one of pack, pad")
   if not 0 < config.data.val_fraction < 1:
@@ -112,9 +114,12 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   validate(config)
   sharding.initialize_distributed()
   source = init_from.resolve(config.init_from)
+  # A resumed run keeps its own model config and tokenizer, whatever the source has become since.
+  own = init_from.own_checkpoint(workdir)
   with config.unlocked():
-    config.model = init_from.merge_model_config(config.model, source)
-  tok = source.tokenizer
+    config.model = init_from.merge_model_config(config.model, own or source)
+  model_lib.validate(config.model)
+  tok = (own or source).tokenizer
   if tok is None or "<|im_end|>" not in getattr(tok, "special_ids", {}):
     raise UserError("config.init_from: the source's tokenizer has no chat special tokens "
                     "(<|im_start|>, <|im_end|>, ...); pretrain with experiments.train_tokenizer's BPE")
@@ -129,25 +134,24 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
                     f"{config.model.max_len}")
   task_objs = make_tasks(config)
   convs = read_conversations(config, task_objs)
-  heldout = [c for c in convs if _is_heldout(c, config.data.val_fraction)]
-  train = [c for c in convs if not _is_heldout(c, config.data.val_fraction)]
-  if not heldout:
-    heldout = train[:1]
+  held = [_is_heldout(c, config.data.val_fraction) for c in convs]
+  heldout = [c for c, h in zip(convs, held) if h]
+  train = [c for c, h in zip(convs, held) if not h]
+  if not heldout or not train:
+    raise UserError(f"config.data.val_fraction={config.data.val_fraction} leaves "
+                    f"{len(heldout)} held-out and {len(train)} training conversations of {len(convs)}; "
+                    f"use more data or another fraction")
   train_rows = sft_data.SFTRows(sft_data.RenderedSet(train, tok), config.train.seq_len,
                                 config.data.layout, config.seed)
   val_rows = sft_data.SFTRows(sft_data.RenderedSet(heldout, tok), config.train.seq_len, "pack", 0)
   examples = eval_examples(config, task_objs)
-  os.makedirs(workdir, exist_ok=True)
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
+  loop.write_config(config, workdir)
   stats = {f"data/{k}": v for k, v in train_rows.stats.items() if isinstance(v, (int, float))}
   print("sft data: " + ", ".join(f"{k[5:]} {v:.4g}" for k, v in stats.items()), flush=True)
   return Run(config, workdir, mesh, source, tok, train_rows, val_rows, examples, task_objs, stats)
 
 
 def _is_heldout(conv: list[dict], fraction: float) -> bool:
-  import hashlib
   digest = hashlib.sha1(json.dumps(conv, sort_keys=True).encode()).digest()
   return int.from_bytes(digest[:8], "little") / 2**64 < fraction
 
@@ -156,35 +160,25 @@ def evaluate(run: Run, stage: loop.Stage, params) -> dict:
   cfg = run.config
   host_batch = cfg.train.batch_size // cfg.train.grad_accum // jax.process_count()
   ds = sft_data.dataset(run.val_rows, host_batch, seed=0, shuffle=False, repeat=True)
-  totals: dict[str, float] = {}
-  for _, batch in zip(range(cfg.train.eval_batches), ds):
-    out = stage.eval_step(params, sharding.host_batch_to_global(batch, run.mesh))
-    for k, v in jax.device_get(out).items():
-      totals[k] = totals.get(k, 0.0) + float(v)
-  weight = max(totals.pop("weight"), 1.0)
-  metrics = {"val/loss": totals["loss"] / weight, "val/accuracy": totals["accuracy"] / weight}
+  ev = loop.held_out(stage, params, iter(ds), cfg.train.eval_batches)
+  metrics = {"val/loss": ev["loss"], "val/accuracy": ev["accuracy"]}
   if run.eval_examples:
-    rows = evaluation.run_tasks(stage.model, params, run.tokenizer, run.eval_examples,
-                                lambda text, ex: run.tasks[ex.task].reward(text, ex),
-                                max_new_tokens=cfg.eval.max_new_tokens, mesh=run.mesh, rules=stage.rules)
-    metrics.update(evaluation.summarize(rows))
+    run.last_rows = evaluation.run_tasks(stage.model, params, run.tokenizer, run.eval_examples,
+                                         lambda text, ex: run.tasks[ex.task].reward(text, ex),
+                                         max_new_tokens=cfg.eval.max_new_tokens, mesh=run.mesh,
+                                         rules=stage.rules)
+    metrics.update(evaluation.summarize(run.last_rows))
     if jax.process_index() == 0:
       with open(os.path.join(run.workdir, "eval.jsonl"), "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
+        f.writelines(json.dumps(r) + "\n" for r in run.last_rows)
   return metrics
 
 
-def samples(run: Run, stage: loop.Stage, params) -> list[tuple[str, str]]:
-  """A few held-out prompts and their greedy replies, for the report."""
-  out = []
-  try:
-    with open(os.path.join(run.workdir, "eval.jsonl")) as f:
-      rows = [json.loads(l) for l in f][:: max(1, len(run.eval_examples) // 6)][:6]
-  except FileNotFoundError:
-    return out
-  for ex, r in zip(run.eval_examples[:: max(1, len(run.eval_examples) // 6)], rows):
-    out.append((ex.messages[-1]["content"] + " → ", f"{r['reply']!r} (reference {r['reference']!r})"))
-  return out
+def samples(run: Run) -> list[tuple[str, str]]:
+  """A few graded replies of the last evaluation, spread over the tasks, for the report."""
+  stride = max(1, len(run.last_rows) // 6)
+  return [(ex.messages[-1]["content"] + " → ", f"{r['reply']!r} (reference {r['reference']!r})")
+          for ex, r in list(zip(run.eval_examples, run.last_rows))[::stride][:6]]
 
 
 def train_loop(run: Run) -> dict:
@@ -197,8 +191,8 @@ def train_loop(run: Run) -> dict:
       batches=batches,
       tokens_in=lambda b: int((b["segment_ids"] > 0).sum()),  # real tokens, not padding
       evaluate=lambda params: evaluate(run, stage, params),
-      samples=lambda params: samples(run, stage, params),
-      init_params=lambda: init_from.load_params(run.source, cfg.model, run.mesh, stage.rules),
+      samples=lambda params: samples(run),
+      init_params=lambda: init_from.load_params(run.source, cfg.model, stage.abstract_state().params),
       title="SFT",
       report_sections=lambda final: report_sections(run, final))
   return loop.run(stage, cfg, run.workdir, run.tokenizer, hooks)

@@ -21,7 +21,8 @@ from ml_collections import config_flags
 from lm.errors import MissingFile, UserError
 from lm import cli
 from lm.data import corpus
-from lm.prep import tokenize_shards
+from lm.prep import synthetic, tokenize_shards
+from lm.tasks import world
 
 
 def tokenizer_path(config, workdir: str) -> str:
@@ -35,7 +36,8 @@ def tokenizer_path(config, workdir: str) -> str:
 def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
   cfg = config.shards
   tok_path = tokenizer_path(config, workdir)
-  docs = list(tokenize_shards.source_documents(tokenize_shards.text_path(config, workdir), config.tokenizer.extra))
+  docs = list(tokenize_shards.source_documents(tokenize_shards.text_path(config, workdir), config.tokenizer.extra,
+                                               cfg.extra_fraction))
   train, val = corpus.split(docs, cfg.val_fraction)
   if not train or not val:
     raise UserError(f"config.shards.val_fraction={cfg.val_fraction} leaves {len(train)} train / "
@@ -52,6 +54,11 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
           f"with {cfg.workers} workers", flush=True)
   with open(os.path.join(out, "tokenize_report.json"), "w") as f:
     json.dump(report, f, indent=1)
+  world_file = os.path.join(workdir, "crawl", "world.json")
+  if os.path.exists(world_file):  # how often each fact is stated in what pretraining will read
+    counts = synthetic.count_exposures(train, world.world_from_file(world_file))
+    with open(os.path.join(out, "train", "exposures.json"), "w") as f:
+      json.dump([{"entity": e, "attribute": a, "count": n} for (e, a), n in sorted(counts.items())], f)
   print(f"shards → {out} (use --config.data.path={out})", flush=True)
   return report
 

@@ -15,13 +15,14 @@ SFT="${SFT:-runs/sft}"          # supervised fine-tuning workdir ("" = stop afte
 WARC="${WARC:-}"                # "" = generate the synthetic world's crawl
 VOCAB="${VOCAB:-2048}"          # sentencepiece vocabulary
 STEPS="${STEPS:-400}"           # pretraining steps
+EXTRA="${EXTRA:-0.2}"           # share of the interpreter's docs mixed into the shards beside the crawl
 WORKERS="${WORKERS:-2}"         # processes for the web pipeline and tokenization
 PY="${PYTHON:-python}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 data_flags=(--config=configs/data.py:synthetic --workdir="$DATA"
             --config.web.workers="$WORKERS" --config.shards.workers="$WORKERS"
-            --config.tokenizer.vocab_size="$VOCAB")
+            --config.tokenizer.vocab_size="$VOCAB" --config.shards.extra_fraction="$EXTRA")
 [[ -n "$WARC" ]] && data_flags+=(--config.web.warc_path="$WARC")
 
 # 1. WARC → clean text: URL blocklist, Trafilatura, fastText language ID, Gopher,
@@ -47,4 +48,5 @@ data_flags=(--config=configs/data.py:synthetic --workdir="$DATA"
 #    has format compliance and accuracy per task and per fact exposure.
 [[ -z "$SFT" ]] && exit 0
 "$PY" -m experiments.sft --config=configs/sft.py:tiny --workdir="$SFT" \
-  --config.init_from.workdir="$RUN" --config.data.world="$DATA/crawl/world.json"
+  --config.init_from.workdir="$RUN" --config.data.world="$DATA/crawl/world.json" \
+  --config.data.exposures="$DATA/shards/train/exposures.json"

@@ -237,6 +237,34 @@ def final_val_loss(workdir: str) -> tuple[int, float] | None:
   return last
 
 
+def final_metrics(workdir: str) -> dict[str, float]:
+  """The last value of every metric in <workdir>/metrics.jsonl."""
+  path = os.path.join(_local(workdir), "metrics.jsonl")
+  out: dict[str, float] = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          out.update({k: v for k, v in json.loads(line).items() if k != "step"})
+        except json.JSONDecodeError:
+          continue
+  return out
+
+
+def seed_table(workdirs: list[str]) -> list[str]:
+  """Markdown rows: each held-out metric's mean ± standard deviation over the runs (seeds)."""
+  import statistics
+  finals = [final_metrics(w) for w in workdirs]
+  keys = sorted({k for m in finals for k in m if k.startswith(("val/", "eval/"))})
+  lines = ["| metric | mean | std | runs | per run |", "|---|---|---|---|---|"]
+  for k in keys:
+    vals = [m[k] for m in finals if k in m]
+    std = statistics.pstdev(vals) if len(vals) > 1 else 0.0
+    lines.append(f"| {k} | {statistics.mean(vals):.3f} | {std:.3f} | {len(vals)} | "
+                 + ", ".join(f"{v:.3f}" for v in vals) + " |")
+  return lines
+
+
 def _plot(path: str, points, names, losses, title: str) -> bool:
   import matplotlib
   matplotlib.use("Agg")
@@ -292,6 +320,8 @@ def write_summary(sweep_dir: str, points: list[dict[str, Any]], workdirs: list[s
     lines += ["", f"Best: `{names[best]}` (final val/loss {losses[best]:.4f})."]
   if _plot(os.path.join(sweep_dir, "sweep.png"), points, names, losses, title):
     lines += ["", "![final val/loss per point](sweep.png)"]
+  if keys == ["seed"] and len(points) > 1:  # a seed sweep: the spread is the result
+    lines += ["", f"## Across {len(points)} seeds (final values)", ""] + seed_table(workdirs)
   path = os.path.join(sweep_dir, "sweep.md")
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")

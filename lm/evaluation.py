@@ -1,7 +1,7 @@
 """Held-out evaluation of a chat model on tasks, independent of any training reward.
 
-    results = evaluation.run_tasks(model, params, tok, examples, reward_fns, max_new_tokens=64, mesh=..., rules=...)
-    evaluation.summarize(results)  → {"eval/<task>/accuracy": ..., "eval/format": ..., ...}
+    rows = evaluation.run_tasks(model, params, tok, examples, reward, max_new_tokens=64, mesh=..., rules=...)
+    evaluation.summarize(rows)  → {"eval/<task>/accuracy": ..., "eval/format": ..., ...}
 
 Each example's prompt is rendered with the one conversation format, all of them
 are decoded greedily in one batched call (stopping at `<|im_end|>`), the reply
@@ -64,13 +64,3 @@ def summarize(rows: Sequence[dict]) -> dict[str, float]:
       by[f"{r['task']}/seen_{r['group']}"].append(r["score"])
   out.update({f"eval/{k}/accuracy": float(np.mean(v)) for k, v in sorted(by.items())})
   return out
-
-
-def table(per_seed: Sequence[dict[str, float]]) -> str:
-  """Markdown: each eval metric's mean ± standard deviation over seeds (runs)."""
-  keys = sorted({k for m in per_seed for k in m if k.startswith("eval/")})
-  lines = [f"| metric | mean | std | runs |", "|---|---|---|---|"]
-  for k in keys:
-    vals = [m[k] for m in per_seed if k in m]
-    lines.append(f"| {k[5:]} | {np.mean(vals):.3f} | {np.std(vals):.3f} | {len(vals)} |")
-  return "\n".join(lines)

@@ -300,8 +300,10 @@ def _abstract(cfg: ml_collections.ConfigDict):
   return nn.meta.unbox(boxed), nn.get_partition_spec(boxed)
 
 
-def load_params(reader, cfg: ml_collections.ConfigDict, family: str, mesh=None, rule_pairs=None):
-  """Our parameter pytree (float32), sharded over `mesh` by `rule_pairs` when given."""
+def load_params(reader, cfg: ml_collections.ConfigDict, family: str, mesh=None, rule_pairs=None,
+                shardings=None):
+  """Our parameter pytree (float32), sharded over `mesh` by `rule_pairs`, or by `shardings`
+  (a tree like the parameters), when given."""
   sources = _sources(cfg, family, _prefix(reader, family))
   if family == "llama":
     # attention_bias xor mlp_bias: our use_bias covers both, the absent ones are exact zeros.
@@ -311,8 +313,7 @@ def load_params(reader, cfg: ml_collections.ConfigDict, family: str, mesh=None, 
   if missing:
     raise UserError(f"checkpoint lacks {len(missing)} tensors the config needs, e.g. {missing[:3]}")
   params_abs, specs = _abstract(cfg)
-  shardings = None
-  if mesh is not None:
+  if shardings is None and mesh is not None:
     shardings = nn.logical_to_mesh_sharding(specs, mesh, rule_pairs)
 
   def make(keypath, leaf_abs):
@@ -333,11 +334,12 @@ def read_hf_config(folder: str) -> dict:
     return json.load(f)
 
 
-def import_checkpoint(folder: str, *, scan_layers: bool = False, mesh=None, rule_pairs=None):
+def import_checkpoint(folder: str, *, scan_layers: bool = False, mesh=None, rule_pairs=None,
+                      shardings=None):
   """(our model config, params) from a local Hugging Face folder (config.json + safetensors)."""
   hf = read_hf_config(folder)
   cfg = config_from_hf(hf, scan_layers)
-  return cfg, load_params(_Reader(folder), cfg, hf["model_type"], mesh, rule_pairs)
+  return cfg, load_params(_Reader(folder), cfg, hf["model_type"], mesh, rule_pairs, shardings)
 
 
 def from_state_dict(tensors: dict[str, Any], hf_config: dict, *, scan_layers: bool = False):

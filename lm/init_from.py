@@ -25,18 +25,21 @@ from typing import Any
 import flax.linen as nn
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 from lm import checkpoint as ckpt_lib
-from lm import hf
+from lm import hf, sharding
 from lm import model as model_lib
 from lm import tokenizer as tokenizer_lib
 from lm.errors import MissingFile, UserError
 
-# What defines the parameters' shapes and meaning: inherited from the source.
+# What defines the parameters' shapes and meaning: inherited from the source. (scan_layers
+# only changes the layout, converted on load; max_len is a parameter shape only with learned
+# positions, so with rotary ones a stage may set it.)
 ARCHITECTURE_KEYS = ("vocab_size", "max_len", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim",
                      "d_ff", "positions", "rope_theta", "norm", "norm_eps", "mlp", "tie_embeddings",
-                     "use_bias", "qkv_bias", "scan_layers")
+                     "use_bias", "qkv_bias")
 # Model keys that older checkpoints may lack, with the value they implicitly had.
 BACKFILL = {"head_dim": 0, "qkv_bias": False, "attention": "xla", "weight_grad": "xla",
             "scan_layers": False, "remat": "none"}
@@ -50,10 +53,6 @@ class Source:
   model_cfg: ml_collections.ConfigDict
   tokenizer: Any                     # None when an HF folder has no tokenizer.json
   config: dict | None = None         # the source run's whole config (workdir)
-
-
-def declared(init_cfg) -> bool:
-  return bool(init_cfg.workdir) or bool(init_cfg.hf_dir)
 
 
 def _open_manager(directory: str) -> ocp.CheckpointManager:
@@ -99,41 +98,66 @@ def resolve(init_cfg, key: str = "config.init_from") -> Source:
   return Source("workdir", directory, step, model_cfg, tok, meta.config)
 
 
+def own_checkpoint(workdir: str) -> Source | None:
+  """The run's own newest checkpoint as a source (a resumed stage keeps its config and tokenizer)."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory) or not _open_manager(os.path.abspath(directory)).all_steps():
+    return None
+  cfg = ml_collections.ConfigDict({"workdir": workdir, "step": -1, "hf_dir": ""})
+  return resolve(cfg, key="--workdir")
+
+
+def _comparable(cfg: ml_collections.ConfigDict, name: str):
+  return model_lib.head_dim(cfg) if name == "head_dim" else cfg.get(name)
+
+
 def merge_model_config(stage_cfg: ml_collections.ConfigDict, source: Source,
                        key: str = "config.model") -> ml_collections.ConfigDict:
   """The source's architecture with the stage's run-time keys; a contradiction is an error."""
-  merged = ml_collections.ConfigDict(source.model_cfg.to_dict())
+  src = source.model_cfg
+  merged = ml_collections.ConfigDict(src.to_dict())
   for name, value in stage_cfg.items():
-    if name not in ARCHITECTURE_KEYS:
+    if name == "max_len" and value is not None and src.positions == "rotary":
+      merged[name] = value  # no parameter depends on it
+    elif name not in ARCHITECTURE_KEYS:
       merged[name] = value
-    elif value is not None and value != source.model_cfg.get(name):
-      raise UserError(f"{key}.{name}={value!r} contradicts the init_from source ({source.path}: "
-                      f"{source.model_cfg.get(name)!r}); leave it unset to inherit it")
+    elif value is not None:
+      probe = ml_collections.ConfigDict(dict(src.to_dict(), **{name: value}))
+      if _comparable(probe, name) != _comparable(src, name):
+        raise UserError(f"{key}.{name}={value!r} contradicts the init_from source ({source.path}: "
+                        f"{src.get(name)!r}); leave it unset to inherit it")
   return merged
 
 
-def _abstract_params(model_cfg, mesh, rules):
-  model = model_lib.build(model_cfg)
-  sample = {"tokens_BT": jax.ShapeDtypeStruct((1, 8), "int32")}
-  boxed = jax.eval_shape(lambda r: model.init(r, **sample)["params"], jax.random.key(0))
-  from lm import sharding
-  shardings = sharding.logical_to_shardings(nn.get_partition_spec(boxed), mesh, rules)
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      nn.meta.unbox(boxed), shardings)
+def _relayer(params: dict, n_layers: int, scanned: bool) -> dict:
+  """Scanned layers (one 'layers' tree, leading axis L) ⇄ 'layer_0' … 'layer_{L-1}'."""
+  if scanned and "layers" not in params:
+    stacked = jax.tree.map(lambda *xs: np.stack(xs), *[params[f"layer_{i}"] for i in range(n_layers)])
+    rest = {k: v for k, v in params.items() if not k.startswith("layer_")}
+    return {**rest, "layers": stacked}
+  if not scanned and "layers" in params:
+    rest = {k: v for k, v in params.items() if k != "layers"}
+    return {**rest, **{f"layer_{i}": jax.tree.map(lambda x: x[i], params["layers"]) for i in range(n_layers)}}
+  return params
 
 
-def load_params(source: Source, model_cfg: ml_collections.ConfigDict, mesh, rules) -> Any:
-  """The source's parameters, placed in `model_cfg`'s shardings on `mesh`; parameters only."""
+def load_params(source: Source, model_cfg: ml_collections.ConfigDict, abstract_params) -> Any:
+  """The source's parameters, placed like `abstract_params` (ShapeDtypeStructs with shardings);
+  parameters only. Scanned and unscanned layouts convert into each other."""
+  shardings = jax.tree.map(lambda a: a.sharding, abstract_params)
   if source.kind == "hf":
-    _, params = hf.import_checkpoint(source.path, scan_layers=model_cfg.scan_layers, mesh=mesh,
-                                     rule_pairs=rules)
+    _, params = hf.import_checkpoint(source.path, scan_layers=model_cfg.scan_layers, shardings=shardings)
     return params
-  target = {"params": _abstract_params(model_cfg, mesh, rules)}
-  restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), target)
-  path = os.path.join(source.path, str(source.step), "state")
-  restored = ocp.PyTreeCheckpointer().restore(
-      path, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True))
-  return restored["params"]
+  if bool(source.model_cfg.scan_layers) == bool(model_cfg.scan_layers):
+    target = {"params": abstract_params}
+    restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding), target)
+    path = os.path.join(source.path, str(source.step), "state")
+    restored = ocp.PyTreeCheckpointer().restore(
+        path, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True))
+    return restored["params"]
+  # A different layer layout: read on the host in the source's layout, convert, then place.
+  host = ocp.PyTreeCheckpointer().restore(os.path.join(source.path, str(source.step), "state"))["params"]
+  return jax.device_put(_relayer(host, model_cfg.n_layers, model_cfg.scan_layers), shardings)
 
 
 @dataclasses.dataclass
@@ -151,8 +175,18 @@ def load_model(init_cfg, mesh, rules, runtime: dict | None = None, key: str = "i
   source = resolve(init_cfg, key)
   model_cfg = ml_collections.ConfigDict(source.model_cfg.to_dict())
   model_cfg.update(runtime or {})
-  params = load_params(source, model_cfg, mesh, rules)
+  params = load_params(source, model_cfg, abstract_params(model_cfg, mesh, rules))
   return Loaded(model_lib.build(model_cfg), params, source.tokenizer, mesh, rules, source)
+
+
+def abstract_params(model_cfg, mesh, rules):
+  """The model's parameters as ShapeDtypeStructs with their shardings on `mesh` (no FLOPs)."""
+  model = model_lib.build(model_cfg)
+  sample = {"tokens_BT": jax.ShapeDtypeStruct((1, 8), "int32")}
+  boxed = jax.eval_shape(lambda r: model.init(r, **sample)["params"], jax.random.key(0))
+  shardings = sharding.logical_to_shardings(nn.get_partition_spec(boxed), mesh, rules)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      nn.meta.unbox(boxed), shardings)
 
 
 def load_for_cli(workdir: str | None, hf_dir: str | None, step: int | None, tokenizer: str | None,

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from lm import checkpoint as ckpt_lib
 from lm import perf, report, sharding, train
 from lm import model as model_lib
+from lm.errors import UserError
 from lm.metrics import MetricWriter
 
 
@@ -106,21 +107,51 @@ class Hooks:
   report_sections: Callable[[dict], str] | None = None      # final metrics → extra markdown for report.md
 
 
-def _host_rows(batch: dict) -> int:
-  return len(next(iter(batch.values())))
+TRAIN_KEYS = ("steps", "batch_size", "grad_accum", "seq_len", "log_every", "eval_every", "ckpt_every")
+
+
+def validate_train(config: ml_collections.ConfigDict) -> None:
+  """The `train` block every stage shares: one-line errors before anything compiles."""
+  for key in TRAIN_KEYS:
+    if config.train[key] <= 0:
+      raise UserError(f"config.train.{key} must be positive, got {config.train[key]}")
+
+
+def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """config.json in the workdir: the first thing a stage writes, after every check has passed."""
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+
+def held_out(stage: Stage, params, batches, n: int) -> dict:
+  """Mean loss and token accuracy over `n` host batches (the eval step's sums, one division)."""
+  totals: dict[str, float] = {}
+  for _, batch in zip(range(n), batches):
+    sums = stage.eval_step(params, sharding.host_batch_to_global(batch, stage.mesh))
+    for k, v in jax.device_get(sums).items():
+      totals[k] = totals.get(k, 0.0) + float(v)
+  weight = max(totals.pop("weight"), 1.0)
+  return {"loss": totals["loss"] / weight, "accuracy": totals["accuracy"] / weight}
 
 
 def run(stage: Stage, config: ml_collections.ConfigDict, workdir: str, tokenizer, hooks: Hooks) -> dict:
   """Train `config.train.steps` steps with checkpoints, metrics, evaluation and a report."""
   cfg = config.train
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), cfg.keep_checkpoints,
-                               cfg.ckpt_every, cfg.async_checkpoint)
+  ckpt_dir = os.path.join(workdir, "checkpoints")
+  # A new run builds its state first: an init_from source that fails to load leaves no checkpoints/.
+  state = None
+  if not os.path.isdir(ckpt_dir):
+    state = stage.from_params(hooks.init_params()) if hooks.init_params else stage.init(config.seed)
+  ckpt = ckpt_lib.Checkpointer(ckpt_dir, cfg.keep_checkpoints, cfg.ckpt_every, cfg.async_checkpoint)
   start = ckpt.latest_step()
   if start is not None:
     state = ckpt.restore(start, stage.abstract_state(), hooks.batches)
     print(f"resumed from {ckpt.directory}/{start}", flush=True)
   else:
-    state = stage.from_params(hooks.init_params()) if hooks.init_params else stage.init(config.seed)
+    if state is None:
+      state = stage.from_params(hooks.init_params()) if hooks.init_params else stage.init(config.seed)
     start = 0
 
   n_params = model_lib.num_params(state.params)
@@ -153,6 +184,7 @@ def run(stage: Stage, config: ml_collections.ConfigDict, workdir: str, tokenizer
 
   if start == 0:  # the starting model's held-out metrics: where the curves begin
     evaluate(0, state.params)
+    t_last = time.perf_counter()
   for step in bar:
     if step == profile_at:  # after compilation and warm-up: a trace of steady-state steps
       jax.profiler.start_trace(os.path.join(workdir, "profile"))

@@ -202,24 +202,30 @@ class HFTokenizer:
   """
 
   kind = "hf"
+  file_name = "hf_tokenizer.json"
 
-  def __init__(self, folder: str):
-    path = os.path.join(folder, "tokenizer.json")
-    if not os.path.exists(path):
-      raise MissingFile(f"tokenizer: {path} not found (a Hugging Face folder has tokenizer.json)")
+  def __init__(self, folder: str | None = None, *, record: dict | None = None):
     from tokenizers import Tokenizer
-    self.folder = folder
-    self._tok = Tokenizer.from_file(path)
+    if record is not None:  # saved by `save` (inside a checkpoint)
+      self._tok = Tokenizer.from_str(record["tokenizer_json"])
+      ids = record
+    else:
+      path = os.path.join(folder, "tokenizer.json")
+      if not os.path.exists(path):
+        raise MissingFile(f"tokenizer: {path} not found (a Hugging Face folder has tokenizer.json)")
+      self._tok = Tokenizer.from_file(path)
+      ids = {}
+      if os.path.exists(os.path.join(folder, "config.json")):
+        with open(os.path.join(folder, "config.json")) as f:
+          ids = json.load(f)
+      eos = ids.get("eos_token_id")
+      ids = {"bos_id": ids.get("bos_token_id"), "eos_id": eos[0] if isinstance(eos, list) else eos,
+             "pad_id": ids.get("pad_token_id") or 0}
     self.vocab_size = self._tok.get_vocab_size()
-    cfg = {}
-    if os.path.exists(os.path.join(folder, "config.json")):
-      with open(os.path.join(folder, "config.json")) as f:
-        cfg = json.load(f)
-    eos = cfg.get("eos_token_id")
-    self.eos_id = eos[0] if isinstance(eos, list) else eos
-    self.bos_id = cfg.get("bos_token_id")
-    self.pad_id = cfg.get("pad_token_id") or 0
-    self.special_ids = {}
+    self.bos_id, self.eos_id, self.pad_id = ids["bos_id"], ids["eos_id"], ids["pad_id"]
+    # The conversation format's tokens where the vocabulary has them as added special tokens.
+    added = {t.content: i for i, t in self._tok.get_added_tokens_decoder().items() if t.special}
+    self.special_ids = {t: added[t] for t in SPECIAL_TOKENS if t in added}
 
   def encode(self, text: str) -> list[int]:
     return self._tok.encode(text, add_special_tokens=False).ids
@@ -228,11 +234,13 @@ class HFTokenizer:
     return self._tok.decode([int(i) for i in ids])
 
   def save(self, path: str) -> None:
-    self._tok.save(path)
+    with open(path, "w") as f:
+      json.dump({"kind": "hf", "tokenizer_json": self._tok.to_str(), "bos_id": self.bos_id,
+                 "eos_id": self.eos_id, "pad_id": self.pad_id}, f)
 
 
 TOKENIZER_FILE = "tokenizer.json"
-TOKENIZER_FILES = (SentencePieceTokenizer.file_name, TOKENIZER_FILE)
+TOKENIZER_FILES = (SentencePieceTokenizer.file_name, TOKENIZER_FILE, HFTokenizer.file_name)
 
 
 def load_tokenizer(spec: str) -> Tokenizer:
@@ -252,5 +260,7 @@ def load_tokenizer(spec: str) -> Tokenizer:
       meta = json.load(f)
     if meta.get("kind") == "byte":
       return ByteTokenizer()
+    if meta.get("kind") == "hf":
+      return HFTokenizer(record=meta)
     raise UserError(f"tokenizer: {path!r} has unknown kind {meta.get('kind')!r}")
   raise UserError(f"tokenizer: cannot read {path!r}: expected a tokenizer .json or .model file")

@@ -21,17 +21,32 @@ def test_compiles_with_fsdp_and_fits(arg, max_gb):
   assert compiled is not None
 
 
-def test_sft_real_setting_compiles_with_packed_batches():
-  """configs/sft.py:llama_gsm8k: a Llama-3.2-1B-shaped SFT step (bf16, FSDP, packed rows with
-  segment ids and positions) compiles on 8 virtual devices; its memory is what the README states."""
+QWEN25_1P5B = {  # config.json of Qwen/Qwen2.5-1.5B (the weights are not needed to compile)
+    "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_act": "silu", "hidden_size": 1536,
+    "intermediate_size": 8960, "max_position_embeddings": 131072, "num_attention_heads": 12,
+    "num_hidden_layers": 28, "num_key_value_heads": 2, "rms_norm_eps": 1e-06, "rope_theta": 1000000.0,
+    "sliding_window": 131072, "use_sliding_window": False, "tie_word_embeddings": True,
+    "vocab_size": 151936, "bos_token_id": 151643, "eos_token_id": 151643, "torch_dtype": "bfloat16"}
+
+
+def test_sft_real_setting_compiles_with_packed_batches(tmp_path):
+  """configs/sft.py:qwen_gsm8k: SFT of Qwen2.5-1.5B (architecture from its config.json through
+  init_from; bf16, full remat, FSDP, packed rows with segment ids and positions) compiles on 8
+  virtual devices; its memory is what the README states."""
+  import json
   from configs import sft
-  from lm import losses
-  config = sft.get_config("llama_gsm8k")
+  from lm import init_from, losses
+  (tmp_path / "config.json").write_text(json.dumps(QWEN25_1P5B))
+  config = sft.get_config("qwen_gsm8k")
+  config.init_from.hf_dir = str(tmp_path)
   assert config.mesh.fsdp == -1 and config.model.dtype == "bfloat16"
+  config.model = init_from.merge_model_config(config.model, init_from.resolve(config.init_from))
   mesh = sharding.make_mesh(config.mesh, jax.devices()[:8])
   _, stats = aot.compile_train_step(config, mesh, losses.next_token, aot.PACKED_BATCH)
-  print(f"sft llama_gsm8k: {stats}")
+  print(f"sft qwen_gsm8k: {stats}")
+  assert config.model.d_model == 1536 and config.model.n_kv_heads == 2 and config.model.qkv_bias
   assert stats["mesh"]["fsdp"] == 8
+  assert stats["params_billions"] == pytest.approx(1.54, abs=0.01)
   per_device_state_gb = stats["params_billions"] * 4 * 3 / 8
   assert stats["argument_gb_per_device"] == pytest.approx(per_device_state_gb, rel=0.05)
   assert stats["peak_gb_per_device"] < 70.0

@@ -70,7 +70,7 @@ def test_workdir_source_restores_parameters_only_onto_a_mesh(workdir):
   model_cfg = init_from.merge_model_config(stage_cfg, src)
   assert model_cfg.d_model == 32 and model_cfg.n_kv_heads == 2
   stage = make_stage(model_cfg, dict(data=2, fsdp=2, tensor=2))
-  params = init_from.load_params(src, model_cfg, stage.mesh, stage.rules)
+  params = init_from.load_params(src, model_cfg, stage.abstract_state().params)
   # The restored tree is the parameter tree: no step, no optimizer moments.
   assert jax.tree.structure(params) == jax.tree.structure(want)
   for got, exp in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
@@ -82,6 +82,21 @@ def test_workdir_source_restores_parameters_only_onto_a_mesh(workdir):
   assert int(state.step) == 0
   assert all(float(np.abs(np.asarray(x)).max()) == 0.0 for x in jax.tree.leaves(state.opt_state)
              if np.asarray(x).dtype == np.float32)
+
+
+def test_scanned_stage_from_an_unscanned_run(workdir):
+  """scan_layers is a layout, not architecture: the layers are stacked on load."""
+  wd, want = workdir
+  src = init_from.resolve(source_cfg(workdir=wd))
+  stage_cfg = base.inherited_model_config()
+  stage_cfg.scan_layers = True
+  model_cfg = init_from.merge_model_config(stage_cfg, src)
+  stage = make_stage(model_cfg, dict(data=1, fsdp=2, tensor=1))
+  params = init_from.load_params(src, model_cfg, stage.abstract_state().params)
+  assert set(params) == {"embed", "layers", "ln_final", "lm_head"}
+  for i in range(2):
+    for a, b in zip(jax.tree.leaves(params["layers"]), jax.tree.leaves(want[f"layer_{i}"])):
+      np.testing.assert_array_equal(np.asarray(a)[i], b)
 
 
 def test_contradicting_override_is_one_line(workdir):
@@ -119,7 +134,7 @@ def test_hf_folder_source(tmp_path, workdir):
   assert src.kind == "hf" and src.tokenizer is None
   model_cfg = init_from.merge_model_config(base.inherited_model_config(), src)
   stage = make_stage(model_cfg, dict(data=1, fsdp=4, tensor=2))
-  got = init_from.load_params(src, model_cfg, stage.mesh, stage.rules)
+  got = init_from.load_params(src, model_cfg, stage.abstract_state().params)
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(params)):
     np.testing.assert_allclose(np.asarray(a), b, rtol=1e-6)
 

@@ -247,6 +247,19 @@ def test_summary_bar_plot_for_several_keys_and_no_plot_without_results(tmp_path)
   assert "| opt.lr=0.001,model.norm=layernorm | 0.001 | layernorm | 0 | 3.5000 |" in (tmp_path / "sweep.md").read_text()
 
 
+def test_seed_sweep_reports_mean_and_spread(tmp_path):
+  points = [{"seed": s} for s in (0, 1, 2)]
+  workdirs = [str(tmp_path / sweep.point_name(p)) for p in points]
+  for wd, acc in zip(workdirs, (0.5, 0.6, 0.7)):
+    _fake_metrics(wd, [2.0])
+    with open(os.path.join(wd, "metrics.jsonl"), "a") as f:
+      f.write("\n" + json.dumps({"step": 30, "eval/world/accuracy": acc}) + "\n")
+  text = open(sweep.write_summary(str(tmp_path), points, workdirs, title="seeds")).read()
+  assert "## Across 3 seeds" in text
+  assert "| eval/world/accuracy | 0.600 | 0.082 | 3 | 0.500, 0.600, 0.700 |" in text
+  assert "| val/loss | 2.000 | 0.000 | 3 |" in text
+
+
 def test_local_sweep_runs_points_in_parallel_and_summarizes(tmp_path, monkeypatch, capsys):
   """The experiment is swapped for a script that writes metrics, so no JAX runs."""
   def fake_commands(launcher, exp, argv, workdirs, name):

@@ -11,6 +11,7 @@ pretrained per second. Padding fractions of both layouts are reported too.
 from __future__ import annotations
 
 import os
+import time
 
 import jax
 import numpy as np
@@ -25,7 +26,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def _timed(stage, batch, n: int, holder: dict) -> float:
-  import time
   times = []
   key = jax.random.key(0)
   for _ in range(n):

@@ -68,8 +68,9 @@ def _build() -> Path:
 @functools.cache
 def _load() -> str | None:
   """Registers the FFI targets; returns None on success, else why not."""
-  if os.environ.get("LM_CPU_SPEEDUPS", "1") == "0":
-    return "CPU speed-ups switched off (LM_CPU_SPEEDUPS=0)"
+  from lm import cpu
+  if not cpu.enabled():
+    return f"CPU speed-ups switched off ({cpu.SWITCH}=0)"
   try:
     lib = ctypes.cdll.LoadLibrary(str(_build()))
   except (RuntimeError, OSError) as e:

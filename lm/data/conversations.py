@@ -66,7 +66,7 @@ def _jsonl(path: str, what: str) -> Iterator[tuple[int, dict]]:
 def _checked(messages: list, path: str, lineno: int) -> list:
   try:
     conversation.validate(messages)
-  except ValueError as e:
+  except UserError as e:
     raise UserError(f"{path}:{lineno}: {e}") from None
   return messages
 
@@ -187,7 +187,7 @@ def gsm8k(path: str) -> Iterator[Conversation]:
       raise UserError(f'{path}:{lineno}: answer has no "#### <final answer>" line')
     try:
       messages = gsm8k_messages(q, a)
-    except ValueError as e:
+    except UserError as e:
       raise UserError(f"{path}:{lineno}: {e}") from None
     yield _checked(messages, path, lineno)
 

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lm.errors import MissingFile, UserError
-from lm.data import corpus
+from lm.data import corpus, pipeline
 from lm.data.shards import TokenShards, read_meta, write_shards
 
 
@@ -74,19 +74,11 @@ def dataset(shard_dir: str, seq_len: int, host_batch: int, *, seed: int, shuffle
             repeat: bool, document_mask: bool, process_index: int | None = None,
             process_count: int | None = None, prefetch_threads: int = 2) -> grain.IterDataset:
   """The host's stream of batches (dicts of [host_batch, seq_len] arrays)."""
-  process_index = jax.process_index() if process_index is None else process_index
-  process_count = jax.process_count() if process_count is None else process_count
   source = PackedRows(shard_dir, seq_len)
-  ds = grain.MapDataset.source(source)
-  if shuffle:
-    ds = ds.shuffle(seed=seed)
-  if repeat:
-    ds = ds.repeat(None)
-  ds = ds[process_index::process_count]
-  ds = ds.map(MakeExample(source.shards.bos_id, document_mask))
-  ds = ds.batch(host_batch, drop_remainder=True)
-  read = grain.ReadOptions(num_threads=prefetch_threads, prefetch_buffer_size=4)
-  return ds.to_iter_dataset(read_options=read)
+  return pipeline.host_batches(source, host_batch, seed=seed, shuffle=shuffle, repeat=repeat,
+                               transform=MakeExample(source.shards.bos_id, document_mask),
+                               process_index=process_index, process_count=process_count,
+                               prefetch_threads=prefetch_threads)
 
 
 def _fingerprint(path: str, tokenizer_kind: str, vocab: int, val_fraction: float) -> str:

@@ -31,6 +31,7 @@ import jax
 import numpy as np
 
 from lm import conversation
+from lm.data import pipeline
 from lm.errors import UserError
 
 MODES = ("pack", "pad")
@@ -44,8 +45,8 @@ class RenderedSet:
     for i, conv in enumerate(conversations):
       try:
         r = conversation.render(conv, tok)
-      except ValueError as e:
-        raise UserError(f"conversation {i}: {e}") from None
+      except UserError as e:
+        raise UserError(f"sft data, item {i} of the mixed sources: {e}") from None
       ids.append(r.ids_T)
       masks.append(r.mask_T)
     if not ids:
@@ -143,19 +144,6 @@ def dataset(rows: SFTRows, host_batch: int, *, seed: int, shuffle: bool = True, 
   if len(rows) < host_batch * process_count and not repeat:
     raise UserError(f"sft data: {len(rows)} rows, fewer than one batch of {host_batch} per host "
                      f"on {process_count} hosts; lower the batch size or add data")
-  ds = grain.MapDataset.source(rows)
-  if shuffle:
-    ds = ds.shuffle(seed=seed)
-  if repeat:
-    ds = ds.repeat(None)
-  ds = ds[process_index::process_count]
-  ds = ds.batch(host_batch, drop_remainder=True)
-  read = grain.ReadOptions(num_threads=prefetch_threads, prefetch_buffer_size=4)
-  return ds.to_iter_dataset(read_options=read)
-
-
-def build(conversations: Iterable[Sequence[dict]], tok, seq_len: int, host_batch: int, *,
-          mode: str = "pack", seed: int = 0, **kwargs) -> tuple[grain.IterDataset, dict]:
-  """Conversations → (host batch stream, stats); kwargs go to `dataset`."""
-  rows = SFTRows(RenderedSet(conversations, tok), seq_len, mode, seed)
-  return dataset(rows, host_batch, seed=seed, **kwargs), rows.stats
+  return pipeline.host_batches(rows, host_batch, seed=seed, shuffle=shuffle, repeat=repeat,
+                               process_index=process_index, process_count=process_count,
+                               prefetch_threads=prefetch_threads)

@@ -9,6 +9,7 @@ shard folder made with another tokenizer is never overwritten silently:
 from __future__ import annotations
 
 import multiprocessing as mp
+import itertools
 import os
 import time
 from typing import Iterator, Sequence
@@ -32,14 +33,18 @@ def text_path(config, workdir: str) -> str:
   return path
 
 
-def source_documents(text_path: str, extra: str) -> Iterator[str]:
-  """The cleaned web text plus, with extra='python_docs', the interpreter's documentation."""
+def source_documents(text_path: str, extra: str, extra_fraction: float = 1.0) -> Iterator[str]:
+  """The cleaned web text plus, with extra='python_docs', the interpreter's documentation
+  (a content-hash-chosen `extra_fraction` of its documents)."""
   if extra not in ("python_docs", "none"):
     raise UserError(f"config.tokenizer.extra: {extra!r} is not one of python_docs, none")
+  if not 0 < extra_fraction <= 1:
+    raise UserError(f"config.shards.extra_fraction must be in (0, 1], got {extra_fraction}")
   yield from corpus.file_documents(text_path)
   if extra == "python_docs":
-    yield from corpus.pydoc_topics()
-    yield from corpus.stdlib_docstrings()
+    for doc in itertools.chain(corpus.pydoc_topics(), corpus.stdlib_docstrings()):
+      if extra_fraction == 1 or corpus.is_heldout("extra/" + doc, extra_fraction):
+        yield doc
 
 
 def _init_worker(tokenizer_path: str) -> None:

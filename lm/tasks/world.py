@@ -28,7 +28,7 @@ import os
 import random
 import re
 
-from lm.errors import UserError
+from lm.errors import MissingFile, UserError
 from lm.prep import synthetic
 from lm.prep import synthetic_text as T
 from lm.tasks.base import Example, check_split, stable_hash
@@ -72,13 +72,20 @@ _YEAR = re.compile(r"(?<!\d)\d{4}(?!\d)")
 def world_from_file(path: str) -> synthetic.World:
   """The world of a crawl (`<workdir>/crawl/world.json`, written by experiments.prepare_data)."""
   if not os.path.exists(path):
-    raise FileNotFoundError(f"world.json: no such file {path!r}; run experiments.prepare_data first")
+    raise MissingFile(f"config.data.world: no such file {path!r}; run experiments.prepare_data first")
   with open(path) as f:
     data = json.load(f)
   world = synthetic.World(data["people"], data["cities"], data["companies"])
   if any("exposures" not in e for k in ASKED for e in world.entities(k)):
     raise UserError(f"world.json {path!r} has no exposure counts; regenerate it with experiments.prepare_data")
   return world
+
+
+def _read_exposures(path: str) -> dict[tuple[str, str], int]:
+  if not os.path.exists(path):
+    raise MissingFile(f"config.data.exposures: no such file {path!r} (experiments.tokenize_data writes it)")
+  with open(path) as f:
+    return {(r["entity"], r["attribute"]): int(r["count"]) for r in json.load(f)}
 
 
 def entity_split(world: synthetic.World) -> dict[tuple[str, str], str]:
@@ -101,11 +108,15 @@ def _article(word: str) -> str:
 class WorldTask:
   name = NAME
 
-  def __init__(self, world: synthetic.World | str | None = None, seed: int = 0, min_train_exposure: int = 1):
-    """`world`: a World, a world.json path, or None for `synthetic.make_world(seed)`."""
+  def __init__(self, world: synthetic.World | str | None = None, seed: int = 0, min_train_exposure: int = 1,
+               exposures: str | None = None):
+    """`world`: a World, a world.json path, or None for `synthetic.make_world(seed)`.
+    `exposures`: counts measured in the pretraining shards (`<shards>/train/exposures.json`,
+    written by experiments.tokenize_data); examples then carry those instead of the design's."""
     if isinstance(world, str):
       world = world_from_file(world)
     self.world = world or synthetic.make_world(seed)
+    self.measured = _read_exposures(exposures) if exposures else None
     self.min_train_exposure = min_train_exposure
     self.split_of = entity_split(self.world)
     # Everything a completion could name as an answer of each kind, in any world the generator can
@@ -152,8 +163,11 @@ class WorldTask:
     value = str(row["value"])
     question = QUESTIONS[key][k].format(name=row["entity"])
     target = ANSWERS[key].format(name=row["entity"], value=value, a_value=_article(value))
+    exposures = row["exposures"]
+    if self.measured is not None:
+      exposures = self.measured.get((row["entity"], row["attribute"]), 0)
     meta = {"entity": row["entity"], "type": row["type"], "attribute": row["attribute"],
-            "exposures": row["exposures"], "template": k, "split": split}
+            "exposures": exposures, "designed_exposures": row["exposures"], "template": k, "split": split}
     return Example(NAME, [{"role": "user", "content": question}], value, target, meta)
 
   def reward(self, completion: str, example: Example) -> float:
