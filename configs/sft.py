@@ -49,19 +49,19 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.val_fraction = 0.05      # held-out share of conversations (assistant-token loss)
   c.data.prefetch_threads = 2     # Grain read threads
 
-  c.opt = base.optimizer_config(lr=1e-3)
+  c.opt = base.optimizer_config(lr=3e-4)  # higher rates overwrite what pretraining stored (1e-3: 8+ facts 14% vs 23%)
   c.opt.warmup_steps = 20
   c.opt.weight_decay = 0.0
 
   c.train = ml_collections.ConfigDict()
-  c.train.steps = 300             # optimizer steps
+  c.train.steps = 150             # optimizer steps
   c.train.batch_size = 32         # global rows per step
   c.train.grad_accum = 1          # microbatches per step
   c.train.seq_len = 256           # tokens per row
   c.train.log_every = 25          # steps between metric lines
-  c.train.eval_every = 150        # steps between evaluations
+  c.train.eval_every = 150        # steps between evaluations (and at step 0: the base model's answers)
   c.train.eval_batches = 4        # held-out batches for the assistant-token loss
-  c.train.ckpt_every = 100        # steps between checkpoints
+  c.train.ckpt_every = 50         # steps between checkpoints
   c.train.keep_checkpoints = 2    # newest checkpoints kept
   c.train.async_checkpoint = True # write checkpoints in the background
   c.train.profile_steps = 0       # >0: jax.profiler trace of that many steps

@@ -63,8 +63,6 @@ def validate(config) -> None:
   t = config.train
   if t.seq_len > config.model.max_len and config.model.positions == "learned":
     raise UserError(f"config.train.seq_len={t.seq_len} exceeds config.model.max_len={config.model.max_len}")
-  if not 0 < config.data.val_fraction < 1:
-    raise UserError(f"config.data.val_fraction must be in (0, 1), got {config.data.val_fraction}")
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:

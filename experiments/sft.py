@@ -105,8 +105,6 @@ def validate(config) -> None:
   loop.validate_train(config)
   if config.data.layout not in ("pack", "pad"):
     raise UserError(f"config.data.layout: {config.data.layout!r} is not one of pack, pad")
-  if not 0 < config.data.val_fraction < 1:
-    raise UserError(f"config.data.val_fraction must be in (0, 1), got {config.data.val_fraction}")
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:

@@ -3,7 +3,8 @@
 #
 #   bash launch/pipeline.sh                      # synthetic crawl → BPE base model → SFT (≈15 min on 2 cores)
 #   WARC=../shared/data bash launch/pipeline.sh  # real Common Crawl WARCs instead (English only)
-#   DATA=runs/data RUN=runs/base SFT=runs/sft STEPS=400 VOCAB=2048 bash launch/pipeline.sh
+#   DATA=runs/data RUN=runs/base SFT=runs/sft STEPS=700 VOCAB=2048 bash launch/pipeline.sh
+#   SFT= bash launch/pipeline.sh                 # stop after pretraining
 #
 # Every step is an experiment with the same workdir, so any one can be re-run alone.
 set -euo pipefail
@@ -11,11 +12,12 @@ cd "$(dirname "$0")/.."
 
 DATA="${DATA:-runs/data}"       # data workdir: crawl, clean text, tokenizer, shards, reports
 RUN="${RUN:-runs/base}"         # pretraining workdir
-SFT="${SFT:-runs/sft}"          # supervised fine-tuning workdir ("" = stop after pretraining)
+SFT="${SFT-runs/sft}"           # supervised fine-tuning workdir (SFT= : stop after pretraining)
+SFT_STEPS="${SFT_STEPS:-150}"   # SFT steps
 WARC="${WARC:-}"                # "" = generate the synthetic world's crawl
 VOCAB="${VOCAB:-2048}"          # sentencepiece vocabulary
-STEPS="${STEPS:-400}"           # pretraining steps
-EXTRA="${EXTRA:-0.2}"           # share of the interpreter's docs mixed into the shards beside the crawl
+STEPS="${STEPS:-700}"           # pretraining steps
+EXTRA="${EXTRA:-0.05}"          # share of the interpreter's docs mixed into the shards beside the crawl
 WORKERS="${WORKERS:-2}"         # processes for the web pipeline and tokenization
 PY="${PYTHON:-python}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -49,4 +51,4 @@ data_flags=(--config=configs/data.py:synthetic --workdir="$DATA"
 [[ -z "$SFT" ]] && exit 0
 "$PY" -m experiments.sft --config=configs/sft.py:tiny --workdir="$SFT" \
   --config.init_from.workdir="$RUN" --config.data.world="$DATA/crawl/world.json" \
-  --config.data.exposures="$DATA/shards/train/exposures.json"
+  --config.data.exposures="$DATA/shards/train/exposures.json" --config.train.steps="$SFT_STEPS"

@@ -47,7 +47,7 @@ def run_tasks(model, params, tok, examples: Sequence[Any], reward: Callable[[str
       group = exposure_bucket(meta["exposures"]) if "exposures" in meta else ""
       rows.append({"task": ex.task, "group": group, "format": bool(parsed["ended"]),
                    "score": float(reward(text, ex)), "reply": text, "reference": ex.reference,
-                   "tokens": int(lengths[i])})
+                   "tokens": int(lengths[i]), "meta": meta})
   return rows
 
 

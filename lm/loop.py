@@ -111,10 +111,12 @@ TRAIN_KEYS = ("steps", "batch_size", "grad_accum", "seq_len", "log_every", "eval
 
 
 def validate_train(config: ml_collections.ConfigDict) -> None:
-  """The `train` block every stage shares: one-line errors before anything compiles."""
+  """The `train` block every stage shares (and data.val_fraction): one-line errors before anything compiles."""
   for key in TRAIN_KEYS:
     if config.train[key] <= 0:
       raise UserError(f"config.train.{key} must be positive, got {config.train[key]}")
+  if not 0 < config.data.val_fraction < 1:
+    raise UserError(f"config.data.val_fraction must be in (0, 1), got {config.data.val_fraction}")
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:

@@ -1,4 +1,4 @@
-"""One command from WARC to a pretrained checkpoint (launch/pipeline.sh), and vocab mismatches caught."""
+"""One command from WARC to a fine-tuned assistant (launch/pipeline.sh), and vocab mismatches caught."""
 import os
 import subprocess
 import sys
@@ -15,12 +15,19 @@ def _run(cmd, **env):
 
 @pytest.mark.slow
 def test_warc_to_pretraining_chain(tmp_path):
-  data, run = tmp_path / "data", tmp_path / "run"
-  r = _run(["bash", "launch/pipeline.sh"], DATA=str(data), RUN=str(run), STEPS="20", VOCAB="1024")
+  data, run, sft = tmp_path / "data", tmp_path / "run", tmp_path / "sft"
+  r = _run(["bash", "launch/pipeline.sh"], DATA=str(data), RUN=str(run), SFT=str(sft), STEPS="20", VOCAB="1024",
+           SFT_STEPS="10")
   assert r.returncode == 0, r.stderr[-4000:]
   for path in ("web_report.md", "web_filters.png", "tokenizer/tokenizer.model", "shards/train/meta.json",
-               "shards/val/tokenizer.model"):
+               "shards/val/tokenizer.model", "shards/train/exposures.json"):
     assert (data / path).exists(), path
+  assert "Held-out tasks" in (sft / "report.md").read_text()
+  import json
+  world = json.loads((data / "crawl" / "world.json").read_text())
+  designed = {(f["entity"], f["attribute"]): f["exposures"] for f in world["facts"]}
+  measured = json.loads((data / "shards" / "train" / "exposures.json").read_text())
+  assert measured and all(0 <= m["count"] <= designed[(m["entity"], m["attribute"])] for m in measured)
 
   from lm import checkpoint as ckpt_lib
   from lm import tokenizer as tokenizer_lib
