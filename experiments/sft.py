@@ -85,6 +85,9 @@ def read_conversations(config, task_objs: dict) -> list[list[dict]]:
       convs = [ex.messages + [{"role": "assistant", "content": ex.target}]
                for ex in task_objs[kind].examples("train", d.examples_per_task, config.seed)]
     else:
+      if kind not in sources_lib.kinds():
+        raise UserError(f"config.data.sources: unknown conversation source kind {kind!r}; known: "
+                        f"{', '.join(sources_lib.kinds() + sorted(task_objs))}")
       if not path:
         raise UserError(f"config.data.sources: {kind!r} needs a file: {kind}:path/to/file[*weight]")
       if not os.path.exists(path):

@@ -204,6 +204,11 @@ def register_source(name: str, fn: Callable[..., Iterator[Conversation]]) -> Non
   _SOURCES[name] = fn
 
 
+def kinds() -> list[str]:
+  """The registered source kinds."""
+  return sorted(_SOURCES)
+
+
 def source(kind: str, path: str, **kwargs) -> Iterator[Conversation]:
   if kind not in _SOURCES:
     raise UserError(f"unknown conversation source kind {kind!r}; known: {', '.join(sorted(_SOURCES))}")
