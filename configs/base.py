@@ -88,8 +88,7 @@ def init_from_config() -> ml_collections.ConfigDict:
 def inherited_model_config() -> ml_collections.ConfigDict:
   """`config.model` for a stage that starts from `init_from`: architecture keys are None
   (taken from the source; a value here must agree with it), run-time keys are set."""
-  from lm import init_from
   m = model_lib.default_config()
-  for key in init_from.ARCHITECTURE_KEYS:  # None until set, still overridable with its type
+  for key in model_lib.ARCHITECTURE_KEYS:  # None until set, still overridable with its type
     m[key] = ml_collections.config_dict.placeholder(type(m[key]))
   return m

@@ -15,7 +15,6 @@ in pretraining. The workdir gets what pretraining's does plus `eval.jsonl`
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from typing import Any
@@ -28,6 +27,7 @@ from ml_collections import config_flags
 from lm import cli, evaluation, init_from, loop, losses, sharding, tasks
 from lm import model as model_lib
 from lm.data import conversations as sources_lib
+from lm.data import corpus
 from lm.data import sft as sft_data
 from lm.errors import UserError
 
@@ -82,8 +82,7 @@ def read_conversations(config, task_objs: dict) -> list[list[dict]]:
   mixed = []
   for kind, path, weight in parse_sources(d.sources):
     if kind in task_objs:
-      convs = [ex.messages + [{"role": "assistant", "content": ex.target}]
-               for ex in task_objs[kind].examples("train", d.examples_per_task, config.seed)]
+      convs = [ex.conversation() for ex in task_objs[kind].examples("train", d.examples_per_task, config.seed)]
     else:
       if kind not in sources_lib.kinds():
         raise UserError(f"config.data.sources: unknown conversation source kind {kind!r}; known: "
@@ -114,13 +113,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   """Everything is checked before anything under the workdir is written."""
   validate(config)
   sharding.initialize_distributed()
-  source = init_from.resolve(config.init_from)
-  # A resumed run keeps its own model config and tokenizer, whatever the source has become since.
-  own = init_from.own_checkpoint(workdir)
+  # A resumed run keeps its own model config and tokenizer, whatever the source has become since
+  # (its parameters come from its own checkpoint, so the source is not read again).
+  source = init_from.own_checkpoint(workdir) or init_from.resolve(config.init_from)
   with config.unlocked():
-    config.model = init_from.merge_model_config(config.model, own or source)
+    config.model = init_from.merge_model_config(config.model, source)
   model_lib.validate(config.model)
-  tok = (own or source).tokenizer
+  tok = source.tokenizer
   if tok is None or "<|im_end|>" not in getattr(tok, "special_ids", {}):
     raise UserError("config.init_from: the source's tokenizer has no chat special tokens "
                     "(<|im_start|>, <|im_end|>, ...); pretrain with experiments.train_tokenizer's BPE")
@@ -135,7 +134,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
                     f"{config.model.max_len}")
   task_objs = make_tasks(config)
   convs = read_conversations(config, task_objs)
-  held = [_is_heldout(c, config.data.val_fraction) for c in convs]
+  held = [corpus.is_heldout(json.dumps(c, sort_keys=True), config.data.val_fraction) for c in convs]
   heldout = [c for c, h in zip(convs, held) if h]
   train = [c for c, h in zip(convs, held) if not h]
   if not heldout or not train:
@@ -150,11 +149,6 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   stats = {f"data/{k}": v for k, v in train_rows.stats.items() if isinstance(v, (int, float))}
   print("sft data: " + ", ".join(f"{k[5:]} {v:.4g}" for k, v in stats.items()), flush=True)
   return Run(config, workdir, mesh, source, tok, train_rows, val_rows, examples, task_objs, stats)
-
-
-def _is_heldout(conv: list[dict], fraction: float) -> bool:
-  digest = hashlib.sha1(json.dumps(conv, sort_keys=True).encode()).digest()
-  return int.from_bytes(digest[:8], "little") / 2**64 < fraction
 
 
 def evaluate(run: Run, stage: loop.Stage, params) -> dict:

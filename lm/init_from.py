@@ -29,17 +29,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from lm import checkpoint as ckpt_lib
-from lm import hf, sharding
+from lm import hf, train
 from lm import model as model_lib
 from lm import tokenizer as tokenizer_lib
 from lm.errors import MissingFile, UserError
 
-# What defines the parameters' shapes and meaning: inherited from the source. (scan_layers
-# only changes the layout, converted on load; max_len is a parameter shape only with learned
-# positions, so with rotary ones a stage may set it.)
-ARCHITECTURE_KEYS = ("vocab_size", "max_len", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim",
-                     "d_ff", "positions", "rope_theta", "norm", "norm_eps", "mlp", "tie_embeddings",
-                     "use_bias", "qkv_bias")
+ARCHITECTURE_KEYS = model_lib.ARCHITECTURE_KEYS
 # Model keys that older checkpoints may lack, with the value they implicitly had.
 BACKFILL = {"head_dim": 0, "qkv_bias": False, "attention": "xla", "weight_grad": "xla",
             "scan_layers": False, "remat": "none"}
@@ -52,7 +47,6 @@ class Source:
   step: int | None                   # checkpoint step (workdir)
   model_cfg: ml_collections.ConfigDict
   tokenizer: Any                     # None when an HF folder has no tokenizer.json
-  config: dict | None = None         # the source run's whole config (workdir)
 
 
 def _open_manager(directory: str) -> ocp.CheckpointManager:
@@ -84,27 +78,40 @@ def resolve(init_cfg, key: str = "config.init_from") -> Source:
   directory = os.path.abspath(os.path.join(init_cfg.workdir, "checkpoints"))
   if not os.path.isdir(directory):
     raise MissingFile(f"{_name(key, 'workdir')}: no checkpoints in {directory} (run the earlier stage first)")
+  source = _workdir_source(directory, init_cfg.step)
+  if source is None:
+    raise MissingFile(f"{_name(key, 'step')}: no finished checkpoint {init_cfg.step} in {directory} "
+                      f"(have {_steps(directory)})")
+  return source
+
+
+def _steps(directory: str) -> list[int]:
   manager = _open_manager(directory)
   steps = sorted(manager.all_steps())
-  step = steps[-1] if steps and init_cfg.step < 0 else init_cfg.step
-  if step is None or step not in steps:
+  manager.close()
+  return steps
+
+
+def _workdir_source(directory: str, step: int) -> Source | None:
+  """The checkpoint `step` (< 0: the newest) of a checkpoints folder, or None when it has no such step."""
+  manager = _open_manager(directory)
+  steps = sorted(manager.all_steps())
+  step = steps[-1] if steps and step < 0 else step
+  if step not in steps:
     manager.close()
-    raise MissingFile(f"{_name(key, 'step')}: no finished checkpoint {step} in {directory} (have {steps})")
+    return None
   meta = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore(),
                                                        tokenizer=ocp.args.JsonRestore()))
   manager.close()
   model_cfg = ml_collections.ConfigDict(dict(BACKFILL, **meta.config["model"]))
   tok = ckpt_lib.tokenizer_from_record(meta.tokenizer, tempfile.mkdtemp(prefix="tokenizer_"))
-  return Source("workdir", directory, step, model_cfg, tok, meta.config)
+  return Source("workdir", directory, step, model_cfg, tok)
 
 
 def own_checkpoint(workdir: str) -> Source | None:
   """The run's own newest checkpoint as a source (a resumed stage keeps its config and tokenizer)."""
-  directory = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(directory) or not _open_manager(os.path.abspath(directory)).all_steps():
-    return None
-  cfg = ml_collections.ConfigDict({"workdir": workdir, "step": -1, "hf_dir": ""})
-  return resolve(cfg, key="--workdir")
+  directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+  return _workdir_source(directory, -1) if os.path.isdir(directory) else None
 
 
 def _comparable(cfg: ml_collections.ConfigDict, name: str):
@@ -181,12 +188,9 @@ def load_model(init_cfg, mesh, rules, runtime: dict | None = None, key: str = "i
 
 def abstract_params(model_cfg, mesh, rules):
   """The model's parameters as ShapeDtypeStructs with their shardings on `mesh` (no FLOPs)."""
-  model = model_lib.build(model_cfg)
   sample = {"tokens_BT": jax.ShapeDtypeStruct((1, 8), "int32")}
-  boxed = jax.eval_shape(lambda r: model.init(r, **sample)["params"], jax.random.key(0))
-  shardings = sharding.logical_to_shardings(nn.get_partition_spec(boxed), mesh, rules)
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      nn.meta.unbox(boxed), shardings)
+  params_abs, shardings = train.param_shardings(model_lib.build(model_cfg), mesh, rules, sample)
+  return ckpt_lib.abstract_with_shardings(params_abs, shardings)
 
 
 def load_for_cli(workdir: str | None, hf_dir: str | None, step: int | None, tokenizer: str | None,

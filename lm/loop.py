@@ -42,17 +42,16 @@ class Stage:
   mesh: Any
   rules: Any
   tx: Any
-  schedule: Any
   state_abs: train.TrainState       # ShapeDtypeStructs
   state_sh: train.TrainState        # NamedShardings
   train_step: Callable              # (state, batch, rng) → (state, metrics)
   eval_step: Callable               # (params, batch) → summed aux
   forward_step: Callable | None     # (params, batch) → per-example outputs
   sample_inputs: dict
-  grad_accum: int
 
   def init(self, seed: int) -> train.TrainState:
-    state, _ = train.init_state(self.model, self.tx, self.mesh, self.rules, self.sample_inputs, seed)
+    state, _ = train.init_state(self.model, self.tx, self.mesh, self.rules, self.sample_inputs, seed,
+                                self.state_sh)
     return state
 
   def from_params(self, params) -> train.TrainState:
@@ -62,9 +61,8 @@ class Stage:
     """The state as ShapeDtypeStructs carrying their shardings (restore and AOT targets)."""
     return ckpt_lib.abstract_with_shardings(self.state_abs, self.state_sh)
 
-  def abstract_batch(self, batch_size: int, seq_len: int, keys: dict[str, Any] | None = None) -> dict:
-    """A global batch of ShapeDtypeStructs with the batch sharding, for AOT compilation."""
-    keys = keys or {"inputs": np.int32, "targets": np.int32, "loss_mask": np.float32}
+  def abstract_batch(self, batch_size: int, seq_len: int, keys: dict[str, Any]) -> dict:
+    """A global batch of ShapeDtypeStructs (`keys`: name → dtype) with the batch sharding, for AOT."""
     sh = sharding.batch_sharding(self.mesh)
     return {k: jax.ShapeDtypeStruct((batch_size, seq_len), dt, sharding=sh) for k, dt in keys.items()}
 
@@ -82,8 +80,7 @@ def build_stage(model_cfg: ml_collections.ConfigDict, opt_cfg: ml_collections.Co
   step = train.make_train_step(loss_fn, tx, schedule, mesh, rules, state_sh, grad_accum, donate)
   eval_step = train.make_eval_step(loss_fn, mesh, rules, state_sh.params)
   fwd = train.make_forward_step(forward(model), mesh, rules, state_sh.params) if forward else None
-  return Stage(model, mesh, rules, tx, schedule, state_abs, state_sh, step, eval_step, fwd,
-               sample_inputs, grad_accum)
+  return Stage(model, mesh, rules, tx, state_abs, state_sh, step, eval_step, fwd, sample_inputs)
 
 
 def stage_from_config(config: ml_collections.ConfigDict, mesh, loss, forward=None) -> Stage:
@@ -128,32 +125,32 @@ def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def held_out(stage: Stage, params, batches, n: int) -> dict:
-  """Mean loss and token accuracy over `n` host batches (the eval step's sums, one division)."""
+  """Mean loss and the loss's metrics over `n` host batches (the eval step's sums, one division)."""
   totals: dict[str, float] = {}
   for _, batch in zip(range(n), batches):
     sums = stage.eval_step(params, sharding.host_batch_to_global(batch, stage.mesh))
     for k, v in jax.device_get(sums).items():
       totals[k] = totals.get(k, 0.0) + float(v)
-  weight = max(totals.pop("weight"), 1.0)
-  return {"loss": totals["loss"] / weight, "accuracy": totals["accuracy"] / weight}
+  return {k: float(v) for k, v in train.normalize(totals, max(totals.pop("weight"), 1.0)).items()}
 
 
 def run(stage: Stage, config: ml_collections.ConfigDict, workdir: str, tokenizer, hooks: Hooks) -> dict:
   """Train `config.train.steps` steps with checkpoints, metrics, evaluation and a report."""
   cfg = config.train
   ckpt_dir = os.path.join(workdir, "checkpoints")
+
+  def fresh() -> train.TrainState:
+    return stage.from_params(hooks.init_params()) if hooks.init_params else stage.init(config.seed)
+
   # A new run builds its state first: an init_from source that fails to load leaves no checkpoints/.
-  state = None
-  if not os.path.isdir(ckpt_dir):
-    state = stage.from_params(hooks.init_params()) if hooks.init_params else stage.init(config.seed)
+  state = None if os.path.isdir(ckpt_dir) else fresh()
   ckpt = ckpt_lib.Checkpointer(ckpt_dir, cfg.keep_checkpoints, cfg.ckpt_every, cfg.async_checkpoint)
   start = ckpt.latest_step()
   if start is not None:
     state = ckpt.restore(start, stage.abstract_state(), hooks.batches)
     print(f"resumed from {ckpt.directory}/{start}", flush=True)
   else:
-    if state is None:
-      state = stage.from_params(hooks.init_params()) if hooks.init_params else stage.init(config.seed)
+    state = fresh() if state is None else state
     start = 0
 
   n_params = model_lib.num_params(state.params)

@@ -23,6 +23,10 @@ def token_cross_entropy(logits_BTV: jax.Array, targets_BT: jax.Array, mask_BT: j
   return (ce_BT * mask_BT).sum(), (correct_BT * mask_BT).sum(), mask_BT.sum()
 
 
+def _logits(model: nn.Module, params, batch: dict) -> jax.Array:
+  return model.apply({"params": params}, batch["inputs"], batch.get("positions"), batch.get("segment_ids"))
+
+
 def next_token(model: nn.Module):
   """Pretraining and SFT loss (SFT: loss_mask is 1 on assistant tokens only).
 
@@ -30,8 +34,7 @@ def next_token(model: nn.Module):
   """
   def loss_fn(params, batch, rng):
     del rng
-    logits_BTV = model.apply({"params": params}, batch["inputs"], batch.get("positions"),
-                             batch.get("segment_ids"))
+    logits_BTV = _logits(model, params, batch)
     loss, correct, weight = token_cross_entropy(logits_BTV, batch["targets"], batch["loss_mask"])
     return loss, {"weight": weight, "accuracy": correct}
   return loss_fn
@@ -41,11 +44,10 @@ def token_logprobs(model: nn.Module):
   """Forward function for `train.make_forward_step`: log p(target) per token, (B, T), masked to 0.
 
   GRPO's old and reference log-probs and evaluation's per-example losses use it;
-  the train step's loss and this share `model.apply`, so they agree exactly.
+  the train step's loss and this share one forward, so they agree exactly.
   """
   def forward_fn(params, batch):
-    logits_BTV = model.apply({"params": params}, batch["inputs"], batch.get("positions"),
-                             batch.get("segment_ids"))
+    logits_BTV = _logits(model, params, batch)
     logp_BT = -optax.softmax_cross_entropy_with_integer_labels(logits_BTV, batch["targets"])
     mask_BT = batch["loss_mask"].astype(jnp.float32)
     return {"logprobs": logp_BT * mask_BT, "tokens": mask_BT.sum(-1)}

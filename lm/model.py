@@ -268,6 +268,14 @@ class Transformer(nn.Module):
     return logits_BTV.astype(jnp.float32)
 
 
+# The keys that define the parameters' shapes and meaning (a stage started from another inherits
+# them: lm/init_from.py). scan_layers only changes the layout; max_len is a parameter shape only
+# with learned positions.
+ARCHITECTURE_KEYS = ("vocab_size", "max_len", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim",
+                     "d_ff", "positions", "rope_theta", "norm", "norm_eps", "mlp", "tie_embeddings",
+                     "use_bias", "qkv_bias")
+
+
 def default_config() -> ml_collections.ConfigDict:
   """Every `config.model` key with its default (GPT-2 style, small); configs/base.py sizes it."""
   m = ml_collections.ConfigDict()

@@ -28,7 +28,6 @@ ATTENTION_NAMES = CORE_ATTENTION + ("einsum", "cpu_kernel")
 MATMUL_NAMES = CORE_MATMUL + ("copy_transpose",)
 
 
-
 class SegmentMask(NamedTuple):
   """Causal attention inside packed segments (documents, conversations laid end to end).
 
@@ -61,11 +60,6 @@ def register_attention(name: str, fn: Callable, describe: Callable | None = None
 def register_matmul(name: str, fn: Callable) -> None:
   """fn(x, w, n_in) → x·w contracting the last n_in axes of x with the first n_in of w."""
   _matmul[name] = fn
-
-
-def unregister(name: str) -> None:
-  for table in (_attention, _matmul, _describe):
-    table.pop(name, None)
 
 
 @functools.cache

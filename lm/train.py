@@ -81,15 +81,15 @@ def make_optimizer(opt: ml_collections.ConfigDict, total_steps: int):
   return tx, schedule
 
 
+def param_shardings(model: nn.Module, mesh: Mesh, rule_pairs, sample_inputs: dict):
+  """Abstract parameters (ShapeDtypeStructs) and their NamedShardings, computed without FLOPs."""
+  boxed = jax.eval_shape(lambda rng: model.init(rng, **sample_inputs)["params"], jax.random.key(0))
+  return nn.meta.unbox(boxed), sharding.logical_to_shardings(nn.get_partition_spec(boxed), mesh, rule_pairs)
+
+
 def state_shardings(model: nn.Module, tx, mesh: Mesh, rule_pairs, sample_inputs: dict):
   """Abstract train state (ShapeDtypeStructs) and its NamedShardings, computed without FLOPs."""
-  def boxed_params(rng):
-    return model.init(rng, **sample_inputs)["params"]
-
-  boxed = jax.eval_shape(boxed_params, jax.random.key(0))
-  param_specs = nn.get_partition_spec(boxed)
-  params_abs = nn.meta.unbox(boxed)
-  param_sh = sharding.logical_to_shardings(param_specs, mesh, rule_pairs)
+  params_abs, param_sh = param_shardings(model, mesh, rule_pairs, sample_inputs)
   opt_abs = jax.eval_shape(tx.init, params_abs)
   # Optimizer moments shard like their parameters; counters are replicated.
   opt_sh = optax.tree_map_params(tx, lambda _, s: s, opt_abs, param_sh,
@@ -100,13 +100,18 @@ def state_shardings(model: nn.Module, tx, mesh: Mesh, rule_pairs, sample_inputs:
   return state_abs, state_sh
 
 
-def init_state(model: nn.Module, tx, mesh: Mesh, rule_pairs, sample_inputs: dict, seed: int):
+def _fresh_state(params: Any, tx) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+
+def init_state(model: nn.Module, tx, mesh: Mesh, rule_pairs, sample_inputs: dict, seed: int,
+               state_sh: TrainState | None = None):
   """Initialise parameters directly into their shards (no host copy of the full model)."""
-  state_abs, state_sh = state_shardings(model, tx, mesh, rule_pairs, sample_inputs)
+  if state_sh is None:
+    _, state_sh = state_shardings(model, tx, mesh, rule_pairs, sample_inputs)
 
   def init(rng):
-    params = nn.meta.unbox(model.init(rng, **sample_inputs)["params"])
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+    return _fresh_state(nn.meta.unbox(model.init(rng, **sample_inputs)["params"]), tx)
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rule_pairs):
     state = jax.jit(init, out_shardings=state_sh)(jax.random.key(seed))
@@ -115,9 +120,16 @@ def init_state(model: nn.Module, tx, mesh: Mesh, rule_pairs, sample_inputs: dict
 
 def state_from_params(params: Any, tx, state_sh: TrainState) -> TrainState:
   """A fresh train state (step 0, new optimizer moments) around given parameters: `init_from`."""
-  def init(p):
-    return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p))
-  return jax.jit(init, in_shardings=(state_sh.params,), out_shardings=state_sh)(params)
+  return jax.jit(lambda p: _fresh_state(p, tx), in_shardings=(state_sh.params,), out_shardings=state_sh)(params)
+
+
+def _on_mesh(jitted, mesh: Mesh, rule_pairs):
+  """The jitted function called under its mesh and logical-axis rules (`.jitted` for AOT)."""
+  def run(*args):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rule_pairs):
+      return jitted(*args)
+  run.jitted = jitted
+  return run
 
 
 def _split_microbatches(batch: dict, n: int, mesh: Mesh) -> dict:
@@ -176,13 +188,7 @@ def make_train_step(loss_fn: LossFn, tx, schedule: optax.Schedule, mesh: Mesh, r
   jitted = jax.jit(step, in_shardings=(state_sh, batch_sh, sharding.replicated(mesh)),
                    out_shardings=(state_sh, sharding.replicated(mesh)),
                    donate_argnames=("state",) if donate else ())
-
-  def run(state, batch, rng):
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rule_pairs):
-      return jitted(state, batch, rng)
-
-  run.jitted = jitted
-  return run
+  return _on_mesh(jitted, mesh, rule_pairs)
 
 
 def make_eval_step(loss_fn: LossFn, mesh: Mesh, rule_pairs, param_sh):
@@ -193,12 +199,7 @@ def make_eval_step(loss_fn: LossFn, mesh: Mesh, rule_pairs, param_sh):
 
   jitted = jax.jit(evaluate, in_shardings=(param_sh, sharding.batch_sharding(mesh)),
                    out_shardings=sharding.replicated(mesh))
-
-  def run(params, batch):
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rule_pairs):
-      return jitted(params, batch)
-
-  return run
+  return _on_mesh(jitted, mesh, rule_pairs)
 
 
 def make_forward_step(forward_fn: Callable[[Any, dict], dict], mesh: Mesh, rule_pairs, param_sh):
@@ -211,10 +212,4 @@ def make_forward_step(forward_fn: Callable[[Any, dict], dict], mesh: Mesh, rule_
   """
   batch_sh = sharding.batch_sharding(mesh)
   jitted = jax.jit(forward_fn, in_shardings=(param_sh, batch_sh), out_shardings=batch_sh)
-
-  def run(params, batch):
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rule_pairs):
-      return jitted(params, batch)
-
-  run.jitted = jitted
-  return run
+  return _on_mesh(jitted, mesh, rule_pairs)

@@ -18,6 +18,13 @@ from lm import cpu as _cpu  # noqa: E402
 CPU_SPEEDUPS = _cpu.register()
 
 
+def env() -> dict:
+  """The environment of an experiment run as a subprocess: one CPU device, as on a user's machine."""
+  e = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
+  e["XLA_FLAGS"] = ""
+  return e
+
+
 def shared_file(name: str) -> str:
   """Path of a real data file from ../shared/data, or skip the test saying which is missing."""
   path = os.path.join(SHARED_DATA, name)

@@ -10,19 +10,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, env
 
 SMALL = ["--config.model.d_model=64", "--config.model.n_layers=2", "--config.model.n_heads=2",
          "--config.model.n_kv_heads=2", "--config.model.d_ff=128", "--config.model.max_len=64",
          "--config.train.seq_len=64", "--config.train.batch_size=8", "--config.train.steps=40",
          "--config.train.ckpt_every=10", "--config.train.eval_every=40", "--config.train.log_every=5",
          "--config.train.eval_batches=2", "--config.sample.max_new_tokens=8", "--config.opt.warmup_steps=5"]
-
-
-def env():
-  e = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
-  e["XLA_FLAGS"] = ""  # one CPU device, as a user's machine
-  return e
 
 
 def cmd(workdir, *extra, config="configs/pretrain.py:tiny"):

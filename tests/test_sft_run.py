@@ -10,7 +10,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, env
 
 BASE = ["--config.model.d_model=64", "--config.model.n_layers=2", "--config.model.n_heads=2",
         "--config.model.n_kv_heads=2", "--config.model.d_ff=128", "--config.model.max_len=128",
@@ -21,12 +21,6 @@ SFT = ["--config.train.seq_len=128", "--config.train.batch_size=8", "--config.tr
        "--config.train.ckpt_every=10", "--config.train.eval_every=30", "--config.train.log_every=5",
        "--config.train.eval_batches=1", "--config.opt.warmup_steps=2", "--config.eval.examples=4",
        "--config.eval.max_new_tokens=8", "--config.eval.tasks=arithmetic", "--config.data.examples_per_task=50"]
-
-
-def env():
-  e = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
-  e["XLA_FLAGS"] = ""  # one CPU device, as a user's machine
-  return e
 
 
 def run(module, workdir, config, *extra, check=True):

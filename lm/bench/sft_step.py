@@ -40,8 +40,7 @@ def read_conversations(spec: str, seed: int) -> list:
   """'tasks': the tiny SFT mix (synthetic-world facts, arithmetic, spelling); else a ShareGPT JSON file."""
   if spec == "tasks":
     from lm import tasks
-    return [ex.messages + [{"role": "assistant", "content": ex.target}]
-            for name in ("world", "arithmetic", "spelling") for ex in tasks.get(name).examples("train", 1000, seed)]
+    return [ex.conversation() for name in ("world", "arithmetic", "spelling") for ex in tasks.get(name).examples("train", 1000, seed)]
   path = os.path.join(ROOT, spec)
   if not os.path.exists(path):
     raise MissingFile(f"config.conversations: no such file {path!r} (see ../shared/data/SOURCES.md)")

@@ -33,6 +33,10 @@ class Example:
   target: str               # the full ideal assistant reply (SFT label)
   meta: dict = dataclasses.field(default_factory=dict)  # e.g. exposures, digits, template
 
+  def conversation(self) -> list[dict]:
+    """The prompt answered with the target: one SFT conversation."""
+    return self.messages + [{"role": "assistant", "content": self.target}]
+
 
 class Task(Protocol):
   name: str
