@@ -19,8 +19,13 @@ VOCAB="${VOCAB:-2048}"          # sentencepiece vocabulary
 STEPS="${STEPS:-700}"           # pretraining steps
 EXTRA="${EXTRA:-0.05}"          # share of the interpreter's docs mixed into the shards beside the crawl
 WORKERS="${WORKERS:-2}"         # processes for the web pipeline and tokenization
-PY="${PYTHON:-python}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+
+# Each step through launch/local.sh (its venv, the requirements that step needs, the CPU
+# malloc tuning), or with $PYTHON when given.
+run() {
+  if [[ -n "${PYTHON:-}" ]]; then "$PYTHON" -m "$@"; else bash launch/local.sh "$@"; fi
+}
 
 data_flags=(--config=configs/data.py:synthetic --workdir="$DATA"
             --config.web.workers="$WORKERS" --config.shards.workers="$WORKERS"
@@ -31,24 +36,24 @@ data_flags=(--config=configs/data.py:synthetic --workdir="$DATA"
 #    C4 and FineWeb filters, MinHash dedup, PII replacement. Writes clean/jsonl,
 #    clean/parquet and web_report.md (per-filter counts; precision/recall on the
 #    synthetic crawl's labels) plus web_filters.png.
-"$PY" -m experiments.prepare_data "${data_flags[@]}"
+run experiments.prepare_data "${data_flags[@]}"
 
 # 2. Clean text (+ the interpreter's docs) → sentencepiece BPE with byte fallback
 #    and the chat/tool special tokens. Writes tokenizer/tokenizer.model and
 #    tokenizer_report.json (bytes per token on held-out documents).
-"$PY" -m experiments.train_tokenizer "${data_flags[@]}"
+run experiments.train_tokenizer "${data_flags[@]}"
 
 # 3. Clean text → token shards (train/ and val/, each carrying tokenizer.model).
-"$PY" -m experiments.tokenize_data "${data_flags[@]}"
+run experiments.tokenize_data "${data_flags[@]}"
 
 # 4. Pretrain on the shards; the tokenizer comes from them and is saved in every checkpoint.
-"$PY" -m experiments.pretrain --config=configs/pretrain.py:world --workdir="$RUN" \
+run experiments.pretrain --config=configs/pretrain.py:world --workdir="$RUN" \
   --config.data.path="$DATA/shards" --config.train.steps="$STEPS"
 
 # 5. Supervised fine-tuning from the base model (parameters only, via init_from) on
 #    conversations about the same synthetic world, arithmetic and spelling; report.md
 #    has format compliance and accuracy per task and per fact exposure.
 [[ -z "$SFT" ]] && exit 0
-"$PY" -m experiments.sft --config=configs/sft.py:tiny --workdir="$SFT" \
+run experiments.sft --config=configs/sft.py:tiny --workdir="$SFT" \
   --config.init_from.workdir="$RUN" --config.data.world="$DATA/crawl/world.json" \
   --config.data.exposures="$DATA/shards/train/exposures.json" --config.train.steps="$SFT_STEPS"
