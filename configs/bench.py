@@ -1,13 +1,15 @@
 """Benchmarks, each printing one JSON object as its last line.
 
   python -m experiments.bench --config=configs/bench.py:train_step
-      Train-step throughput and MFU on the peer's shapes (batch 16, context 256,
-      width 256, 4 layers, 4 heads, vocab 4096, GPT-2 style, float32), then the
-      PyTorch peer (../shared/peers/nanogpt_torch_step.py) on the same CPU, and
-      the ratio, alternating 7 rounds. ~5 min on 2 CPU cores.
+      Train-step throughput and MFU (batch 16, context 256, width 256, 4 layers,
+      4 heads, vocab 4096, GPT-2 style, float32, AdamW) beside a nanoGPT-style
+      PyTorch step from the same weights (lm/bench/torch_peer.py): torch.compile
+      with fused AdamW (the headline) and eager, alternating 7 rounds, medians.
+      ~8 min on 2 CPU cores.
   python -m experiments.bench --config=configs/bench.py:decode
       KV-cache decoding: batch 8, prompt 64, 256 new tokens, same shapes, against
-      transformers' generate with the same weights.
+      transformers' generate with the same weights: static cache + torch.compile
+      (the headline) and the default dynamic cache, alternating rounds, medians.
   python -m experiments.bench --config=configs/bench.py:sft_step
       SFT on packed conversations (the tiny SFT mix; or ShareGPT:
       --config.conversations=../shared/data/sharegpt-dummy-conversations.json) beside pretraining at the same shapes
@@ -41,9 +43,9 @@ def get_config(arg: str = "train_step") -> ml_collections.ConfigDict:
   c.seq_len = 256                # context (train_step)
   c.warmup_steps = 3             # untimed steps after compilation
   c.steps = 10                   # timed steps
-  c.rounds = 7                   # ours and the peer alternate this many times; the ratio is the median
-  c.peer = True                  # also run the peer on the same machine and report the ratio
-  c.peer_script = "../shared/peers/nanogpt_torch_step.py"  # relative to the repository root
+  c.rounds = 7                   # ours and the peers alternate this many times; every figure is the median
+  c.peer = True                  # also run the peer on the same machine and report the ratios
+  c.peer_modes = ("compiled", "eager")  # train_step peer settings, the first is the headline (torch_peer.py)
   c.conversations = "tasks"      # sft_step: 'tasks' (the tiny SFT mix) or a ShareGPT JSON path relative to the repo root
   c.data_layout = "pack"         # sft_step: pack | pad
   if arg == "sft_step":
@@ -56,8 +58,10 @@ def get_config(arg: str = "train_step") -> ml_collections.ConfigDict:
     c.batch_size = 8
     c.prompt_len = 64            # prompt tokens per row
     c.new_tokens = 256           # generated tokens per row
-    c.steps = 3                  # timed generate calls
+    c.steps = 1                  # timed generate calls per side per round
+    c.rounds = 5
     c.warmup_steps = 1
+    c.peer_modes = ("static_compiled", "default")  # transformers generate settings, the first is the headline
     c.model.max_len = 320        # learned positions must cover prompt_len + new_tokens
     c.cpu_devices = 2            # on CPU: split the cores into this many devices, rows sharded over them (0: JAX default)
     c.xla_cpu_flags = "--xla_cpu_use_xnnpack=false"  # appended to XLA_FLAGS: Eigen beats XNNPACK at 8-row matmuls

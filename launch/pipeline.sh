@@ -5,6 +5,7 @@
 #   WARC=../shared/data bash launch/pipeline.sh  # real Common Crawl WARCs instead (English only)
 #   DATA=runs/data RUN=runs/base SFT=runs/sft STEPS=700 VOCAB=2048 bash launch/pipeline.sh
 #   SFT= bash launch/pipeline.sh                 # stop after pretraining
+#   SEEDS="0 1 2" bash launch/pipeline.sh        # base + SFT per seed in <RUN|SFT>/seed=<s>; <SFT>/sweep.md: mean ± std
 #
 # Every step is an experiment with the same workdir, so any one can be re-run alone.
 set -euo pipefail
@@ -19,6 +20,7 @@ VOCAB="${VOCAB:-2048}"          # sentencepiece vocabulary
 STEPS="${STEPS:-700}"           # pretraining steps
 EXTRA="${EXTRA:-0.05}"          # share of the interpreter's docs mixed into the shards beside the crawl
 WORKERS="${WORKERS:-2}"         # processes for the web pipeline and tokenization
+SEEDS="${SEEDS:-}"              # "" = one run (seed 0) in $RUN and $SFT; "0 1 2" = one base + SFT per seed
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 # Each step through launch/local.sh (its venv, the requirements that step needs, the CPU
@@ -47,13 +49,27 @@ run experiments.train_tokenizer "${data_flags[@]}"
 run experiments.tokenize_data "${data_flags[@]}"
 
 # 4. Pretrain on the shards; the tokenizer comes from them and is saved in every checkpoint.
-run experiments.pretrain --config=configs/pretrain.py:world --workdir="$RUN" \
-  --config.data.path="$DATA/shards" --config.train.steps="$STEPS"
-
 # 5. Supervised fine-tuning from the base model (parameters only, via init_from) on
 #    conversations about the same synthetic world, arithmetic and spelling; report.md
 #    has format compliance and accuracy per task and per fact exposure.
-[[ -z "$SFT" ]] && exit 0
-run experiments.sft --config=configs/sft.py:tiny --workdir="$SFT" \
-  --config.init_from.workdir="$RUN" --config.data.world="$DATA/crawl/world.json" \
-  --config.data.exposures="$DATA/shards/train/exposures.json" --config.train.steps="$SFT_STEPS"
+# With SEEDS, both steps run once per seed (init, data order and SFT examples all follow
+# it) and <SFT>/sweep.md tables every held-out metric as mean ± std over the seeds.
+train_and_finetune() {  # <base workdir> <sft workdir> <seed>
+  run experiments.pretrain --config=configs/pretrain.py:world --workdir="$1" \
+    --config.data.path="$DATA/shards" --config.train.steps="$STEPS" \
+    --config.seed="$3" --config.data.shuffle_seed="$3"
+  [[ -z "$SFT" ]] && return 0
+  run experiments.sft --config=configs/sft.py:tiny --workdir="$2" \
+    --config.init_from.workdir="$1" --config.data.world="$DATA/crawl/world.json" \
+    --config.data.exposures="$DATA/shards/train/exposures.json" --config.train.steps="$SFT_STEPS" \
+    --config.seed="$3"
+}
+
+if [[ -z "$SEEDS" ]]; then
+  train_and_finetune "$RUN" "$SFT" 0
+else
+  for s in $SEEDS; do
+    train_and_finetune "$RUN/seed=$s" "$SFT/seed=$s" "$s"
+  done
+  [[ -n "$SFT" ]] && run launch.sweep --collect --workdir="$SFT"
+fi

@@ -18,6 +18,8 @@ Launchers (--launcher):
   xpk     one GKE workload per point (CLUSTER/TPU_TYPE as for launch/gke_xpk.sh)
 --dry_run prints what would run. --summarize only rewrites sweep.md from the
 points' metrics.jsonl (after a Slurm sweep on a shared filesystem, say).
+--collect writes sweep.md for the `seed=<s>` workdirs already under --workdir,
+whatever ran them (launch/pipeline.sh with SEEDS does), no config needed.
 """
 from __future__ import annotations
 
@@ -328,23 +330,42 @@ def write_summary(sweep_dir: str, points: list[dict[str, Any]], workdirs: list[s
   return path
 
 
+def collect_seeds(sweep_dir: str) -> int:
+  """sweep.md for the `seed=<s>` subfolders of sweep_dir (runs made by any launcher)."""
+  folder = _local(sweep_dir)
+  seeds = sorted(int(n.split("=", 1)[1]) for n in (os.listdir(folder) if os.path.isdir(folder) else [])
+                 if n.startswith("seed=") and n.split("=", 1)[1].isdigit())
+  if not seeds:
+    print(f"error: --collect: no seed=<s> workdirs under {sweep_dir!r}", file=sys.stderr)
+    return 2
+  points = [{"seed": s} for s in seeds]
+  workdirs = [os.path.join(sweep_dir, f"seed={s}") for s in seeds]
+  print(write_summary(sweep_dir, points, workdirs, title=f"seeds of {sweep_dir}"))
+  return 0
+
+
 def parse_args(argv: Sequence[str]):
   p = argparse.ArgumentParser(prog="python -m launch.sweep", allow_abbrev=False,
                               description=__doc__.split("\n\n")[0])
-  p.add_argument("--config", required=True, help="configs/<file>.py[:arg]")
-  p.add_argument("--sweep", required=True, help="name of the sweep function in the config file")
+  p.add_argument("--config", help="configs/<file>.py[:arg]")
+  p.add_argument("--sweep", help="name of the sweep function in the config file")
   p.add_argument("--workdir", required=True, help="parent folder of the points' workdirs")
   p.add_argument("--launcher", default="local", choices=LAUNCHERS)
   p.add_argument("--parallel", type=int, default=1, help="local: points run at once")
   p.add_argument("--experiment", default=None, help="experiments.<kind> (default: the config file's name)")
   p.add_argument("--dry_run", action="store_true", help="print the commands, run nothing")
   p.add_argument("--summarize", action="store_true", help="only (re)write <workdir>/sweep.md")
+  p.add_argument("--collect", action="store_true", help="sweep.md of the seed=<s> workdirs under --workdir")
   return p.parse_known_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args, extra = parse_args(sys.argv[1:] if argv is None else argv)
+  if args.collect:
+    return collect_seeds(args.workdir)
   try:
+    if not (args.config and args.sweep):
+      raise SweepError("--config and --sweep are required (or --collect)")
     if args.parallel < 1:
       raise SweepError(f"--parallel must be at least 1, got {args.parallel}")
     exp, points, exp_argv, workdirs = plan(args, extra)

@@ -99,6 +99,11 @@ def describe_attention(impl: str, dtype) -> str:
   return impl if impl in _attention else f"auto ({impl} not registered)"
 
 
+def describe_matmul(impl: str) -> str:
+  """What `matmul(impl=...)` runs in this process."""
+  return impl if impl in CORE_MATMUL or impl in _matmul else "xla"
+
+
 def contract(x: jax.Array, w: jax.Array, n_in: int = 1) -> jax.Array:
   x_dims = tuple(range(x.ndim - n_in, x.ndim))
   return jax.lax.dot_general(x, w, ((x_dims, tuple(range(n_in))), ((), ())))

@@ -25,12 +25,30 @@ def env() -> dict:
   return e
 
 
+# CI sets this (.ci/run): there a missing data file is a failure, not a silent skip.
+REQUIRE_SHARED_DATA = os.environ.get("LM_REQUIRE_SHARED_DATA") == "1"
+
+
 def shared_file(name: str) -> str:
-  """Path of a real data file from ../shared/data, or skip the test saying which is missing."""
+  """Path of a real data file from ../shared/data; skip the test saying which is missing
+  (fail under LM_REQUIRE_SHARED_DATA=1, as in CI)."""
   path = os.path.join(SHARED_DATA, name)
   if not os.path.exists(path):
-    pytest.skip(f"needs ../shared/data/{name} (see shared/data/SOURCES.md)")
+    message = f"needs ../shared/data/{name} (see shared/data/SOURCES.md)"
+    if REQUIRE_SHARED_DATA:
+      pytest.fail(message + "; LM_REQUIRE_SHARED_DATA=1 makes that a failure")
+    pytest.skip(message)
   return path
+
+
+def require_kernel():
+  """Skips only where no C++ compiler exists; a compiler that fails to build the CPU attention
+  kernel fails the test (a broken kernel must not leave CI green)."""
+  from lm.cpu import build as cpu_kernels
+  if cpu_kernels.compiler() is None:
+    pytest.skip("no C++ compiler: the CPU attention kernel cannot be built here")
+  if (reason := cpu_kernels.unavailable_reason()) is not None:
+    pytest.fail(f"the CPU attention kernel did not build: {reason}")
 
 
 @pytest.fixture

@@ -1,9 +1,23 @@
-"""The accelerator configs compile ahead of time on an 8-device virtual mesh with FSDP."""
+"""The accelerator configs compile ahead of time on an 8-device virtual mesh with FSDP, within
+25% of the per-device memory the README states."""
+import os
+import re
+
 import jax
 import pytest
 
 from configs import pretrain
 from lm import aot, sharding
+
+README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+
+
+def readme_peak_gb(pattern: str) -> float:
+  """The per-device peak (GB) the README states, from the line matching `pattern` (one group)."""
+  with open(README) as f:
+    m = re.search(pattern, f.read())
+  assert m, f"README.md no longer states {pattern!r}"
+  return float(m.group(1))
 
 
 @pytest.mark.parametrize("arg,max_gb", [("gpt2_124m", 40.0), ("llama_1b", 70.0)])
@@ -18,6 +32,8 @@ def test_compiles_with_fsdp_and_fits(arg, max_gb):
   per_device_state_gb = stats["params_billions"] * 4 * 3 / 8
   assert stats["argument_gb_per_device"] == pytest.approx(per_device_state_gb, rel=0.05)
   assert stats["peak_gb_per_device"] < max_gb  # fits an 80 GB accelerator with headroom
+  stated = readme_peak_gb(rf"\| {arg} \(.*\| ([\d.]+) GB \|\n")
+  assert stats["peak_gb_per_device"] == pytest.approx(stated, rel=0.25), "README's AOT table"
   assert compiled is not None
 
 
@@ -50,3 +66,5 @@ def test_sft_real_setting_compiles_with_packed_batches(tmp_path):
   per_device_state_gb = stats["params_billions"] * 4 * 3 / 8
   assert stats["argument_gb_per_device"] == pytest.approx(per_device_state_gb, rel=0.05)
   assert stats["peak_gb_per_device"] < 70.0
+  stated = readme_peak_gb(r"GB of state and ([\d.]+) GB peak per device")
+  assert stats["peak_gb_per_device"] == pytest.approx(stated, rel=0.25), "README's qwen_gsm8k figure"

@@ -17,7 +17,7 @@ from lm import ops
 from lm import sharding
 from lm.cpu import attention
 from lm.cpu import build as cpu_kernels
-from tests.conftest import CPU_SPEEDUPS
+from tests.conftest import CPU_SPEEDUPS, require_kernel
 
 pytestmark = pytest.mark.skipif(not CPU_SPEEDUPS, reason="CPU speed-ups switched off (LM_CPU_SPEEDUPS=0)")
 
@@ -83,8 +83,7 @@ def test_einsum_block_skipping_does_less_work():
 
 @pytest.fixture
 def kernel():
-  if (reason := cpu_kernels.unavailable_reason()) is not None:
-    pytest.skip(f"CPU attention kernel unavailable: {reason}")
+  require_kernel()
 
 
 def uses_kernel(f, *args) -> bool:
@@ -179,8 +178,8 @@ def test_cpu_kernel_without_compiler_falls_back(monkeypatch, tmp_path):
   """No C++ compiler: the build names the missing compiler and attention still runs (einsum)."""
   monkeypatch.setenv("CXX", str(tmp_path / "no-such-c++"))
   monkeypatch.setenv("LM_KERNEL_CACHE", str(tmp_path / "cache"))
-  with pytest.raises(RuntimeError, match="no C.. compiler.*no-such-c"):
-    cpu_kernels._build()
+  with pytest.raises(cpu_kernels.NoCompiler, match="no C.. compiler.*no-such-c"):
+    cpu_kernels.build()
   monkeypatch.setattr(cpu_kernels, "unavailable_reason", lambda: "no C++ compiler")
   q, k, v = qkv(1, 64, 2, 2, 8)
   ker = functools.partial(ops.attention, impl="cpu_kernel")
@@ -191,10 +190,25 @@ def test_cpu_kernel_without_compiler_falls_back(monkeypatch, tmp_path):
 def test_cpu_kernel_build_is_cached(kernel, monkeypatch, tmp_path):
   """The shared library is built once per source/compiler/CPU into the cache, then reused."""
   monkeypatch.setenv("LM_KERNEL_CACHE", str(tmp_path))
-  first = cpu_kernels._build()
+  first = cpu_kernels.build()
   mtime = first.stat().st_mtime_ns
-  assert cpu_kernels._build() == first and first.stat().st_mtime_ns == mtime
+  assert cpu_kernels.build() == first and first.stat().st_mtime_ns == mtime
   assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no temporary build folder left
+
+
+def test_a_broken_kernel_source_fails_instead_of_skipping(kernel, tmp_path, monkeypatch):
+  """A syntax error in the kernel is a build error (which fails the kernel tests), not a missing compiler."""
+  broken = tmp_path / "attention_cpu.cc"
+  broken.write_text(cpu_kernels._SOURCE.read_text().replace("{", "{ this is not C++;", 1))
+  with pytest.raises(cpu_kernels.BuildError, match="failed"):
+    cpu_kernels.build(broken, cache=tmp_path / "cache")
+  # With a compiler present, an unavailable kernel fails the kernel tests; without one they skip.
+  monkeypatch.setattr(cpu_kernels, "unavailable_reason", lambda: "could not build attention_cpu.cc: error")
+  with pytest.raises(pytest.fail.Exception, match="did not build"):
+    require_kernel()
+  monkeypatch.setattr(cpu_kernels, "compiler", lambda: None)
+  with pytest.raises(pytest.skip.Exception, match="no C.. compiler"):
+    require_kernel()
 
 
 @pytest.mark.parametrize("isa", ["-mno-avx512f", "-march=x86-64"])

@@ -1,35 +1,68 @@
-"""Train-step benchmark on tiny shapes: the figures it reports and the peer side by side."""
-import os
-
-import numpy as np
+"""Train-step benchmark on tiny shapes: figures, the peer side by side from the same weights, and the guard."""
 import pytest
 
 from configs import bench
+from lm.bench import peer as peer_lib
 from lm.bench import train_step as bench_train
+from lm.errors import UserError
 
 
-def tiny(peer: bool):
+def tiny(peer: bool, modes=("compiled", "eager")):
   """Batch 8: one row per virtual device of the test mesh."""
   c = bench.get_config("train_step")
   c.model.update(vocab_size=128, d_model=64, n_layers=2, n_heads=4, n_kv_heads=4, d_ff=128, max_len=32)
-  c.update(batch_size=8, seq_len=32, steps=2, warmup_steps=1, rounds=2, peer=peer)
+  c.update(batch_size=8, seq_len=32, steps=2, warmup_steps=3, rounds=3, peer=peer, peer_modes=modes)
   return c
 
 
 def test_reports_throughput_and_mfu():
   out = bench_train.run(tiny(peer=False))
-  for key in ("tokens_per_sec", "step_ms", "mfu", "compile_s"):
+  for key in ("tokens_per_sec", "step_ms", "mfu", "compile_s", "measured_matmul_peak_gflops"):
     assert out[key] > 0, key
   assert out["tokens_per_sec"] == pytest.approx(256 / out["step_ms"] * 1e3)
-  assert "speedup_vs_peer" not in out
+  assert len(out["rounds"]) == 3 and "headline" not in out
+  assert out["machine"]["cores_used"] >= 1 and "jax" in out["machine"]["versions"]
 
 
-def test_peer_side_by_side():
+def test_peer_side_by_side_from_the_same_weights():
   pytest.importorskip("torch")
+  out = bench_train.run(tiny(peer=True))
+  assert out["headline"] == "speedup_vs_compiled"
+  for mode in ("compiled", "eager"):
+    rounds = [r[f"ratio_vs_{mode}"] for r in out["rounds"]]
+    assert out[f"speedup_vs_{mode}"] == pytest.approx(sorted(rounds)[1])  # the median of 3
+    assert out[f"peer_{mode}_tokens_per_sec"] == pytest.approx(sorted(r[f"{mode}_tokens_per_sec"] for r in out["rounds"])[1])
+    assert out[f"peer_{mode}_mfu"] > 0
+    settings = out[f"peer_{mode}_settings"]
+    assert settings["mode"] == mode and settings["torch_threads"] == peer_lib.used_cores()
+  assert "fused=True" in out["peer_compiled_settings"]["optimizer"]
+  assert "fused=False" in out["peer_eager_settings"]["optimizer"]
+
+
+@pytest.mark.parametrize("key,value,names", [
+    ("model.dtype", "bfloat16", "model.dtype"), ("model.n_kv_heads", 2, "not GPT-2 style"),
+    ("model.tie_embeddings", False, "tie_embeddings"), ("opt.schedule", "cosine", "opt.schedule"),
+    ("model.positions", "rotary", "not GPT-2 style")])
+def test_refuses_a_ratio_when_the_sides_differ(key, value, names):
   c = tiny(peer=True)
-  if not os.path.exists(os.path.join(bench_train.ROOT, c.peer_script)):
-    pytest.skip(f"peer script {c.peer_script} not found")
-  out = bench_train.run(c)
-  assert len(out["speedup_per_round"]) == 2 and out["peer_tokens_per_sec"] > 0
-  assert out["speedup_vs_peer"] == pytest.approx(float(np.median(out["speedup_per_round"])))
-  assert out["peer_mfu"] > 0 and out["peer_step_ms"] == pytest.approx(256 / out["peer_tokens_per_sec"] * 1e3)
+  section, field = key.split(".")
+  c[section][field] = value
+  with pytest.raises(peer_lib.NotSameWork, match=names):
+    bench_train.run(c)
+
+
+def test_loss_check_catches_different_work():
+  """Settings the config guard cannot see (a different optimizer inside the peer, say) show in the losses."""
+  bench_train.check_losses([4.85, 4.70, 4.55], [4.851, 4.701, 4.551], "compiled")
+  with pytest.raises(peer_lib.NotSameWork, match="warm-up losses differ"):
+    bench_train.check_losses([4.85, 4.70, 4.55], [4.85, 4.80, 4.75], "compiled")
+
+
+def test_fails_when_the_configured_attention_does_not_run():
+  c = tiny(peer=False)
+  c.model.attention = "einsum"
+  c.model.dtype = "bfloat16"  # the kernel is float32-only: 'cpu_kernel' would not run, einsum does
+  assert bench_train.run(c)["attention"] == "einsum"
+  c.model.attention = "cpu_kernel"
+  with pytest.raises(UserError, match="attention='cpu_kernel' but this process runs 'einsum"):
+    bench_train.run(c)

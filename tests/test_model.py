@@ -50,23 +50,51 @@ def test_document_mask_isolates_packed_documents(tiny_llama_config):
   np.testing.assert_allclose(np.asarray(full), np.asarray(alone), atol=1e-5)
 
 
-@pytest.mark.parametrize("remat", ["none", "full", "dots"])
+def _stack_layers(params, n_layers):
+  params = dict(params)
+  layers = [params.pop(f"layer_{i}") for i in range(n_layers)]
+  return dict(params, layers=jax.tree.map(lambda *xs: jnp.stack(xs), *layers))
+
+
+@pytest.mark.parametrize("remat", ["none", "full", "dots", "dots_no_batch"])
 def test_scan_and_remat_match_unrolled(tiny_llama_config, remat):
+  """Same logits and the same parameter gradients as the unrolled, unrematerialised model
+  (remat recomputes the forward inside the backward, so only the gradients can tell it broke)."""
   cfg = tiny_llama_config
   model, params, tokens = init(cfg)
-  ref = model.apply({"params": params}, tokens)
+  targets = jax.random.randint(jax.random.key(7), tokens.shape, 0, cfg.vocab_size)
+
+  def loss(m):
+    def f(p):
+      logp = jax.nn.log_softmax(m.apply({"params": p}, tokens))
+      return -jnp.take_along_axis(logp, targets[..., None], -1).mean()
+    return f
+
   scanned_cfg = cfg.copy_and_resolve_references()
   scanned_cfg.update(scan_layers=True, remat=remat)
   scanned = model_lib.build(scanned_cfg)
-  layers = [params.pop(f"layer_{i}") for i in range(cfg.n_layers)]
-  stacked = dict(params, layers=jax.tree.map(lambda *xs: jnp.stack(xs), *layers))
-  out = scanned.apply({"params": stacked}, tokens)
-  np.testing.assert_allclose(np.asarray(out), np.asarray(ref), atol=1e-5)
-  g = jax.grad(lambda p: scanned.apply({"params": p}, tokens).sum())(stacked)
-  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(g))
+  stacked = _stack_layers(params, cfg.n_layers)
+  np.testing.assert_allclose(np.asarray(scanned.apply({"params": stacked}, tokens)),
+                             np.asarray(model.apply({"params": params}, tokens)), atol=1e-5)
+  want = _stack_layers(jax.grad(loss(model))(params), cfg.n_layers)
+  got = jax.grad(loss(scanned))(stacked)
+  assert jax.tree.structure(got) == jax.tree.structure(want)
+  for path, g in jax.tree_util.tree_flatten_with_path(got)[0]:
+    w = _at(want, path)
+    assert np.abs(np.asarray(w)).max() > 0, jax.tree_util.keystr(path)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-7,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+def _at(tree, path):
+  for k in path:
+    tree = tree[k.key]
+  return tree
 
 
 def test_bfloat16_compute_keeps_float32_params(tiny_model_config):
+  """bf16 logits within a few percent of the float32 logits' spread (bf16 keeps ~3 significant
+  digits), and not equal to them (the bf16 path really ran)."""
   cfg = tiny_model_config
   cfg.dtype = "bfloat16"
   model, params, tokens = init(cfg)
@@ -74,9 +102,11 @@ def test_bfloat16_compute_keeps_float32_params(tiny_model_config):
   ref_cfg = cfg.copy_and_resolve_references()
   ref_cfg.dtype = "float32"
   a = model.apply({"params": params}, tokens)
-  b = model_lib.build(ref_cfg).apply({"params": params}, tokens)
+  b = np.asarray(model_lib.build(ref_cfg).apply({"params": params}, tokens))
   assert a.dtype == jnp.float32
-  np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=0.1)
+  err, spread = np.abs(np.asarray(a) - b), b.std()
+  assert 0 < err.max() <= 0.05 * spread, (err.max(), spread)
+  assert err.mean() <= 0.01 * spread, (err.mean(), spread)
 
 
 def test_every_parameter_has_logical_axes(tiny_llama_config):

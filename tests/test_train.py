@@ -8,7 +8,7 @@ import pytest
 from configs import base
 from lm import loop, losses, sharding, train
 from lm import model as model_lib
-from tests.conftest import needs_cpu_speedups
+from tests.conftest import needs_cpu_speedups, require_kernel
 
 B, T = 8, 16
 
@@ -80,9 +80,7 @@ def test_sharded_step_with_cpu_paths(reference):
   """The CPU presets' paths together (the C++ attention kernel per shard, copy_transpose weight
   gradients) under data × fsdp × tensor: the same numbers as autodiff on one device."""
   needs_cpu_speedups()
-  from lm.cpu import build as cpu_kernels
-  if (reason := cpu_kernels.unavailable_reason()) is not None:
-    pytest.skip(f"CPU attention kernel unavailable: {reason}")
+  require_kernel()
   cfg = reference[0].copy_and_resolve_references()
   cfg.update(attention="cpu_kernel", weight_grad="copy_transpose")
   _, (ref_losses, ref_params, _) = reference

@@ -12,9 +12,9 @@ import pytest
 
 from configs import data as data_config
 from lm.prep import web
+from tests.conftest import shared_file
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 
@@ -94,8 +94,7 @@ def test_synthetic_kept_text_is_clean_prose(synthetic_run):
 
 def test_real_common_crawl_samples(tmp_path):
   for name in ("cc-sample-resiliparse.warc.gz", "cc-sample-dolma-0000.warc.gz"):
-    if not os.path.exists(os.path.join(SHARED, name)):
-      pytest.skip(f"{name} not found in ../shared/data")
+    shared_file(name)
   r = _prepare(tmp_path, arg="cc_sample")
   assert r.returncode == 0, r.stderr[-3000:]
   stats = json.loads((tmp_path / "web_stats.json").read_text())

@@ -3,9 +3,13 @@
 Same weights on both sides: our randomly initialised GPT-2-style model is
 exported with lm.hf and loaded by `GPT2LMHeadModel.from_pretrained`. Both
 decode greedily, batch 8, a 64-token prompt, exactly 256 new tokens (no stop
-token), float32, on the same CPU, one after the other so neither steals the
-other's cores. tokens_per_sec counts generated tokens (B × new_tokens) over the
-median wall time of one whole generate call (prefill included), after warmup.
+token), float32, on the same CPU. transformers runs in a child process
+(`torch_peer.py`) the way its users run it, static cache with a compiled
+forward (the headline), and with the default dynamic cache for reference.
+The sides alternate for `rounds` rounds, one at a time; tokens_per_sec counts
+generated tokens (B × new_tokens) over the wall time of whole generate calls
+(prefill included) after warm-up, and every figure is the median over rounds.
+The greedy tokens of the two sides must be identical, or no ratio.
 
 On CPU, `cpu_devices` splits the machine into that many XLA devices and the
 batch is sharded over them (mesh data axis): our sampler's own data
@@ -24,60 +28,40 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lm.bench import peer as peer_lib
 from lm.errors import UserError
 from lm import hf, sampling, sharding
 from lm import model as model_lib
 
 
-def _median_time(fn, warmup: int, steps: int) -> tuple[float, list[float]]:
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(steps):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return float(np.median(times)), times
-
-
-def time_ours(config, model, params, prompts: np.ndarray, mesh, rule_pairs) -> tuple[dict, np.ndarray]:
-  def run():
+def time_ours(config, model, params, prompts: np.ndarray, mesh, rule_pairs):
+  """→ (run() → one generate call's seconds, first tokens, compile seconds)."""
+  def generate():
     out = sampling.generate(model, params, prompts.tolist(), config.new_tokens, temperature=0.0,
                             mesh=mesh, rule_pairs=rule_pairs)
     return jax.block_until_ready(out)
 
   t = time.perf_counter()
-  tokens = np.asarray(run().tokens)
+  tokens = np.asarray(generate().tokens)
   compile_s = time.perf_counter() - t
-  sec, times = _median_time(run, config.warmup_steps, config.steps)
-  return {"tokens_per_sec": prompts.shape[0] * config.new_tokens / sec, "generate_s": sec,
-          "ms_per_step": sec / config.new_tokens * 1e3, "compile_s": compile_s,
-          "times_s": times}, tokens
+  for _ in range(config.warmup_steps):
+    generate()
+
+  def run() -> float:
+    t = time.perf_counter()
+    generate()
+    return time.perf_counter() - t
+  return run, tokens, compile_s
 
 
-def time_transformers(config, model_cfg, params, prompts: np.ndarray) -> tuple[dict, np.ndarray] | None:
-  try:
-    import torch
-    import transformers
-  except ImportError as e:
-    print(f"transformers comparison skipped: {e}", flush=True)
-    return None
-  with tempfile.TemporaryDirectory() as folder:
-    hf.export_checkpoint(params, model_cfg, folder)
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
-  ids = torch.as_tensor(prompts, dtype=torch.long)
-
-  def run():
-    with torch.inference_mode():
-      return model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=config.new_tokens,
-                            min_new_tokens=config.new_tokens, do_sample=False, pad_token_id=0,
-                            use_cache=True)
-
-  tokens = run().numpy()[:, prompts.shape[1]:]
-  sec, times = _median_time(run, max(config.warmup_steps - 1, 0), config.steps)
-  return {"tokens_per_sec": prompts.shape[0] * config.new_tokens / sec, "generate_s": sec,
-          "ms_per_step": sec / config.new_tokens * 1e3, "times_s": times,
-          "torch_threads": torch.get_num_threads(), "version": transformers.__version__}, tokens
+def check_tokens(ours: np.ndarray, theirs: np.ndarray, mode: str) -> float:
+  """Same weights, both greedy: every row must agree on every token, or the sides did different work."""
+  same = ours == theirs
+  prefix = np.where(same.all(1), same.shape[1], np.argmin(same, 1))
+  if not same.all():
+    raise peer_lib.NotSameWork(f"decode: greedy tokens differ from transformers ({mode}): rows agree for "
+                               f"{prefix.tolist()} of {same.shape[1]} tokens; no ratio")
+  return float(prefix.mean())
 
 
 def _cpu_setup(n_devices: int, xla_flags: str) -> None:
@@ -94,6 +78,12 @@ def _cpu_setup(n_devices: int, xla_flags: str) -> None:
 def run(config) -> dict:
   _cpu_setup(config.cpu_devices, config.xla_cpu_flags)
   cfg = config.model
+  modes = tuple(config.peer_modes) if config.peer else ()
+  if modes:
+    try:
+      hf.family_of(cfg)
+    except ValueError as e:
+      raise peer_lib.NotSameWork(f"decode: transformers cannot run this model ({e}); set config.peer=False") from None
   if cfg.positions == "learned" and config.prompt_len + config.new_tokens > cfg.max_len:
     raise UserError(f"config.model.max_len={cfg.max_len} < prompt_len + new_tokens "
                      f"= {config.prompt_len + config.new_tokens}")
@@ -109,24 +99,44 @@ def run(config) -> dict:
   rng = np.random.default_rng(config.seed)
   prompts = rng.integers(0, cfg.vocab_size, (config.batch_size, config.prompt_len)).astype(np.int32)
 
-  ours, our_tokens = time_ours(config, model, params, prompts, mesh, rule_pairs)
-  result = dict(ours, batch_size=config.batch_size, prompt_len=config.prompt_len,
-                new_tokens=config.new_tokens, device=jax.devices()[0].device_kind,
-                num_devices=jax.device_count(), mesh=dict(mesh.shape), dtype=cfg.dtype,
-                xla_flags=os.environ.get("XLA_FLAGS", ""))
-  print(json.dumps({"ours": result}), flush=True)
-  if config.peer:
-    peer = time_transformers(config, cfg, params, prompts)
-    if peer:
-      theirs, their_tokens = peer
-      result["transformers_tokens_per_sec"] = theirs["tokens_per_sec"]
-      result["transformers_generate_s"] = theirs["generate_s"]
-      result["transformers_times_s"] = theirs["times_s"]
-      result["transformers_version"] = theirs["version"]
-      result["torch_threads"] = theirs["torch_threads"]
-      result["speedup_vs_transformers"] = result["tokens_per_sec"] / theirs["tokens_per_sec"]
-      # Same weights, both greedy: the outputs agree up to float-rounding near-ties.
-      same = our_tokens == their_tokens
-      prefix = np.where(same.all(1), same.shape[1], np.argmin(same, 1))
-      result["greedy_agreement_prefix_mean"] = float(prefix.mean())
+  ours_run, our_tokens, compile_s = time_ours(config, model, params, prompts, mesh, rule_pairs)
+  result = dict(batch_size=config.batch_size, prompt_len=config.prompt_len, new_tokens=config.new_tokens,
+                compile_s=compile_s, device=jax.devices()[0].device_kind, num_devices=jax.device_count(),
+                mesh=dict(mesh.shape), dtype=cfg.dtype, xla_flags=os.environ.get("XLA_FLAGS", ""),
+                machine=peer_lib.machine())
+  per_call = config.batch_size * config.new_tokens
+  peers = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    if modes:
+      hf.export_checkpoint(params, cfg, tmp)
+      np.save(os.path.join(tmp, "prompts.npy"), prompts)
+    try:
+      for mode in modes:
+        print(f"transformers {mode}: setting up", flush=True)
+        args = ["decode", "--weights", tmp, "--prompts", os.path.join(tmp, "prompts.npy"), "--mode", mode,
+                "--new_tokens", str(config.new_tokens), "--warmup", str(max(config.warmup_steps, 1))]
+        peers[mode] = peer_lib.PeerProcess(args, peer_lib.used_cores()).__enter__()
+        result[f"greedy_agreement_{mode}"] = check_tokens(our_tokens, np.asarray(peers[mode].ready["tokens"]), mode)
+      rounds = []
+      for r in range(config.rounds):
+        row = {"ours_tokens_per_sec": per_call * config.steps / sum(ours_run() for _ in range(config.steps))}
+        for mode, p in peers.items():
+          row[f"{mode}_tokens_per_sec"] = per_call * config.steps / sum(p.run(config.steps)["times"])
+          row[f"ratio_vs_{mode}"] = row["ours_tokens_per_sec"] / row[f"{mode}_tokens_per_sec"]
+        rounds.append(row)
+        print(json.dumps({"round": r, **{k: round(v, 3) for k, v in row.items()}}), flush=True)
+    finally:
+      for p in peers.values():
+        p.__exit__(None, None, None)
+  med = peer_lib.medians(rounds)
+  result["tokens_per_sec"] = med["ours_tokens_per_sec"]
+  result["ms_per_step"] = config.batch_size / med["ours_tokens_per_sec"] * 1e3
+  for mode, p in peers.items():
+    result[f"transformers_{mode}_tokens_per_sec"] = med[f"{mode}_tokens_per_sec"]
+    result[f"speedup_vs_{mode}"] = med[f"ratio_vs_{mode}"]
+    result[f"transformers_{mode}_settings"] = p.ready["settings"]
+    result[f"transformers_{mode}_setup_s"] = p.ready["warmup_s"]
+  if modes:
+    result["headline"] = f"speedup_vs_{modes[0]}"
+  result["rounds"] = rounds
   return result

@@ -16,8 +16,8 @@ import time
 import jax
 import numpy as np
 
-from lm import loop, losses, ops, sharding
-from lm import model as model_lib
+from lm import loop, losses, sharding
+from lm.bench import peer as peer_lib
 from lm.data import conversations, sft
 from lm.errors import MissingFile
 from lm.tokenizer import ByteTokenizer
@@ -48,6 +48,7 @@ def read_conversations(spec: str, seed: int) -> list:
 
 
 def run(config) -> dict:
+  attention = peer_lib.check_ran_as_configured(config.model)
   mesh = sharding.make_mesh(config.mesh)
   rules = sharding.rules(config)
   B, T = config.batch_size, config.seq_len
@@ -87,6 +88,6 @@ def run(config) -> dict:
       "data_layout": config.data_layout, "conversations": config.conversations,
       "padding_fraction": {m: rows_.stats["padding_fraction"] for m, rows_ in layouts.items()},
       "sft_batch_padding_fraction": 1 - sft_tokens / (B * T),
-      "attention": ops.describe_attention(config.model.attention, model_lib.DTYPES[config.model.dtype]),
+      "attention": attention, "machine": peer_lib.machine(),
       "num_devices": jax.device_count(), "batch_size": B, "seq_len": T,
   }

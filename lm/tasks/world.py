@@ -54,16 +54,18 @@ QUESTIONS = {
     ("company", "city"): ("Where is {name} based?", "In which city are the headquarters of {name}?",
                           "Which city is {name} based in?"),
 }
-# One answer form per question kind: SFT teaches a single, checkable format.
+# One answer form per question kind: SFT teaches a single, checkable format. The answer refers to
+# the entity by pronoun instead of repeating its name: a small model copies a many-token name
+# badly, then recalls the facts of whoever it wrote instead.
 ANSWERS = {
-    ("person", "birth_year"): "{name} was born in {value}.",
-    ("person", "city"): "{name} comes from {value}.",
-    ("person", "profession"): "{name} is {a_value}.",
-    ("person", "employer"): "{name} works for {value}.",
-    ("city", "country"): "{name} is a city in {value}.",
-    ("company", "industry"): "{name} is {a_value} company.",
-    ("company", "founded"): "{name} was founded in {value}.",
-    ("company", "city"): "{name} is based in {value}.",
+    ("person", "birth_year"): "{Pronoun} was born in {value}.",
+    ("person", "city"): "{Pronoun} comes from {value}.",
+    ("person", "profession"): "{Pronoun} is {a_value}.",
+    ("person", "employer"): "{Pronoun} works for {value}.",
+    ("city", "country"): "It is a city in {value}.",
+    ("company", "industry"): "It is {a_value} company.",
+    ("company", "founded"): "It was founded in {value}.",
+    ("company", "city"): "It is based in {value}.",
 }
 YEAR_ATTRIBUTES = ("birth_year", "founded")
 _YEAR = re.compile(r"(?<!\d)\d{4}(?!\d)")
@@ -119,6 +121,7 @@ class WorldTask:
     self.measured = _read_exposures(exposures) if exposures else None
     self.min_train_exposure = min_train_exposure
     self.split_of = entity_split(self.world)
+    self.pronoun = {p["name"]: p["pronoun"] for p in self.world.people}
     # Everything a completion could name as an answer of each kind, in any world the generator can
     # make (so a reward does not depend on which world the task was built from): the strict part.
     w = self.world
@@ -162,7 +165,8 @@ class WorldTask:
     k = rng.randrange(len(QUESTIONS[key]))
     value = str(row["value"])
     question = QUESTIONS[key][k].format(name=row["entity"])
-    target = ANSWERS[key].format(name=row["entity"], value=value, a_value=_article(value))
+    pronoun = self.pronoun.get(row["entity"], "it") if row["type"] == "person" else "it"
+    target = ANSWERS[key].format(Pronoun=pronoun.capitalize(), value=value, a_value=_article(value))
     exposures = row["exposures"]
     if self.measured is not None:
       exposures = self.measured.get((row["entity"], row["attribute"]), 0)
