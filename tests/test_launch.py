@@ -260,6 +260,25 @@ def test_seed_sweep_reports_mean_and_spread(tmp_path):
   assert "| val/loss | 2.000 | 0.000 | 3 |" in text
 
 
+def test_collect_tables_seed_workdirs_made_elsewhere(tmp_path, capsys):
+  """launch/pipeline.sh with SEEDS runs base + SFT per seed itself; --collect tables them."""
+  assert sweep.main(["--collect", f"--workdir={tmp_path}"]) == 2
+  assert "no seed=<s> workdirs" in capsys.readouterr().err
+  for s, acc in ((0, 0.5), (2, 0.7)):
+    _fake_metrics(str(tmp_path / f"seed={s}"), [2.0])
+    with open(tmp_path / f"seed={s}" / "metrics.jsonl", "a") as f:
+      f.write("\n" + json.dumps({"step": 30, "eval/world/accuracy": acc}) + "\n")
+  (tmp_path / "seed=x").mkdir()
+  assert sweep.main(["--collect", f"--workdir={tmp_path}"]) == 0
+  text = (tmp_path / "sweep.md").read_text()
+  assert "| eval/world/accuracy | 0.600 | 0.100 | 2 | 0.500, 0.700 |" in text and "seed=x" not in text
+
+
+def test_sweep_needs_config_and_sweep_without_collect(capsys):
+  assert sweep.main(["--workdir=/tmp/x"]) == 2
+  assert "--config and --sweep are required" in capsys.readouterr().err
+
+
 def test_local_sweep_runs_points_in_parallel_and_summarizes(tmp_path, monkeypatch, capsys):
   """The experiment is swapped for a script that writes metrics, so no JAX runs."""
   def fake_commands(launcher, exp, argv, workdirs, name):

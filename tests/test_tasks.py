@@ -52,6 +52,12 @@ def test_world_splits_hold_out_entities(world_task):
   assert {ex.meta["exposures"] for ex in held} == set(synthetic.EXPOSURE_BUCKETS)
   assert {ex.meta["type"] for ex in held} == {ex.meta["type"] for ex in train} == {"person", "city", "company"}
   assert {ex.meta["attribute"] for ex in held} == {a for attrs in world.ASKED.values() for a in attrs}
+  # Answers refer to the entity by pronoun (a small model copies many-token names badly).
+  pronoun = {p["name"]: p["pronoun"] for p in world_task.world.people}
+  for ex in held:
+    first = ex.target.split()[0]
+    assert first == (pronoun[ex.meta["entity"]].capitalize() if ex.meta["type"] == "person" else "It"), ex
+    assert ex.meta["entity"] not in ex.target
   people = [p for p in world_task.world.people if p["exposures"] == 4]
   assert abs(sum(split_of[("person", p["name"])] == "eval" for p in people) - len(people) / 2) <= 0.5
 
