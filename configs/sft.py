@@ -63,6 +63,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.train.eval_batches = 4        # held-out batches for the assistant-token loss
   c.train.ckpt_every = 50         # steps between checkpoints
   c.train.keep_checkpoints = 2    # newest checkpoints kept
+  c.train.nonfinite = "stop"      # a NaN/Inf loss or gradient: "stop" (exit 2, last checkpoint kept) | "skip" (count it)
   c.train.async_checkpoint = True # write checkpoints in the background
   c.train.profile_steps = 0       # >0: jax.profiler trace of that many steps
 

@@ -10,6 +10,7 @@ checkpoints/, loss.png and report.md.
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import math
 import os
@@ -80,26 +81,33 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   if config.model.vocab_size < tok.vocab_size:
     raise UserError(f"config.model.vocab_size={config.model.vocab_size} is smaller than the "
                      f"tokenizer's {tok.vocab_size}")
-  os.makedirs(workdir, exist_ok=True)
+  loop.lock_workdir(workdir)  # the config checked: from here on this job owns the workdir
   train_dir, val_dir = data_lib.prepare(config.data, tok, os.path.join(workdir, "data"))
   for d in (train_dir, val_dir):
     shards_lib.check_vocab(tok.vocab_size, data_lib.vocab_of(d), f"token shards {d!r}")
-  check_checkpoint_vocab(workdir, tok)
-  loop.write_config(config, workdir)
+  check_checkpoint_tokenizer(workdir, tok, train_dir)
   return Run(config, workdir, mesh, sharding.rules(config), tok, model_lib.build(config.model),
              train_dir, val_dir, data_lib.bytes_per_token(val_dir, tok))
 
 
-def check_checkpoint_vocab(workdir: str, tok) -> None:
+def check_checkpoint_tokenizer(workdir: str, tok, train_dir: str) -> None:
+  """A resume reads shards made by the checkpoint's own tokenizer: same vocabulary size and the
+  same tokenizer file bytes (a different BPE of the same size would otherwise train silently)."""
   ckpt_dir = os.path.join(workdir, "checkpoints")
   if not os.path.isdir(ckpt_dir):
     return
   ck = ckpt_lib.Checkpointer(ckpt_dir, keep=1, every=1, async_save=False)
-  step = ck.latest_step()
-  if step is not None:
+  try:
+    step = ck.latest_step()
+    if step is None:
+      return
     _, record = ck.restore_meta(step)
-    shards_lib.check_vocab(tok.vocab_size, record["vocab_size"], f"checkpoint {ckpt_dir}/{step}")
-  ck.close()
+  finally:
+    ck.close()
+  where = f"checkpoint {ckpt_dir}/{step}"
+  shards_lib.check_vocab(tok.vocab_size, record["vocab_size"], where)
+  if os.path.exists(os.path.join(train_dir, shards_lib.META)):
+    shards_lib.check_tokenizer_bytes(train_dir, base64.b64decode(record["data_b64"]), where)
 
 
 def evaluate(run: Run, stage: loop.Stage, params) -> dict:

@@ -145,7 +145,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
                                 config.data.layout, config.seed)
   val_rows = sft_data.SFTRows(sft_data.RenderedSet(heldout, tok), config.train.seq_len, "pack", 0)
   examples = eval_examples(config, task_objs)
-  loop.write_config(config, workdir)
+  loop.lock_workdir(workdir)  # everything checked: from here on this job owns the workdir
   stats = {f"data/{k}": v for k, v in train_rows.stats.items() if isinstance(v, (int, float))}
   print("sft data: " + ", ".join(f"{k[5:]} {v:.4g}" for k, v in stats.items()), flush=True)
   return Run(config, workdir, mesh, source, tok, train_rows, val_rows, examples, task_objs, stats)

@@ -33,7 +33,8 @@ for a in "$@"; do
   fi
 done
 
-command="LM_DISTRIBUTED=auto python3 -m $module$(printf ' %q' "$@")"
+# exec: python becomes the process the pod's SIGTERM reaches (it saves a checkpoint and exits 0).
+command="export LM_DISTRIBUTED=auto && exec python3 -m $module$(printf ' %q' "$@")"
 if [[ -n "${DOCKER_IMAGE:-}" ]]; then
   image=(--docker-image="$DOCKER_IMAGE")
 else

@@ -46,7 +46,7 @@ steps=(
   "(command -v $py >/dev/null || (sudo apt-get update -qq && sudo apt-get install -y -qq $py $py-venv))"
   "(test -x ~/lm-venv/bin/python || $py -m venv ~/lm-venv)"
   "~/lm-venv/bin/pip install -q --disable-pip-version-check -r requirements.txt \"jax[tpu]==$jax_version\" -f https://storage.googleapis.com/jax-releases/libtpu_releases.html"
-  "LM_DISTRIBUTED=auto ~/lm-venv/bin/python -m $module$(printf ' %q' "$@")"
+  "export LM_DISTRIBUTED=auto && exec ~/lm-venv/bin/python -m $module$(printf ' %q' "$@")"
 )
 remote="$(printf ' && %s' "${steps[@]}")"
 run "${tpu[@]}" ssh "$name" "${where[@]}" --worker=all --command "${remote# && }"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 from typing import Any
 
 import grain
@@ -20,6 +21,37 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from lm import tokenizer as tokenizer_lib
+from lm.errors import UserError
+
+
+class SaveFailed(UserError):
+  """A checkpoint could not be written (disk full, folder unwritable): one line, the run stops."""
+
+
+def _one_line(e: BaseException) -> str:
+  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+  return lines[-1] if lines else type(e).__name__
+
+
+def preflight(directory: str, state_bytes: int) -> None:
+  """Before training: the checkpoint folder is writable and its disk has room for two checkpoints
+  (one being written while the last is kept). Seconds, not a timeout after the first save."""
+  directory = os.path.abspath(directory)
+  parent = directory
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  probe = os.path.join(directory if os.path.isdir(directory) else parent, f".write_probe_{os.getpid()}")
+  try:
+    with open(probe, "wb") as f:
+      f.write(b"\0" * 4096)
+    os.remove(probe)
+  except OSError as e:
+    raise SaveFailed(f"checkpoint folder {directory}: cannot write there ({e.strerror}); "
+                     "choose another --workdir or fix its permissions") from None
+  free = shutil.disk_usage(parent).free
+  if free < 2 * state_bytes:
+    raise SaveFailed(f"checkpoint folder {directory}: {free / 1e9:.2f} GB free, a checkpoint needs "
+                     f"{state_bytes / 1e9:.2f} GB (two at a time while saving): free space or move --workdir")
 
 
 def _tokenizer_record(tok) -> dict:
@@ -56,17 +88,32 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def steps(self) -> list[int]:
+    """Finished checkpoint steps, oldest first."""
+    return sorted(self.manager.all_steps())
+
+  def check_errors(self) -> None:
+    """Raise the failure of a finished background save now (called after every train step)."""
+    try:
+      self.manager.check_for_errors()
+    except Exception as e:  # noqa: BLE001 - whatever the writer raised, the user sees one line
+      raise SaveFailed(f"checkpoint save to {self.directory} failed: {_one_line(e)}") from e
+
   def save(self, step: int, state: Any, data_iter, config: ml_collections.ConfigDict, tok,
            force: bool = False) -> bool:
     if not force and step % self.every:
       return False
+    self.check_errors()
     args = ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data=grain.checkpoint.CheckpointSave(data_iter),
         config=ocp.args.JsonSave(json.loads(config.to_json_best_effort())),
         tokenizer=ocp.args.JsonSave(_tokenizer_record(tok)),
     )
-    return self.manager.save(step, args=args, force=force)
+    try:
+      return self.manager.save(step, args=args, force=force)
+    except OSError as e:
+      raise SaveFailed(f"checkpoint save to {self.directory}/{step} failed: {e.strerror or e}") from e
 
   def restore(self, step: int, abstract_state: Any, data_iter) -> Any:
     """abstract_state: ShapeDtypeStructs carrying the target shardings."""
@@ -83,11 +130,23 @@ class Checkpointer:
         config=ocp.args.JsonRestore(), tokenizer=ocp.args.JsonRestore()))
     return out.config, out.tokenizer
 
+  def restore_newest(self, abstract_state: Any, data_iter, log=print) -> tuple[int, Any] | None:
+    """(step, state) of the newest checkpoint that loads, or None when there is none. A checkpoint
+    that fails to load (truncated, half-copied) is skipped with one line naming it; it is left on
+    disk for the user to inspect."""
+    for step in reversed(self.steps()):
+      try:
+        return step, self.restore(step, abstract_state, data_iter)
+      except Exception as e:  # noqa: BLE001 - any failure to read a step means: try the one before
+        log(f"warning: skipping checkpoint {self.directory}/{step}, it does not load ({_one_line(e)[:200]})")
+    return None
+
   def wait(self) -> None:
     self.manager.wait_until_finished()
+    self.check_errors()
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
+    self.wait()
     self.manager.close()
 
 

@@ -18,8 +18,14 @@ not by copying the loop.
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import json
 import os
+import signal
+import socket
+import sys
+import threading
 import time
 from typing import Any, Callable, Iterator
 
@@ -108,12 +114,17 @@ TRAIN_KEYS = ("steps", "batch_size", "grad_accum", "seq_len", "log_every", "eval
 
 
 def validate_train(config: ml_collections.ConfigDict) -> None:
-  """The `train` block every stage shares (and data.val_fraction): one-line errors before anything compiles."""
+  """The `train` block every stage shares (and data.val_fraction, opt.lr): one-line errors before
+  anything compiles."""
   for key in TRAIN_KEYS:
     if config.train[key] <= 0:
       raise UserError(f"config.train.{key} must be positive, got {config.train[key]}")
   if not 0 < config.data.val_fraction < 1:
     raise UserError(f"config.data.val_fraction must be in (0, 1), got {config.data.val_fraction}")
+  if not 0 < config.opt.lr < float("inf"):
+    raise UserError(f"config.opt.lr must be a positive number, got {config.opt.lr}")
+  if config.train.get("nonfinite", "stop") not in ("stop", "skip"):
+    raise UserError(f"config.train.nonfinite must be 'stop' or 'skip', got {config.train.nonfinite!r}")
 
 
 def write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -134,24 +145,156 @@ def held_out(stage: Stage, params, batches, n: int) -> dict:
   return {k: float(v) for k, v in train.normalize(totals, max(totals.pop("weight"), 1.0)).items()}
 
 
+class Diverged(UserError):
+  """A non-finite loss or gradient under config.train.nonfinite='stop'."""
+
+
+LOCK = ".lock"
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def lock_workdir(workdir: str) -> None:
+  """One workdir, one job: `<workdir>/.lock` holds the owner's host and pid until it exits.
+  A second job gets a one-line error naming them; a lock left by a dead process on this host
+  (SIGKILL, power loss) is taken over with a line saying so. Process 0 holds it for all hosts."""
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK)
+  me = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+  for _ in range(3):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      try:
+        with open(path) as f:
+          owner = json.load(f)
+      except (OSError, ValueError):
+        owner = None  # being written by its owner this instant, or garbage
+      if owner is None:
+        time.sleep(0.2)
+        continue
+      if owner.get("pid") == me["pid"] and owner.get("host") == me["host"]:
+        return  # this process already holds it
+      if owner.get("host") == me["host"] and not _alive(int(owner.get("pid", -1))):
+        print(f"warning: taking over the lock of {workdir}: pid {owner.get('pid')} on {owner.get('host')} "
+              "is no longer running", flush=True)
+        os.remove(path)
+        continue
+      raise UserError(f"workdir {workdir} is in use by pid {owner.get('pid')} on {owner.get('host')} "
+                      f"(since {owner.get('started')}; lock file {path}): use another --workdir, or wait "
+                      "for that job (delete the lock only if it is not running)")
+    with os.fdopen(fd, "w") as f:
+      json.dump(me, f)
+    atexit.register(_unlock, path, me)
+    return
+  raise UserError(f"workdir {workdir}: could not take the lock {path}; delete it if no job is running there")
+
+
+def _unlock(path: str, me: dict) -> None:
+  try:
+    with open(path) as f:
+      if json.load(f) == me:
+        os.remove(path)
+  except (OSError, ValueError):
+    pass
+
+
+class _Signals:
+  """SIGTERM / SIGINT: finish the current step, save, exit (0 after SIGTERM). A second one exits at once."""
+
+  def __init__(self):
+    self.received: int | None = None
+    self.previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self.previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self.previous.items():
+      signal.signal(sig, handler)
+
+  def _handle(self, signum, frame):
+    if self.received is not None:
+      os._exit(128 + signum)
+    self.received = signum
+    tqdm.write(f"{signal.Signals(signum).name}: finishing this step, saving a checkpoint, then exiting "
+               "(send it again to exit at once)")
+
+  def stop_at(self, step: int) -> bool:
+    """Whether every process stops after `step`: on several hosts, the preemption sync point that
+    jax.distributed's coordination service agrees on (it sees the cluster's SIGTERM)."""
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      return self.received is not None or multihost_utils.reached_preemption_sync_point(step)
+    return self.received is not None
+
+
+def _check_architecture(ckpt: ckpt_lib.Checkpointer, step: int, config: ml_collections.ConfigDict) -> None:
+  """A resume whose model differs from the checkpoint's: one line naming the keys, nothing written."""
+  saved, _ = ckpt.restore_meta(step)
+  theirs = saved.get("model", {})
+  diff = [f"model.{k}: checkpoint {theirs[k]!r}, config {config.model[k]!r}"
+          for k in model_lib.ARCHITECTURE_KEYS if k in theirs and theirs[k] != config.model[k]]
+  if diff:
+    raise UserError(f"resume from {ckpt.directory}/{step}: the model differs ({'; '.join(diff)}); "
+                    "use the checkpoint's settings or a new --workdir")
+
+
+def _state_bytes(stage: Stage) -> int:
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(stage.state_abs))
+
+
 def run(stage: Stage, config: ml_collections.ConfigDict, workdir: str, tokenizer, hooks: Hooks) -> dict:
-  """Train `config.train.steps` steps with checkpoints, metrics, evaluation and a report."""
+  """Train `config.train.steps` steps with checkpoints, metrics, evaluation and a report.
+
+  Order: resume (the newest checkpoint that loads, its model checked against the config) or a
+  fresh state; then config.json and a check that checkpoints can be written; then the steps.
+  A finished run is left as it is. SIGTERM/SIGINT save and exit; a non-finite step is skipped or
+  stops the run (config.train.nonfinite) without saving it.
+  """
   cfg = config.train
   ckpt_dir = os.path.join(workdir, "checkpoints")
+  policy = cfg.get("nonfinite", "stop")
 
   def fresh() -> train.TrainState:
     return stage.from_params(hooks.init_params()) if hooks.init_params else stage.init(config.seed)
 
+  ckpt_lib.preflight(ckpt_dir, _state_bytes(stage))  # writable, room for checkpoints: seconds, not a timeout
   # A new run builds its state first: an init_from source that fails to load leaves no checkpoints/.
   state = None if os.path.isdir(ckpt_dir) else fresh()
   ckpt = ckpt_lib.Checkpointer(ckpt_dir, cfg.keep_checkpoints, cfg.ckpt_every, cfg.async_checkpoint)
-  start = ckpt.latest_step()
-  if start is not None:
-    state = ckpt.restore(start, stage.abstract_state(), hooks.batches)
+  steps = ckpt.steps()
+  if steps:
+    _check_architecture(ckpt, steps[-1], config)
+    restored = ckpt.restore_newest(stage.abstract_state(), hooks.batches)
+    if restored is None:
+      ckpt.close()
+      raise UserError(f"no checkpoint under {ckpt_dir} loads (steps {steps}); move them away to start "
+                      "afresh, or restore an intact copy")
+    start, state = restored
     print(f"resumed from {ckpt.directory}/{start}", flush=True)
   else:
     state = fresh() if state is None else state
     start = 0
+  if start >= cfg.steps:
+    ckpt.close()
+    print(f"{workdir} already finished at step {start} (config.train.steps={cfg.steps}): nothing to do, "
+          "its report is kept", flush=True)
+    return {"state": state, "metrics": {}}
+  write_config(config, workdir)
 
   n_params = model_lib.num_params(state.params)
   flops_tok = model_lib.flops_per_token(config.model, cfg.seq_len)
@@ -166,6 +309,8 @@ def run(stage: Stage, config: ml_collections.ConfigDict, workdir: str, tokenizer
   bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train",
              disable=jax.process_index() != 0, dynamic_ncols=True)
   profile_at = start + cfg.log_every if cfg.profile_steps > 0 else -1
+  skipped = 0
+  pending = None  # (step, its metrics): read one step late, so the device is never left idle
 
   def evaluate(step: int, params) -> None:
     nonlocal last_samples
@@ -181,36 +326,82 @@ def run(stage: Stage, config: ml_collections.ConfigDict, workdir: str, tokenizer
       for p, t in last_samples:
         tqdm.write(f"  {p!r} → {t[:160]!r}")
 
+  def check_finite(step_and_metrics) -> None:
+    nonlocal skipped
+    if step_and_metrics is None:
+      return
+    step, metrics = step_and_metrics
+    if not int(metrics["nonfinite"]):
+      return
+    loss, norm = float(metrics["loss"]), float(metrics["grad_norm"])
+    if policy == "skip":
+      skipped += 1
+      tqdm.write(f"step {step}: non-finite loss {loss} or gradient norm {norm}: update skipped "
+                 f"({skipped} so far; config.train.nonfinite='skip')")
+      return
+    last = ckpt.latest_step()
+    raise Diverged(f"step {step}: non-finite loss {loss} or gradient norm {norm}; the run stops "
+                   f"(config.train.nonfinite='stop') with its last checkpoint at "
+                   f"{f'{ckpt.directory}/{last}' if last is not None else 'none'} intact: resume with a lower "
+                   "opt.lr or opt.clip_norm, or set config.train.nonfinite='skip'")
+
   if start == 0:  # the starting model's held-out metrics: where the curves begin
     evaluate(0, state.params)
     t_last = time.perf_counter()
-  for step in bar:
-    if step == profile_at:  # after compilation and warm-up: a trace of steady-state steps
-      jax.profiler.start_trace(os.path.join(workdir, "profile"))
-    if step == profile_at + cfg.profile_steps:
-      jax.profiler.stop_trace()
-    host_batch = next(hooks.batches)
-    tokens_since += hooks.tokens_in(host_batch) * jax.process_count()
-    state, metrics = stage.train_step(state, sharding.host_batch_to_global(host_batch, stage.mesh), rng)
-    done = step + 1
-    if done % cfg.log_every == 0 or done == cfg.steps:
-      metrics = jax.device_get(metrics)
-      tps = tokens_since / (time.perf_counter() - t_last)
-      row = {f"train/{k}": metrics[k] for k in hooks.train_metrics if k in metrics}
-      row.update({"train/grad_norm": metrics["grad_norm"], "train/lr": metrics["lr"],
-                  "perf/tokens_per_sec": tps,
-                  "perf/mfu": perf.mfu(flops_tok, tps, peak, jax.device_count())})
-      writer.write(done, row)
-      bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tps:,.0f}")
-      final.update(row)
-      t_last, tokens_since = time.perf_counter(), 0
-    if done % cfg.eval_every == 0 or done == cfg.steps:
-      evaluate(done, state.params)
-      t_last, tokens_since = time.perf_counter(), 0  # evaluation time is not training throughput
-    ckpt.save(done, state, hooks.batches, config, tokenizer, force=done == cfg.steps)
-  ckpt.close()
-  writer.close()
+  stopped_by = None
+  try:
+    with _Signals() as signals:
+      for step in bar:
+        if step == profile_at:  # after compilation and warm-up: a trace of steady-state steps
+          jax.profiler.start_trace(os.path.join(workdir, "profile"))
+        if step == profile_at + cfg.profile_steps:
+          jax.profiler.stop_trace()
+        host_batch = next(hooks.batches)
+        tokens_since += hooks.tokens_in(host_batch) * jax.process_count()
+        state, metrics = stage.train_step(state, sharding.host_batch_to_global(host_batch, stage.mesh), rng)
+        done = step + 1
+        check_finite(pending)
+        pending = (done, metrics)
+        ckpt.check_errors()
+        if done % cfg.log_every == 0 or done == cfg.steps:
+          check_finite(pending)
+          pending = None
+          metrics = jax.device_get(metrics)
+          tps = tokens_since / (time.perf_counter() - t_last)
+          row = {f"train/{k}": metrics[k] for k in hooks.train_metrics if k in metrics}
+          row.update({"train/grad_norm": metrics["grad_norm"], "train/lr": metrics["lr"],
+                      "perf/tokens_per_sec": tps,
+                      "perf/mfu": perf.mfu(flops_tok, tps, peak, jax.device_count())})
+          if policy == "skip":
+            row["train/skipped_steps"] = skipped
+          writer.write(done, row)
+          bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tps:,.0f}")
+          final.update(row)
+          t_last, tokens_since = time.perf_counter(), 0
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+          evaluate(done, state.params)
+          t_last, tokens_since = time.perf_counter(), 0  # evaluation time is not training throughput
+        if signals.stop_at(done):
+          check_finite(pending)
+          pending = None
+          ckpt.save(done, state, hooks.batches, config, tokenizer, force=True)
+          stopped_by = signals.received or signal.SIGTERM
+          break
+        if done % cfg.ckpt_every == 0 or done == cfg.steps:
+          check_finite(pending)  # a non-finite step is never saved
+          pending = None
+        ckpt.save(done, state, hooks.batches, config, tokenizer, force=done == cfg.steps)
+  finally:
+    ckpt.close()  # waits for the last save to commit; raises SaveFailed if it did not
+    writer.close()
+  if stopped_by is not None:
+    name = signal.Signals(stopped_by).name
+    print(f"{name}: stopped after step {done}, checkpoint {ckpt.directory}/{done} committed; "
+          "run the same command to resume", flush=True)
+    sys.exit(0 if stopped_by == signal.SIGTERM else 128 + stopped_by)
   final.update({"params_millions": n_params / 1e6, "steps": cfg.steps, **perf.memory_stats()})
+  if policy == "skip":
+    final["skipped_steps"] = skipped
   if jax.process_index() == 0:
     plot = report.loss_curve(workdir)
     extra = hooks.report_sections(final) if hooks.report_sections else ""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import jax
@@ -22,7 +23,9 @@ class MetricWriter:
     if not self.active:
       return
     row = {"step": int(step), **{k: float(v) for k, v in metrics.items()}}
-    self.file.write(json.dumps(row) + "\n")
+    # Strict JSON: a non-finite value (a diverged loss) is written as null.
+    strict = {k: v if math.isfinite(v) else None for k, v in row.items()}
+    self.file.write(json.dumps(strict, allow_nan=False) + "\n")
     self.file.flush()
     for k, v in row.items():
       if k != "step":

@@ -153,7 +153,9 @@ def make_train_step(loss_fn: LossFn, tx, schedule: optax.Schedule, mesh: Mesh, r
   """One jitted, sharded step: (state, batch, rng) → (state, metrics).
 
   Gradients are accumulated in float32 over `grad_accum` microbatches with a
-  `lax.scan`; the global gradient norm is measured before clipping.
+  `lax.scan`; the global gradient norm is measured before clipping. A step whose
+  loss or gradient norm is not finite changes nothing but the step counter and
+  reports `nonfinite=1`.
   """
   def grads_of(params, batch, rng):
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
@@ -181,7 +183,15 @@ def make_train_step(loss_fn: LossFn, tx, schedule: optax.Schedule, mesh: Mesh, r
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = normalize(sums, weight)
-    metrics.update(grad_norm=optax.global_norm(grads), lr=schedule(state.step), weight=weight)
+    grad_norm = optax.tree.norm(grads)
+    # NaN/Inf guard: a non-finite loss or gradient leaves parameters and optimizer state as they
+    # were (the select fuses into the update); the loop then skips or stops (config.train.nonfinite).
+    finite = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+              & jnp.isfinite(optax.tree.norm(updates)))  # a NaN learning rate, say
+    params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                     (params, opt_state), (state.params, state.opt_state))
+    metrics.update(grad_norm=grad_norm, lr=schedule(state.step), weight=weight,
+                   nonfinite=1 - finite.astype(jnp.int32))
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   batch_sh = sharding.batch_sharding(mesh)
