@@ -45,6 +45,8 @@ def get_config(arg: str = "synthetic") -> ml_collections.ConfigDict:
 
   c.web = ml_collections.ConfigDict()
   c.web.warc_path = ""              # WARC file, folder or glob; "" = generate the synthetic crawl
+  c.web.strict_inputs = False      # True: an unreadable WARC stops the run (one line, nothing written);
+  #                                 False: it is reported on one line and skipped
   c.web.languages = ("en",)         # fastText lid.176 codes to keep; the first one picks word tokenization
   c.web.language_threshold = 0.65   # minimum fastText score for a kept language
   c.web.favour_precision = True     # Trafilatura: less text, fewer boilerplate lines

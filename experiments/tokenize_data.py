@@ -7,7 +7,10 @@ hash, encodes them in config.shards.workers processes with a progress bar, and
 writes <workdir>/shards/{train,val}/ (each with meta.json and tokenizer.model),
 the folder experiments.pretrain takes as --config.data.path. Prints and saves
 (shards/tokenize_report.json) the throughput in MB/s. Shards written with a
-different vocabulary are an error, not overwritten.
+different vocabulary are an error, not overwritten. Each shard's size and
+sha256 are in meta.json (with the tokenizer's fingerprint); the finished
+folders are re-read and checked against them before this exits, and opening
+them for training checks sizes (and, up to 256 MiB of shards, the hashes).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from ml_collections import config_flags
 
 from lm.errors import MissingFile, UserError
 from lm import cli
-from lm.data import corpus
+from lm.data import corpus, shards
 from lm.prep import synthetic, tokenize_shards
 from lm.tasks import world
 
@@ -52,6 +55,8 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
     print(f"{name}: {meta['num_docs']} docs, {meta['num_tokens']:,} tokens, "
           f"{meta['bytes'] / meta['num_tokens']:.2f} bytes/token, {meta['mb_per_s']:.2f} MB/s "
           f"with {cfg.workers} workers", flush=True)
+  for name in ("train", "val"):  # what is on disk is what meta.json describes
+    shards.TokenShards(os.path.join(out, name), verify=True)
   with open(os.path.join(out, "tokenize_report.json"), "w") as f:
     json.dump(report, f, indent=1)
   world_file = os.path.join(workdir, "crawl", "world.json")

@@ -65,6 +65,61 @@ def find_warcs(path: str) -> list[str]:
   return files
 
 
+def warc_problem(path: str) -> str | None:
+  """Why `path` is not a readable WARC (None if it is): opens it (gzip when .gz) and parses the first
+  record's header only, so it costs milliseconds whatever the file's size. A file damaged further in
+  (e.g. truncated) passes; the reader then logs it and keeps what it read before the damage."""
+  import gzip
+  import zlib
+  from warcio.archiveiterator import ArchiveIterator
+  try:
+    with open(path, "rb") as raw:
+      if path.endswith(".gz") and raw.read(2) != b"\x1f\x8b":
+        return "not gzip-compressed"
+      raw.seek(0)
+      with (gzip.open(raw, "rb") if path.endswith(".gz") else raw) as f:
+        record = next(iter(ArchiveIterator(f)), None)
+        if record is None:
+          return "empty, no WARC record"
+        if record.format != "warc" or not (record.rec_headers.protocol or "").startswith("WARC/"):
+          return "does not start with a WARC record header"
+  except (OSError, EOFError, zlib.error, ValueError) as e:  # BadGzipFile is an OSError
+    return f"unreadable ({type(e).__name__}: {e})"
+  except Exception as e:  # warcio's ArchiveLoadFailed and parse errors
+    return f"not a WARC ({type(e).__name__}: {e})"
+  return None
+
+
+def check_warcs(warcs: list[str], strict: bool) -> tuple[list[str], list[tuple[str, str]]]:
+  """(readable WARCs, [(bad file, why)]); with `strict` the first bad file is a UserError."""
+  good, bad = [], []
+  for w in warcs:
+    why = warc_problem(w)
+    if why is None:
+      good.append(w)
+    elif strict:
+      raise UserError(f"config.web.warc_path: {w!r} is {why}; replace or remove it "
+                      f"(or set --config.web.strict_inputs=False to skip unreadable WARCs)")
+    else:
+      bad.append((w, why))
+  if not good:
+    raise UserError(f"config.web.warc_path: none of the {len(warcs)} WARC files is readable (first: "
+                    f"{bad[0][0]!r} is {bad[0][1]})")
+  return good, bad
+
+
+DAMAGED = "unreadable after"
+
+
+def damaged_warcs(work: str) -> list[str]:
+  """The reader's log lines about WARCs damaged past their header (datatrove task logs of the filter stage)."""
+  found = []
+  for log in sorted(glob.glob(os.path.join(path(work, "logs"), "filter", "logs", "*.log"))):
+    with open(log, errors="replace") as f:
+      found += [line.split(" - web: ", 1)[1].strip() for line in f if " - web: " in line and DAMAGED in line]
+  return found
+
+
 def _warc_reader_cls():
   from datatrove.pipeline.readers.base import BaseDiskReader
 
@@ -79,13 +134,20 @@ def _warc_reader_cls():
 
     def read_file(self, filepath: str):
       from warcio.archiveiterator import ArchiveIterator
-      with self.data_folder.open(filepath, "rb", compression="infer") as f:
-        for ri, record in enumerate(ArchiveIterator(f)):
-          with self.track_time():
-            data = html_record(record)
-            document = self.get_document_from_dict(data, filepath, ri) if data else None
-          if document:
-            yield document
+      ri = -1
+      try:
+        with self.data_folder.open(filepath, "rb", compression="infer") as f:
+          for ri, record in enumerate(ArchiveIterator(f)):
+            with self.track_time():
+              data = html_record(record)
+              document = self.get_document_from_dict(data, filepath, ri) if data else None
+            if document:
+              yield document
+      except (OSError, EOFError, ValueError) as e:  # damaged past the header check (e.g. truncated)
+        from datatrove.utils.logging import logger
+        logger.warning(f"web: {filepath!r} {DAMAGED} {ri + 1} records ({type(e).__name__}: {e}); "
+                       f"skipped the rest of that file")
+        self.stat_update("unreadable_files")
 
   return HtmlWarcReader
 

@@ -38,9 +38,13 @@ def _stage_stats(work: str, stage: str) -> list[dict]:
     return json.load(f)
 
 
-def step_table(work: str) -> list[dict]:
+def step_table(work: str, stages=tuple(STAGE_STEPS)) -> list[dict]:
+  """Rows for the stages that ran; steps of stages left out (nothing reached them) get all-zero rows."""
   rows = []
   for stage, names in STAGE_STEPS.items():
+    if stage not in stages:
+      rows += [{"step": n, "in": 0, "kept": 0, "dropped": 0, "reasons": {}} for n in names if n is not None]
+      continue
     for name, st in zip(names, _stage_stats(work, stage)):
       s = st["stats"]
       if name == "read":
@@ -62,6 +66,12 @@ def check_table(rows: list[dict]) -> None:
   total_dropped = sum(r["dropped"] for r in rows)
   if rows[0]["in"] != rows[-1]["kept"] + total_dropped:
     raise AssertionError(f"web stats: read {rows[0]['in']} ≠ kept {rows[-1]['kept']} + dropped {total_dropped}")
+
+
+def top_filter(rows: list[dict]) -> dict | None:
+  """The step that dropped the most documents (None when nothing was dropped)."""
+  best = max(rows[1:], key=lambda r: r["dropped"], default=None)
+  return best if best and best["dropped"] else None
 
 
 def _read_jsonl_folder(folder: str) -> list[dict]:
