@@ -109,8 +109,10 @@ def stream_reply(loaded, ids: list[int], fmt: str = "chat", out=sys.stdout) -> s
 
 
 def setup():
+  # Every argument is checked before the model is loaded.
+  cli.check_model_flags()
   if _CHUNK.value < 1:
-    raise UserError("--chunk must be at least 1")
+    raise UserError(f"--chunk must be at least 1, got {_CHUNK.value}")
   mesh = sharding.make_mesh(base.mesh_config())
   loaded = init_from.load_for_cli(_M.workdir.value, _M.hf_dir.value, _M.step.value, _M.tokenizer.value,
                                   mesh, tuple(base.SHARDING_RULES))

@@ -39,8 +39,9 @@ def load(workdir, hf_dir, step, tokenizer) -> init_from.Loaded:
 def build_prompt(prompt: str, few_shot_file: str | None) -> str:
   if not few_shot_file:
     return prompt
-  if not os.path.exists(few_shot_file):
-    raise MissingFile(f"--few_shot_file: no such file {few_shot_file!r}")
+  if not os.path.isfile(few_shot_file):
+    raise MissingFile(f"--few_shot_file: no such file {few_shot_file!r} (a text template; '{{prompt}}' marks "
+                      f"where --prompt goes)")
   with open(few_shot_file, encoding="utf-8") as f:
     template = f.read()
   return template.replace("{prompt}", prompt) if "{prompt}" in template else template + prompt
@@ -54,15 +55,17 @@ def prompt_ids(tok, text: str) -> list[int]:
 
 
 def setup():
-  loaded = load(_M.workdir.value, _M.hf_dir.value, _M.step.value, _M.tokenizer.value)
+  # Every argument is checked before the model is loaded.
+  cli.check_model_flags()
+  if _NUM.value < 1:
+    raise UserError(f"--num_samples must be at least 1, got {_NUM.value}")
   text = build_prompt(_M.prompt.value, _FEW_SHOT.value)
+  loaded = load(_M.workdir.value, _M.hf_dir.value, _M.step.value, _M.tokenizer.value)
   ids = prompt_ids(loaded.tokenizer, text)
   cfg = loaded.model.cfg
   if cfg.positions == "learned" and len(ids) + _M.max_new_tokens.value > cfg.max_len:
     raise UserError(f"--max_new_tokens: prompt ({len(ids)} tokens) + {_M.max_new_tokens.value} exceeds the "
                      f"model's max_len {cfg.max_len}")
-  if _NUM.value < 1:
-    raise UserError("--num_samples must be at least 1")
   return loaded, text, ids
 
 

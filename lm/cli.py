@@ -12,6 +12,7 @@ compiled or any checkpoint is touched. In set-up and in the work these are
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import traceback
 import types
@@ -36,19 +37,53 @@ def _one_line(e: BaseException) -> str:
   return lines[0] if lines else type(e).__name__
 
 
+def _unknown_key(detail: str, argv: list[str]) -> str:
+  """'unknown config key ...' for an override naming a key the config does not declare.
+
+  ml_collections reports the missing segment repr'd twice over (`'\\'setps\\'\\nDid you mean
+  "steps" ...`): unescape it, find the override that names it, and show that override's key."""
+  for _ in range(3):  # peel the nested reprs
+    detail = detail.replace("\\n", "\n").replace("\\'", "'").replace('\\"', '"').strip().strip('"').strip("'")
+  first, *rest = [l.strip() for l in detail.splitlines() if l.strip()] or [""]
+  segment = first.strip("'\"")
+  overrides = [a[2:].split("=")[0] for a in argv if a.startswith("--config.")]
+  named = [o for o in overrides if segment in o.split(".")]
+  key = named[0] if named else segment
+  hint = re.search(r'Did you mean "([^"]+)"', " ".join(rest))
+  hint = f"did you mean {hint.group(1)!r}? " if hint else ""
+  return f"unknown config key {key!r} ({hint}every key must be declared in the config file)"
+
+
 def _parse(argv: list[str]) -> list[str]:
   try:
     return flags.FLAGS(argv)
   except _PARSE_ERRORS as e:
-    detail = str(e).strip().strip('"').strip("'")
+    detail = str(e).strip()
     if isinstance(e, (AttributeError, KeyError)):
-      overrides = [a[2:].split("=")[0] for a in argv if a.startswith("--config.")]
-      named = [o for o in overrides if detail in o.split(".")]
-      detail = (f"unknown config key {named[0] if named else detail!r} "
-                f"(every key must be declared in the config file)")
-    lines = [l for l in detail.splitlines() if l.strip()]
-    fail(lines[-1].strip() if lines else type(e).__name__)
+      fail(_unknown_key(detail, argv))
+    lines = [l.strip() for l in detail.splitlines() if l.strip()]
+    if len(lines) == 1 and lines[0].startswith("flag --config."):  # a value of the wrong type
+      fail(f"{lines[0][len('flag '):]} (give a value of the type the config file declares)")
+    last = lines[-1] if lines else type(e).__name__
+    # An exception a config file raised arrives as the last line of a quoted traceback.
+    last = re.sub(r"^(?:[A-Za-z_][\w.]*\.)?[A-Za-z_]\w*(?:Error|Exception|File): ", "", last)
+    fail(last)
   return []
+
+
+def check_model_flags() -> None:
+  """The sampling flags of sample/chat, checked before any model is loaded."""
+  m = model_flags()
+  if m.max_new_tokens.value < 1:
+    raise UserError(f"--max_new_tokens must be at least 1, got {m.max_new_tokens.value}")
+  if m.temperature.value < 0:
+    raise UserError(f"--temperature must be >= 0 (0 is greedy), got {m.temperature.value}")
+  if m.top_k.value < 0:
+    raise UserError(f"--top_k must be >= 0 (0: off), got {m.top_k.value}")
+  if not 0 < m.top_p.value <= 1:
+    raise UserError(f"--top_p must be in (0, 1] (1: off), got {m.top_p.value}")
+  if m.step.value is not None and m.step.value < 0:
+    raise UserError(f"--step must be >= 0 (leave it unset for the newest), got {m.step.value}")
 
 
 def guard(fn: Callable[[], object]) -> object:
@@ -59,6 +94,9 @@ def guard(fn: Callable[[], object]) -> object:
     if _VERBOSE.value:
       traceback.print_exc()
     fail(_one_line(e))
+  except KeyboardInterrupt:  # Ctrl-C before training starts (in training, lm/loop.py saves first)
+    print("interrupted", file=sys.stderr, flush=True)
+    sys.exit(130)
 
 
 def run(setup: Callable[[], object], work: Callable[[object], object], required=("config", "workdir")):

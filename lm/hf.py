@@ -330,8 +330,15 @@ def read_hf_config(folder: str) -> dict:
   path = os.path.join(folder, "config.json")
   if not os.path.exists(path):
     raise MissingFile(f"{path} not found: expected a Hugging Face model folder")
-  with open(path) as f:
-    return json.load(f)
+  try:
+    with open(path, encoding="utf-8") as f:
+      hf = json.load(f)
+  except json.JSONDecodeError as e:
+    raise UserError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno}); "
+                    f"a Hugging Face config.json is one JSON object") from None
+  if not isinstance(hf, dict):
+    raise UserError(f"{path}: a JSON {type(hf).__name__}, expected an object (a Hugging Face config.json)")
+  return hf
 
 
 def import_checkpoint(folder: str, *, scan_layers: bool = False, mesh=None, rule_pairs=None,

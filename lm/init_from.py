@@ -71,6 +71,9 @@ def resolve(init_cfg, key: str = "config.init_from") -> Source:
     folder = init_cfg.hf_dir
     if not os.path.isdir(folder):
       raise MissingFile(f"{_name(key, 'hf_dir')}: no such folder {folder!r}")
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+      raise MissingFile(f"{_name(key, 'hf_dir')}: no config.json in {folder!r} (a Hugging Face model "
+                        f"folder has config.json and model*.safetensors)")
     model_cfg = hf.config_from_hf(hf.read_hf_config(folder))
     tok = (tokenizer_lib.HFTokenizer(folder)
            if os.path.exists(os.path.join(folder, "tokenizer.json")) else None)

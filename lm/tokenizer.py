@@ -256,8 +256,15 @@ def load_tokenizer(spec: str) -> Tokenizer:
   if path.endswith(".model"):
     return SentencePieceTokenizer.from_file(path)
   if path.endswith(".json"):
-    with open(path) as f:
-      meta = json.load(f)
+    try:
+      with open(path, encoding="utf-8") as f:
+        meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      where = f"{path}:{e.lineno}" if isinstance(e, json.JSONDecodeError) else path
+      raise UserError(f"tokenizer: {where}: not a saved tokenizer (invalid JSON); use 'byte' or a file "
+                      f"written by experiments.train_tokenizer") from None
+    if not isinstance(meta, dict):
+      raise UserError(f"tokenizer: {path}: not a saved tokenizer (a JSON {type(meta).__name__})")
     if meta.get("kind") == "byte":
       return ByteTokenizer()
     if meta.get("kind") == "hf":

@@ -54,7 +54,7 @@ def _jsonl(path: str, what: str) -> Iterator[tuple[int, dict]]:
       if not line.strip():
         continue
       try:
-        row = json.loads(line)
+        row = json.loads(line.rstrip("\r\n"))  # columns count within the line
       except json.JSONDecodeError as e:
         raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}); "
                          f"each line must be one JSON object {what}") from None

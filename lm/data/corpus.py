@@ -24,6 +24,11 @@ from typing import Iterable, Iterator
 
 from lm.errors import MissingFile, UserError
 
+class MissingField(UserError, KeyError):
+  """A record without the configured text field (still a KeyError for callers that catch that)."""
+  __str__ = UserError.__str__
+
+
 TEXT_SUFFIXES = (".txt", ".jsonl", ".jsonl.gz", ".json.gz", ".parquet")
 
 
@@ -75,8 +80,11 @@ def default_documents() -> Iterator[str]:
 
 
 def _text_file_documents(path: str) -> Iterator[str]:
-  with open(path, encoding="utf-8") as f:
-    text = f.read()
+  try:
+    with open(path, encoding="utf-8") as f:
+      text = f.read()
+  except UnicodeDecodeError as e:
+    raise UserError(f"{path}: not UTF-8 text (byte {e.start}); convert it to UTF-8") from None
   for doc in text.split("\n\n"):
     if doc.strip():
       yield doc.strip("\n")
@@ -85,22 +93,53 @@ def _text_file_documents(path: str) -> Iterator[str]:
 def _jsonl_documents(path: str, field: str) -> Iterator[str]:
   opener = gzip.open if path.endswith(".gz") else open
   with opener(path, "rt", encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      row = json.loads(line)
-      if field not in row:
-        raise KeyError(f"{path}:{lineno}: no {field!r} field (data.text_field)")
-      yield row[field]
+    lineno = 0
+    try:
+      for lineno, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          row = json.loads(line.rstrip("\r\n"))  # columns count within the line
+        except json.JSONDecodeError as e:
+          raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}); each line must be "
+                          f"one JSON object with a {field!r} field") from None
+        if not isinstance(row, dict) or field not in row:
+          what = f"no {field!r} field" if isinstance(row, dict) else f"a {type(row).__name__}, not an object"
+          raise MissingField(f"{path}:{lineno}: {what}; each line needs a {field!r} string "
+                          f"(or set config.data.text_field)")
+        if row[field] is None:  # a null text: no document
+          continue
+        if not isinstance(row[field], str):
+          raise UserError(f"{path}:{lineno}: field {field!r} is a {type(row[field]).__name__}, not a string")
+        yield row[field]
+    except (UnicodeDecodeError, OSError, EOFError) as e:  # not UTF-8, or a broken .gz
+      raise UserError(f"{path}:{lineno + 1}: unreadable ({e}); expected UTF-8 JSON lines") from None
 
 
 def _parquet_documents(path: str, field: str) -> Iterator[str]:
+  import pyarrow as pa
   import pyarrow.parquet as pq
+  try:
+    names = pq.read_schema(path).names
+  except (pa.ArrowException, OSError) as e:
+    raise UserError(f"{path}: not a readable Parquet file ({_first_line(e)})") from None
+  if field not in names:
+    raise MissingField(f"{path}: no {field!r} column (it has {', '.join(names) or 'none'}); "
+                    f"set config.data.text_field to the text column")
   table = pq.read_table(path, columns=[field])
-  yield from table.column(field).to_pylist()
+  for i, text in enumerate(table.column(field).to_pylist()):
+    if text is None:
+      continue
+    if not isinstance(text, str):
+      raise UserError(f"{path}: row {i} of column {field!r} is a {type(text).__name__}, not a string")
+    yield text
 
 
-def file_documents(path: str, text_field: str = "text") -> Iterator[str]:
+def _first_line(e: BaseException) -> str:
+  return next((l.strip() for l in str(e).splitlines() if l.strip()), type(e).__name__)
+
+
+def _file_documents(path: str, text_field: str) -> Iterator[str]:
   if not os.path.exists(path):
     raise MissingFile(f"data.path: no such file or folder {path!r}")
   if os.path.isdir(path):
@@ -109,7 +148,7 @@ def file_documents(path: str, text_field: str = "text") -> Iterator[str]:
     if not files:
       raise MissingFile(f"data.path: folder {path!r} has no {'/'.join(TEXT_SUFFIXES)} files")
     for p in files:
-      yield from file_documents(p, text_field)
+      yield from _file_documents(p, text_field)
   elif path.endswith(".txt"):
     yield from _text_file_documents(path)
   elif path.endswith((".jsonl", ".jsonl.gz", ".json.gz")):
@@ -118,6 +157,17 @@ def file_documents(path: str, text_field: str = "text") -> Iterator[str]:
     yield from _parquet_documents(path, text_field)
   else:
     raise UserError(f"data.path: {path!r} is not one of {TEXT_SUFFIXES}")
+
+
+def file_documents(path: str, text_field: str = "text") -> Iterator[str]:
+  """The documents of a file or folder; malformed input is a UserError naming the file (and line)."""
+  n = 0
+  for doc in _file_documents(path, text_field):
+    n += 1
+    yield doc
+  if n == 0:
+    raise UserError(f"{path}: no documents (the file{'s are' if os.path.isdir(path) else ' is'} empty); "
+                    f"point data.path at text")
 
 
 def documents(path: str, text_field: str = "text") -> Iterator[str]:
