@@ -9,7 +9,9 @@ reference's wall time (start-up, compilation, steps and asynchronous checkpoint
 saves alike), with SIGKILL (3 in 4) or SIGTERM (which saves and exits 0). After
 each kill the command is started again and resumes from whatever it left; after
 the last kill it runs to the end. The final parameters and optimizer state must
-equal the reference's bit for bit. `<workdir>/kill_loop.md` tables every attempt.
+equal the reference's bit for bit. A killed run that reaches its last step
+before the kills are spent is compared and started afresh (an episode), so no
+kill lands on a finished run. `<workdir>/kill_loop.md` tables every attempt.
 Runs on CPU in minutes; not part of the test suite (a slow test runs 3 kills).
 """
 from __future__ import annotations
@@ -104,49 +106,56 @@ def main(argv=None) -> int:
     return 1
   print(f"reference: {ref_s:.1f} s uninterrupted", flush=True)
 
-  rows, kills, resumes, attempt = [], 0, 0, 0
+  ref_step, ref_state = final_state(reference)
+  rows, episodes, kills, resumes, attempt = [], [], 0, 0, 0
   cmd = command(a.stage, killed, base, corpus)
-  while True:
-    attempt += 1
-    last = kills >= a.kills
-    delay = None if last else rng.uniform(1.0, ref_s)
-    sig = signal.SIGKILL if rng.random() < 0.75 else signal.SIGTERM
-    t = time.time()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sent = None
-    if delay is not None:
+  # Episodes: the killed run goes from nothing to its last step; if it gets there before all the
+  # kills are spent, it is compared and started afresh, so no kill lands on a finished run.
+  while kills < a.kills or not episodes:
+    shutil.rmtree(killed, ignore_errors=True)
+    while True:
+      attempt += 1
+      delay = rng.uniform(1.0, ref_s) if kills < a.kills else None
+      sig = signal.SIGKILL if rng.random() < 0.75 else signal.SIGTERM
+      t = time.time()
+      proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+      sent = None
       try:
         proc.wait(timeout=delay)
       except subprocess.TimeoutExpired:
         proc.send_signal(sig)
         sent = sig.name
         kills += 1
-    out, _ = proc.communicate()
-    resumed = "resumed from" in out
-    resumes += resumed
-    step = out.split("resumed from ")[1].split()[0].rsplit("/", 1)[-1] if resumed else "0"
-    rows.append({"attempt": attempt, "signal": sent or "-", "after_s": round(time.time() - t, 1),
-                 "resumed_from": int(step), "exit": proc.returncode})
-    print(json.dumps(rows[-1]), flush=True)
-    if sent is None and proc.returncode == 0 and "already finished" not in out:
-      break
-    if sent is None and proc.returncode != 0:
-      print(out[-3000:], file=sys.stderr)
-      return 1
-    if attempt > 4 * a.kills + 10:
-      print("too many attempts", file=sys.stderr)
-      return 1
+      out, _ = proc.communicate()
+      resumed = "resumed from" in out
+      resumes += resumed
+      step = out.split("resumed from ")[1].split()[0].rsplit("/", 1)[-1] if resumed else "0"
+      rows.append({"episode": len(episodes) + 1, "attempt": attempt, "signal": sent or "-",
+                   "after_s": round(time.time() - t, 1), "resumed_from": int(step), "exit": proc.returncode})
+      print(json.dumps(rows[-1]), flush=True)
+      if sent is None and proc.returncode != 0:
+        print(out[-3000:], file=sys.stderr)
+        return 1
+      if sent is None or "already finished" in out:
+        got_step, got_state = final_state(killed)
+        same, leaves = identical(ref_state, got_state)
+        episodes.append(same and got_step == ref_step)
+        print(f"episode {len(episodes)}: final step {got_step}, bit-identical: {episodes[-1]}", flush=True)
+        break
+      if attempt > 4 * a.kills + 20:
+        print("too many attempts", file=sys.stderr)
+        return 1
 
-  ref_step, ref_state = final_state(reference)
-  got_step, got_state = final_state(killed)
-  same, leaves = identical(ref_state, got_state)
-  ok = same and ref_step == got_step
+  ok = all(episodes)
   summary = {"stage": a.stage, "kills": kills, "sigkill": sum(r["signal"] == "SIGKILL" for r in rows),
              "sigterm": sum(r["signal"] == "SIGTERM" for r in rows), "starts": attempt, "resumes": resumes,
-             "final_step": got_step, "bit_identical": ok, "leaves_compared": leaves, "seed": a.seed}
-  lines = [f"# Kill loop: {a.stage}", "", "| attempt | signal | after (s) | resumed from step | exit |",
-           "|---|---|---|---|---|"]
-  lines += [f"| {r['attempt']} | {r['signal']} | {r['after_s']} | {r['resumed_from']} | {r['exit']} |" for r in rows]
+             "episodes": len(episodes), "episodes_bit_identical": sum(episodes), "final_step": ref_step,
+             "bit_identical": ok, "leaves_compared": leaves, "seed": a.seed}
+  lines = [f"# Kill loop: {a.stage}", "", "| episode | attempt | signal | after (s) | resumed from step | exit |",
+           "|---|---|---|---|---|---|"]
+  lines += [f"| {r['episode']} | {r['attempt']} | {r['signal']} | {r['after_s']} | {r['resumed_from']} | {r['exit']} |"
+            for r in rows]
   lines += ["", "```json", json.dumps(summary, indent=2), "```", ""]
   with open(os.path.join(root, "kill_loop.md"), "w") as f:
     f.write("\n".join(lines))

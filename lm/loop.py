@@ -333,14 +333,14 @@ def run(stage: Stage, config: ml_collections.ConfigDict, workdir: str, tokenizer
     step, metrics = step_and_metrics
     if not int(metrics["nonfinite"]):
       return
-    loss, norm = float(metrics["loss"]), float(metrics["grad_norm"])
+    what = f"non-finite loss, gradient or update (loss {float(metrics['loss']):.4g}, gradient norm " \
+           f"{float(metrics['grad_norm']):.4g})"
     if policy == "skip":
       skipped += 1
-      tqdm.write(f"step {step}: non-finite loss {loss} or gradient norm {norm}: update skipped "
-                 f"({skipped} so far; config.train.nonfinite='skip')")
+      tqdm.write(f"step {step}: {what}: update skipped ({skipped} so far; config.train.nonfinite='skip')")
       return
     last = ckpt.latest_step()
-    raise Diverged(f"step {step}: non-finite loss {loss} or gradient norm {norm}; the run stops "
+    raise Diverged(f"step {step}: {what}; the run stops "
                    f"(config.train.nonfinite='stop') with its last checkpoint at "
                    f"{f'{ckpt.directory}/{last}' if last is not None else 'none'} intact: resume with a lower "
                    "opt.lr or opt.clip_norm, or set config.train.nonfinite='skip'")

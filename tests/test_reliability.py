@@ -152,6 +152,18 @@ def test_corrupt_newest_checkpoint_is_skipped(finished, corpus, tmp_path):
   assert os.path.isdir(wd / "checkpoints" / "30")
 
 
+def test_no_loadable_checkpoint_is_one_line(finished, corpus, tmp_path):
+  wd = copy_of(finished, tmp_path)
+  for step in ("10", "20"):
+    for root, _, files in os.walk(wd / "checkpoints" / step / "state"):
+      for name in files:
+        open(os.path.join(root, name), "wb").close()
+  before = snapshot(wd)
+  line = error_line(run(wd, corpus, "--config.train.steps=30"))
+  assert f"no checkpoint under {wd}/checkpoints loads (steps [10, 20])" in line
+  assert snapshot(wd) == before
+
+
 def test_rerunning_a_finished_run_keeps_its_report(finished, corpus, tmp_path):
   wd = copy_of(finished, tmp_path)
   before = snapshot(wd)
