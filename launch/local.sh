@@ -21,6 +21,7 @@ reqs=(requirements.txt)
 case "$module" in
   experiments.prepare_data|experiments.train_tokenizer|experiments.tokenize_data) reqs+=(requirements-web.txt) ;;
   pytest) reqs+=(requirements-web.txt requirements-test.txt) ;;
+  experiments.bench) reqs+=(requirements-test.txt) ;;  # the PyTorch / transformers peers
 esac
 
 if [[ ! -x "$venv/bin/python" ]]; then
