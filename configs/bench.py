@@ -52,7 +52,7 @@ def get_config(arg: str = "train_step") -> ml_collections.ConfigDict:
     c.model = base.model_config("tiny")
     c.model.update(vocab_size=384, attention="cpu_kernel")
     c.opt.update(weight_decay=0.1, clip_norm=1.0)
-    c.batch_size, c.seq_len, c.rounds, c.steps = 32, 256, 5, 5
+    c.batch_size, c.seq_len, c.rounds, c.steps = 32, 256, 5, 10  # 10 consecutive SFT batches per round
     c.peer = False
   if arg == "decode":
     c.batch_size = 8

@@ -3,6 +3,7 @@ import pytest
 
 from configs import bench
 from lm.bench import peer as peer_lib
+from tests.conftest import CPU_SPEEDUPS, needs_cpu_speedups
 from lm.bench import train_step as bench_train
 from lm.errors import UserError
 
@@ -12,6 +13,8 @@ def tiny(peer: bool, modes=("compiled", "eager")):
   c = bench.get_config("train_step")
   c.model.update(vocab_size=128, d_model=64, n_layers=2, n_heads=4, n_kv_heads=4, d_ff=128, max_len=32)
   c.update(batch_size=8, seq_len=32, steps=2, warmup_steps=3, rounds=3, peer=peer, peer_modes=modes)
+  if not CPU_SPEEDUPS:  # LM_CPU_SPEEDUPS=0: what is configured must be what runs
+    c.model.update(attention="xla", weight_grad="xla")
   return c
 
 
@@ -59,6 +62,7 @@ def test_loss_check_catches_different_work():
 
 
 def test_fails_when_the_configured_attention_does_not_run():
+  needs_cpu_speedups()
   c = tiny(peer=False)
   c.model.attention = "einsum"
   c.model.dtype = "bfloat16"  # the kernel is float32-only: 'cpu_kernel' would not run, einsum does
@@ -66,3 +70,12 @@ def test_fails_when_the_configured_attention_does_not_run():
   c.model.attention = "cpu_kernel"
   with pytest.raises(UserError, match="attention='cpu_kernel' but this process runs 'einsum"):
     bench_train.run(c)
+
+
+@pytest.mark.parametrize("info,per_cycle", [
+    ({"vendor_id": "GenuineIntel", "flags": "fma avx2 avx512f"}, 64),
+    ({"vendor_id": "AuthenticAMD", "cpu family": "25", "flags": "fma avx2 avx512f"}, 32),  # Zen 4
+    ({"vendor_id": "AuthenticAMD", "cpu family": "26", "flags": "fma avx2 avx512f"}, 64),  # Zen 5
+    ({"vendor_id": "GenuineIntel", "flags": "fma avx2"}, 32), ({"flags": "sse2"}, 16)])
+def test_nominal_peak_per_cycle(info, per_cycle):
+  assert peer_lib.fp32_flops_per_cycle(info)[0] == per_cycle

@@ -182,6 +182,32 @@ def test_resume_with_another_model_changes_nothing(finished, corpus, tmp_path):
   assert snapshot(wd) == before
 
 
+def test_resume_on_shards_of_another_tokenizer(tmp_path):
+  """Two BPE tokenizers of the same vocabulary size: a run on shards of one does not resume on
+  shards of the other (same vocab, different ids), and nothing is changed."""
+  from lm import tokenizer as tokenizer_lib
+  from lm.data import shards as shards_lib
+  from lm.prep import synthetic
+  docs = list(synthetic.clean_documents())
+  folders = []
+  for i, part in enumerate((docs[::2], docs[1::2])):
+    tok = tokenizer_lib.train_sentencepiece(part, 512)
+    folder = tmp_path / f"shards{i}"
+    for split, rows in (("train", part[:-4]), ("val", part[-4:])):
+      writer = shards_lib.ShardWriter(str(folder / split), tok)
+      for d in rows:
+        writer.add(tok.encode(d))
+      writer.close()
+    folders.append(folder)
+  wd = tmp_path / "run"
+  out = run(wd, folders[0], "--config.train.steps=10", "--config.data.tokenizer=auto")
+  assert out.returncode == 0, out.stderr[-3000:]
+  before = snapshot(wd)
+  line = error_line(run(wd, folders[1], "--config.train.steps=20", "--config.data.tokenizer=auto"))
+  assert "tokenizer mismatch" in line and f"{wd}/checkpoints/10" in line
+  assert snapshot(wd) == before
+
+
 # ------------------------------------------------------------------ failed saves
 
 def test_unwritable_checkpoint_folder_fails_in_seconds(corpus, tmp_path):

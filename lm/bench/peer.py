@@ -141,11 +141,15 @@ def _base_ghz(info: dict) -> tuple[float | None, str]:
 
 def fp32_flops_per_cycle(info: dict) -> tuple[int, str]:
   """Nominal fp32 FLOPs per cycle per core from the ISA flags: 2 FMA pipes of the widest vector.
-  AMD runs AVX-512 on 256-bit pipes (Zen 4), so it counts as AVX2 there."""
+  AMD before Zen 5 (cpu family 26) runs AVX-512 on 256-bit pipes, so it counts as AVX2 there."""
   flags = set(info.get("flags", "").split())
   amd = "AMD" in info.get("vendor_id", "") or "AMD" in info.get("model name", "")
-  if "avx512f" in flags and not amd:
-    return 64, "AVX-512, 2 FMA units × 16 fp32 × 2"
+  try:
+    family = int(info.get("cpu family", "0"))
+  except ValueError:
+    family = 0
+  if "avx512f" in flags and (not amd or family >= 26):
+    return 64, "AVX-512, 2 FMA units × 16 fp32 × 2" + (" (Zen 5: 512-bit pipes)" if amd else "")
   if "fma" in flags and "avx2" in flags:
     return 32, "AVX2 FMA, 2 units × 8 fp32 × 2" + (" (AVX-512 on 256-bit pipes)" if "avx512f" in flags else "")
   return 16, "SSE, 2 units × 4 fp32 × 2 (no FMA)"
@@ -164,6 +168,7 @@ def machine() -> dict:
     except metadata.PackageNotFoundError:
       pass
   return {"cpu": info.get("model name", platform.processor() or platform.machine()),
+          "cpu_family_model": f"{info.get('vendor_id', '?')} family {info.get('cpu family', '?')} model {info.get('model', '?')}",
           "cores_used": cores, "logical_cpus": os.cpu_count(), "base_ghz": ghz, "base_ghz_from": ghz_source,
           "nominal_fp32_peak_gflops": ghz * per_cycle * cores if ghz else None,
           "nominal_peak_assumes": f"{isa} × {cores} cores × {ghz} GHz",

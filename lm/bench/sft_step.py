@@ -25,15 +25,14 @@ from lm.tokenizer import ByteTokenizer
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _timed(stage, batch, n: int, holder: dict) -> float:
-  times = []
+def _timed(stage, batches: list, n: int, holder: dict) -> float:
+  """Seconds for n steps, cycling through `batches` (already on the mesh)."""
   key = jax.random.key(0)
-  for _ in range(n):
-    t = time.perf_counter()
-    holder["state"], metrics = stage.train_step(holder["state"], batch, key)
-    jax.block_until_ready(holder["state"])
-    times.append(time.perf_counter() - t)
-  return float(np.mean(times))
+  t = time.perf_counter()
+  for i in range(n):
+    holder["state"], _ = stage.train_step(holder["state"], batches[i % len(batches)], key)
+  jax.block_until_ready(holder["state"])
+  return time.perf_counter() - t
 
 
 def read_conversations(spec: str, seed: int) -> list:
@@ -57,26 +56,30 @@ def run(config) -> dict:
   rendered = sft.RenderedSet(convs, tok)
   layouts = {m: sft.SFTRows(rendered, T, m, config.seed) for m in ("pack", "pad")}
   rows = layouts[config.data_layout]
-  sft_batch = next(iter(sft.dataset(rows, B, seed=config.seed)))
-  sft_tokens = int((sft_batch["segment_ids"] > 0).sum())
+  # The SFT side steps through `steps` consecutive batches of the real stream (their padding
+  # varies), the pretraining side through as many random-token batches without padding.
+  sft_host = [b for _, b in zip(range(config.steps), iter(sft.dataset(rows, B, seed=config.seed)))]
+  sft_tokens = sum(int((b["segment_ids"] > 0).sum()) for b in sft_host)
 
   rng = np.random.default_rng(config.seed)
-  text = rng.integers(0, config.model.vocab_size, (B, T + 1), dtype=np.int32)
-  pre_batch = {"inputs": text[:, :-1], "targets": text[:, 1:], "loss_mask": np.ones((B, T), np.float32)}
+  pre_host = []
+  for _ in range(config.steps):
+    text = rng.integers(0, config.model.vocab_size, (B, T + 1), dtype=np.int32)
+    pre_host.append({"inputs": text[:, :-1], "targets": text[:, 1:], "loss_mask": np.ones((B, T), np.float32)})
   total = config.rounds * (config.steps + config.warmup_steps)
   stages, batches, holders = {}, {}, {}
-  for name, host in (("pretrain", pre_batch), ("sft", sft_batch)):
+  for name, host in (("pretrain", pre_host), ("sft", sft_host)):
     stages[name] = loop.build_stage(config.model, config.opt, total, mesh, rules, losses.next_token,
                                     micro_batch=B, seq_len=T)
-    batches[name] = sharding.host_batch_to_global(host, mesh)
+    batches[name] = [sharding.host_batch_to_global(b, mesh) for b in host]
     holders[name] = {"state": stages[name].init(config.seed)}
     _timed(stages[name], batches[name], config.warmup_steps, holders[name])
 
   tps = {"pretrain": [], "sft": []}
   for r in range(config.rounds):
     for name in ("pretrain", "sft"):
-      step_s = _timed(stages[name], batches[name], config.steps, holders[name])
-      tps[name].append((B * T if name == "pretrain" else sft_tokens) / step_s)
+      seconds = _timed(stages[name], batches[name], config.steps, holders[name])
+      tps[name].append((B * T * config.steps if name == "pretrain" else sft_tokens) / seconds)
     print({"round": r, "pretrain_tokens_per_sec": round(tps["pretrain"][-1]),
            "sft_tokens_per_sec": round(tps["sft"][-1]), "ratio": round(tps["sft"][-1] / tps["pretrain"][-1], 3)},
           flush=True)
@@ -87,7 +90,7 @@ def run(config) -> dict:
       "sft_over_pretrain": float(np.median(ratios)), "ratio_per_round": ratios,
       "data_layout": config.data_layout, "conversations": config.conversations,
       "padding_fraction": {m: rows_.stats["padding_fraction"] for m, rows_ in layouts.items()},
-      "sft_batch_padding_fraction": 1 - sft_tokens / (B * T),
+      "sft_timed_padding_fraction": 1 - sft_tokens / (B * T * config.steps),
       "attention": attention, "machine": peer_lib.machine(),
       "num_devices": jax.device_count(), "batch_size": B, "seq_len": T,
   }
