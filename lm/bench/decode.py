@@ -18,7 +18,7 @@ side. The device count is reported with the result.
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import tempfile
 import time
@@ -105,29 +105,21 @@ def run(config) -> dict:
                 mesh=dict(mesh.shape), dtype=cfg.dtype, xla_flags=os.environ.get("XLA_FLAGS", ""),
                 machine=peer_lib.machine())
   per_call = config.batch_size * config.new_tokens
-  peers = {}
-  with tempfile.TemporaryDirectory() as tmp:
+  with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
     if modes:
       hf.export_checkpoint(params, cfg, tmp)
       np.save(os.path.join(tmp, "prompts.npy"), prompts)
-    try:
-      for mode in modes:
-        print(f"transformers {mode}: setting up", flush=True)
-        args = ["decode", "--weights", tmp, "--prompts", os.path.join(tmp, "prompts.npy"), "--mode", mode,
-                "--new_tokens", str(config.new_tokens), "--warmup", str(max(config.warmup_steps, 1))]
-        peers[mode] = peer_lib.PeerProcess(args, peer_lib.used_cores()).__enter__()
-        result[f"greedy_agreement_{mode}"] = check_tokens(our_tokens, np.asarray(peers[mode].ready["tokens"]), mode)
-      rounds = []
-      for r in range(config.rounds):
-        row = {"ours_tokens_per_sec": per_call * config.steps / sum(ours_run() for _ in range(config.steps))}
-        for mode, p in peers.items():
-          row[f"{mode}_tokens_per_sec"] = per_call * config.steps / sum(p.run(config.steps)["times"])
-          row[f"ratio_vs_{mode}"] = row["ours_tokens_per_sec"] / row[f"{mode}_tokens_per_sec"]
-        rounds.append(row)
-        print(json.dumps({"round": r, **{k: round(v, 3) for k, v in row.items()}}), flush=True)
-    finally:
-      for p in peers.values():
-        p.__exit__(None, None, None)
+    peers = {}
+    for mode in modes:
+      print(f"transformers {mode}: setting up", flush=True)
+      args = ["decode", "--weights", tmp, "--prompts", os.path.join(tmp, "prompts.npy"), "--mode", mode,
+              "--new_tokens", str(config.new_tokens), "--warmup", str(max(config.warmup_steps, 1))]
+      peers[mode] = stack.enter_context(peer_lib.PeerProcess(args, peer_lib.used_cores()))
+      result[f"greedy_agreement_{mode}"] = check_tokens(our_tokens, np.asarray(peers[mode].ready["tokens"]), mode)
+    work = per_call * config.steps
+    rounds = peer_lib.alternate(
+        config.rounds, lambda: work / sum(ours_run() for _ in range(config.steps)),
+        {m: (lambda p=p: work / sum(p.run(config.steps)["times"])) for m, p in peers.items()})
   med = peer_lib.medians(rounds)
   result["tokens_per_sec"] = med["ours_tokens_per_sec"]
   result["ms_per_step"] = config.batch_size / med["ours_tokens_per_sec"] * 1e3

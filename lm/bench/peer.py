@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 from importlib import metadata
+from typing import Callable
 
 import numpy as np
 
@@ -105,6 +106,20 @@ def check_ran_as_configured(cfg) -> str:
     raise UserError(f"config.model.weight_grad={cfg.weight_grad!r} is not registered in this process "
                     f"(runs {ops.describe_matmul(cfg.weight_grad)!r}): enable lm/cpu or configure 'xla'")
   return ran
+
+
+def alternate(rounds: int, ours: Callable[[], float], peers: dict[str, Callable[[], float]]) -> list[dict]:
+  """`rounds` rounds, each side one after the other; every callable times its share of a round and
+  returns tokens/s. → per-round rows {ours_tokens_per_sec, <mode>_tokens_per_sec, ratio_vs_<mode>}."""
+  rows = []
+  for r in range(rounds):
+    row = {"ours_tokens_per_sec": ours()}
+    for mode, run in peers.items():
+      row[f"{mode}_tokens_per_sec"] = run()
+      row[f"ratio_vs_{mode}"] = row["ours_tokens_per_sec"] / row[f"{mode}_tokens_per_sec"]
+    rows.append(row)
+    print(json.dumps({"round": r, **{k: round(v, 3) for k, v in row.items()}}), flush=True)
+  return rows
 
 
 def medians(rounds: list[dict]) -> dict:

@@ -19,7 +19,7 @@ must agree; otherwise `NotSameWork` and no ratio.
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import tempfile
 import time
@@ -136,27 +136,19 @@ def run(config) -> dict:
             "warmup_losses": ours.warmup_losses, "machine": peer_lib.machine()}
 
   with tempfile.TemporaryDirectory() as tmp:
-    peers = {}
     if modes:
       hf.export_checkpoint(ours.initial_params, config.model, tmp)
       np.save(os.path.join(tmp, "tokens.npy"), ours.tokens)
-    try:
+    with contextlib.ExitStack() as stack:
+      peers = {}
       for mode in modes:
         print(f"peer {mode}: setting up (compilation takes a minute or two on a small CPU)", flush=True)
-        peers[mode] = peer_lib.PeerProcess(peer_args(config, tmp, os.path.join(tmp, "tokens.npy"), mode),
-                                           threads).__enter__()
+        peers[mode] = stack.enter_context(peer_lib.PeerProcess(
+            peer_args(config, tmp, os.path.join(tmp, "tokens.npy"), mode), threads))
         check_losses(ours.warmup_losses, peers[mode].ready["warmup_losses"], mode)
-      rounds = []
-      for r in range(config.rounds):
-        row = {"ours_tokens_per_sec": B * T / float(np.mean(ours.run(config.steps)))}
-        for mode, p in peers.items():
-          row[f"{mode}_tokens_per_sec"] = B * T / float(np.mean(p.run(config.steps)["times"]))
-          row[f"ratio_vs_{mode}"] = row["ours_tokens_per_sec"] / row[f"{mode}_tokens_per_sec"]
-        rounds.append(row)
-        print(json.dumps({"round": r, **{k: round(v, 3) for k, v in row.items()}}), flush=True)
-    finally:
-      for p in peers.values():
-        p.__exit__(None, None, None)
+      rounds = peer_lib.alternate(
+          config.rounds, lambda: B * T / float(np.mean(ours.run(config.steps))),
+          {m: (lambda p=p: B * T / float(np.mean(p.run(config.steps)["times"]))) for m, p in peers.items()})
 
   med = peer_lib.medians(rounds)
   measured_peak = perf.measure_matmul_peak(config.model.dtype)
