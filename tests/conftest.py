@@ -41,6 +41,20 @@ def shared_file(name: str) -> str:
   return path
 
 
+def snapshot(folder) -> dict:
+  """{relative path: (size, mtime_ns, sha256)} of every file under `folder`: compare two to show
+  that nothing that existed was changed."""
+  import hashlib
+  out = {}
+  for root, _, files in os.walk(folder):
+    for name in files:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        out[os.path.relpath(path, folder)] = (os.path.getsize(path), os.stat(path).st_mtime_ns,
+                                              hashlib.sha256(f.read()).hexdigest())
+  return out
+
+
 def require_kernel():
   """Skips only where no C++ compiler exists; a compiler that fails to build the CPU attention
   kernel fails the test (a broken kernel must not leave CI green)."""

@@ -22,7 +22,6 @@ Each error comes before any compilation, so a row costs about one interpreter + 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -32,7 +31,7 @@ import tempfile
 
 import pytest
 
-from tests.conftest import ROOT, env
+from tests.conftest import ROOT, env, snapshot
 
 PRETRAIN = ["experiments.pretrain", "--config=configs/pretrain.py:tiny", "--workdir={tmp}/run"]
 SFT_BASE = ["experiments.sft", "--config=configs/sft.py:tiny", "--workdir={tmp}/run"]
@@ -167,18 +166,6 @@ def make_inputs(tmp: str) -> None:
   write("hf_noconfig/tokenizer.json", "{}")
   write("hf_badconfig/config.json", '{\n  "model_type": "gpt2",\n  "n_embd": 32,,\n}\n')
   write("emptyrun/notes.txt", "a workdir without checkpoints\n")
-
-
-def snapshot(root: str) -> dict:
-  out = {}
-  for dirpath, _, files in os.walk(root):
-    for name in files:
-      path = os.path.join(dirpath, name)
-      st = os.stat(path)
-      with open(path, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()
-      out[os.path.relpath(path, root)] = (st.st_size, st.st_mtime_ns, digest)
-  return out
 
 
 def run_row(args: list[str], tmp: str) -> subprocess.CompletedProcess:

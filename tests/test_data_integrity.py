@@ -13,18 +13,7 @@ import pytest
 from lm import tokenizer as tokenizer_lib
 from lm.data import shards
 from lm.prep import web
-from tests.conftest import ROOT, env, shared_file
-
-
-def _snapshot(folder) -> dict:
-  """{relative path: sha256} of every file under `folder` (to show nothing else changed)."""
-  out = {}
-  for root, _, files in os.walk(folder):
-    for f in files:
-      p = os.path.join(root, f)
-      with open(p, "rb") as fh:
-        out[os.path.relpath(p, folder)] = hashlib.sha256(fh.read()).hexdigest()
-  return out
+from tests.conftest import ROOT, env, shared_file, snapshot
 
 
 def _last_line(text: str) -> str:
@@ -55,21 +44,21 @@ def test_meta_records_sizes_hashes_and_tokenizer(shard_dir):
 def test_shard_cut_in_half_is_a_one_line_error_at_open(shard_dir):
   meta = shards.read_meta(shard_dir)
   bad = os.path.join(shard_dir, meta["shards"][1]["file"])
-  before = _snapshot(shard_dir)
+  before = snapshot(shard_dir)
   with open(bad, "r+b") as f:
     f.truncate(os.path.getsize(bad) // 2)
   with pytest.raises(shards.UserError) as e:
     shards.TokenShards(shard_dir, verify=False)  # the size check needs no hashing
   msg = str(e.value)
   assert "\n" not in msg and repr(bad) in msg and "experiments.tokenize_data" in msg
-  after = _snapshot(shard_dir)
+  after = snapshot(shard_dir)
   assert {k for k in before if before[k] != after.get(k)} == {os.path.relpath(bad, shard_dir)}
 
 
 def test_flipped_byte_passes_open_fails_verify(shard_dir):
   meta = shards.read_meta(shard_dir)
   bad = os.path.join(shard_dir, meta["shards"][2]["file"])
-  before = _snapshot(shard_dir)
+  before = snapshot(shard_dir)
   with open(bad, "r+b") as f:
     f.seek(7)
     b = f.read(1)
@@ -82,7 +71,7 @@ def test_flipped_byte_passes_open_fails_verify(shard_dir):
   assert "\n" not in msg and repr(bad) in msg and "sha256" in msg and "experiments.tokenize_data" in msg
   with pytest.raises(shards.UserError, match="sha256"):
     shards.TokenShards(shard_dir)  # small folders are hashed on open
-  after = _snapshot(shard_dir)
+  after = snapshot(shard_dir)
   assert {k for k in before if before[k] != after.get(k)} == {os.path.relpath(bad, shard_dir)}
 
 
@@ -152,7 +141,7 @@ def test_nothing_survives_writes_zero_report_and_exits_0(tmp_path):
   crawl = tmp_path / "crawl"
   crawl.mkdir()
   _write_warc(crawl / "one.warc.gz", [("http://example.com/a", "<html><body><p>Too short.</p></body></html>")])
-  before = _snapshot(crawl)
+  before = snapshot(crawl)
   r = _prepare(tmp_path / "run", f"--config.web.warc_path={crawl}")
   assert r.returncode == 0, r.stderr[-3000:]
   lines = [l for l in r.stdout.splitlines() if l.startswith("no document survived the filters")]
@@ -162,7 +151,7 @@ def test_nothing_survives_writes_zero_report_and_exits_0(tmp_path):
   assert sum(s["dropped"] for s in stats["steps"]) == 1
   assert "0 kept" in (tmp_path / "run" / "web_report.md").read_text()
   assert "Traceback" not in r.stderr
-  assert _snapshot(crawl) == before
+  assert snapshot(crawl) == before
 
 
 def test_unreadable_warc_is_skipped_or_strict_error(tmp_path):
@@ -175,7 +164,7 @@ def test_unreadable_warc_is_skipped_or_strict_error(tmp_path):
   (crawl / "x.warc.gz").write_bytes(b"this is not a gzip file\n" * 100)
   data = (crawl / "cc-sample-dolma-0000.warc.gz").read_bytes()
   (crawl / "cut.warc.gz").write_bytes(data[:len(data) // 2])  # passes the header check, fails mid-file
-  before = _snapshot(crawl)
+  before = snapshot(crawl)
 
   strict = tmp_path / "strict"
   r = _prepare(strict, f"--config.web.warc_path={crawl}", "--config.web.strict_inputs=True")
@@ -194,4 +183,4 @@ def test_unreadable_warc_is_skipped_or_strict_error(tmp_path):
   stats = json.loads((run / "web_stats.json").read_text())
   assert stats["throughput"]["warc_files"] == 3 and stats["steps"][0]["in"] >= 10
   assert stats["steps"][-1]["kept"] >= 5  # as test_web's run of the two samples
-  assert _snapshot(crawl) == before
+  assert snapshot(crawl) == before

@@ -1,5 +1,4 @@
 """No run loses good work: NaN guard, preemption, failed saves, corrupt checkpoints, one workdir one job."""
-import hashlib
 import json
 import os
 import signal
@@ -15,7 +14,7 @@ import pytest
 from lm import checkpoint as ckpt_lib
 from lm import loop
 from lm.errors import UserError
-from tests.conftest import ROOT, env
+from tests.conftest import ROOT, env, snapshot
 
 SMALL = ["--config.model.d_model=64", "--config.model.n_layers=2", "--config.model.n_heads=2",
          "--config.model.n_kv_heads=2", "--config.model.d_ff=128", "--config.model.max_len=64",
@@ -38,18 +37,6 @@ def error_line(out) -> str:
   lines = [l for l in out.stderr.splitlines() if l.startswith("error:")]
   assert out.returncode == 2 and len(lines) == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
   return lines[0]
-
-
-def snapshot(folder) -> dict:
-  """Every file under folder: (size, mtime, sha256)."""
-  out = {}
-  for root, _, files in os.walk(folder):
-    for name in files:
-      p = os.path.join(root, name)
-      with open(p, "rb") as f:
-        out[os.path.relpath(p, folder)] = (os.path.getsize(p), os.stat(p).st_mtime_ns,
-                                           hashlib.sha256(f.read()).hexdigest())
-  return out
 
 
 def params_of(workdir, step):
