@@ -3,7 +3,7 @@
 #
 #   bash launch/pipeline.sh                      # synthetic crawl → BPE base model → SFT (≈15 min on 2 cores)
 #   WARC=../shared/data bash launch/pipeline.sh  # real Common Crawl WARCs instead (English only)
-#   DATA=runs/data RUN=runs/base SFT=runs/sft STEPS=700 VOCAB=2048 bash launch/pipeline.sh
+#   DATA=runs/data RUN=runs/base SFT=runs/sft STEPS=620 VOCAB=2048 bash launch/pipeline.sh
 #   SFT= bash launch/pipeline.sh                 # stop after pretraining
 #   SEEDS="0 1 2" bash launch/pipeline.sh        # base + SFT per seed in <RUN|SFT>/seed=<s>; <SFT>/sweep.md: mean ± std
 #
@@ -17,7 +17,7 @@ SFT="${SFT-runs/sft}"           # supervised fine-tuning workdir (SFT= : stop af
 SFT_STEPS="${SFT_STEPS:-150}"   # SFT steps
 WARC="${WARC:-}"                # "" = generate the synthetic world's crawl
 VOCAB="${VOCAB:-2048}"          # sentencepiece vocabulary
-STEPS="${STEPS:-700}"           # pretraining steps
+STEPS="${STEPS:-620}"           # pretraining steps
 EXTRA="${EXTRA:-0.05}"          # share of the interpreter's docs mixed into the shards beside the crawl
 WORKERS="${WORKERS:-2}"         # processes for the web pipeline and tokenization
 SEEDS="${SEEDS:-}"              # "" = one run (seed 0) in $RUN and $SFT; "0 1 2" = one base + SFT per seed
