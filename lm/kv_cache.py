@@ -2,7 +2,10 @@
 
 Layout: every row writes slot `index` at the same time (the sampler keeps rows
 in lockstep), so one scalar index addresses the whole batch and the write is a
-single `dynamic_update_slice`, done in place inside a `while_loop`. Prompts of
+single `dynamic_update_slice`, done in place inside a `while_loop`. The rollout
+engine (`lm.engine`) lets rows advance independently (a row waiting on a tool
+holds still while the others decode): there `index` is a (B,) vector, each row
+writes its own slot, and masks and positions follow each row's own index. Prompts of
 different lengths are left-padded: row b's real tokens start at slot
 `start_B[b]`, and the mask hides the padding slots before it. Positions are per
 row (slot − start), so a left-padded row sees exactly the positions it would
@@ -36,11 +39,21 @@ def init(cfg: ml_collections.ConfigDict, batch: int, length: int) -> Cache:
           for i in range(cfg.n_layers)}
 
 
+def _slots(index: jax.Array, T: int) -> jax.Array:
+  """(B or 1, T) slots of the T new tokens: a scalar index is shared by every row."""
+  index_B = jnp.atleast_1d(index)
+  return index_B[:, None] + jnp.arange(T)[None, :]
+
+
 def write(layer_cache: Cache, k_BTKD: jax.Array, v_BTKD: jax.Array, index: jax.Array) -> Cache:
-  """Store T new keys/values at slots index..index+T-1 of every row."""
+  """Store T new keys/values at slots index..index+T-1 (index: scalar, or one per row)."""
   def put(buf_BKSD, new_BTKD):
     new_BKTD = new_BTKD.transpose(0, 2, 1, 3).astype(buf_BKSD.dtype)
-    buf_BKSD = jax.lax.dynamic_update_slice(buf_BKSD, new_BKTD, (0, 0, index, 0))
+    if jnp.ndim(index) == 0:
+      buf_BKSD = jax.lax.dynamic_update_slice(buf_BKSD, new_BKTD, (0, 0, index, 0))
+    else:
+      buf_BKSD = jax.vmap(lambda buf_KSD, new_KTD, i: jax.lax.dynamic_update_slice(
+          buf_KSD, new_KTD, (0, i, 0)))(buf_BKSD, new_BKTD, index)
     return nn.with_logical_constraint(buf_BKSD, ("batch", "act_kv_heads", "length", None))
   return {"k": put(layer_cache["k"], k_BTKD), "v": put(layer_cache["v"], v_BTKD)}
 
@@ -70,14 +83,14 @@ def mask(start_B: jax.Array, index: jax.Array, T: int, S: int) -> jax.Array:
   A padding query (slot < start) sees only itself, so its softmax is never
   empty; nothing real ever looks at it.
   """
-  q_T = index + jnp.arange(T)
+  q_BT = _slots(index, T)
   s_S = jnp.arange(S)
-  causal_TS = s_S[None, :] <= q_T[:, None]
+  causal_BTS = s_S[None, None, :] <= q_BT[:, :, None]
   valid_BS = s_S[None, :] >= start_B[:, None]
-  self_TS = s_S[None, :] == q_T[:, None]
-  return ((valid_BS[:, None, :] & causal_TS[None]) | self_TS[None])[:, None]
+  self_BTS = s_S[None, None, :] == q_BT[:, :, None]
+  return ((valid_BS[:, None, :] & causal_BTS) | self_BTS)[:, None]
 
 
 def positions(start_B: jax.Array, index: jax.Array, T: int) -> jax.Array:
   """(B, T) positions of slots index..index+T-1: slot − start, 0 on padding."""
-  return jnp.maximum(index + jnp.arange(T)[None, :] - start_B[:, None], 0).astype(jnp.int32)
+  return jnp.maximum(_slots(index, T) - start_B[:, None], 0).astype(jnp.int32)

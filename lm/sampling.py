@@ -157,7 +157,7 @@ _prefill_jit = jax.jit(_prefill, static_argnames=("model", "max_new_tokens"))
 _decode_jit = jax.jit(_decode, static_argnames=("model", "steps"), donate_argnames=("state",))
 
 
-def _settings(temperature, top_k, top_p, pad_id):
+def sampling_settings(temperature, top_k, top_p, pad_id):
   """Traced scalars, so that changing a setting never recompiles."""
   if temperature < 0 or top_k < 0 or not 0.0 < top_p <= 1.0:
     raise UserError(f"sampling: need temperature ≥ 0, top_k ≥ 0, 0 < top_p ≤ 1; got "
@@ -191,7 +191,7 @@ def _stops(stop_ids, B: int) -> np.ndarray:
   return out
 
 
-def _inputs(model, prompts, max_new_tokens, stop_ids, max_new_B, pad_id, pad_multiple, mesh):
+def batch_inputs(model, prompts, max_new_tokens, stop_ids, max_new_B, pad_id, pad_multiple, mesh):
   cfg = model.cfg
   prompt_BP, start_B = left_pad(prompts, pad_id, pad_multiple)
   B, P = prompt_BP.shape
@@ -206,7 +206,7 @@ def _inputs(model, prompts, max_new_tokens, stop_ids, max_new_B, pad_id, pad_mul
   return arrays
 
 
-def _context(mesh, rule_pairs):
+def mesh_context(mesh, rule_pairs):
   if mesh is None:
     return contextlib.nullcontext()
   stack = contextlib.ExitStack()
@@ -225,9 +225,9 @@ def generate(model, params, prompts: Sequence[Sequence[int]], max_new_tokens: in
   stop_ids: ids that end every row, or one list per row. max_new_B: per-row
   limits (≤ max_new_tokens).
   """
-  arrays = _inputs(model, prompts, max_new_tokens, stop_ids, max_new_B, pad_id, pad_multiple, mesh)
-  settings = _settings(temperature, top_k, top_p, pad_id)
-  with _context(mesh, rule_pairs):
+  arrays = batch_inputs(model, prompts, max_new_tokens, stop_ids, max_new_B, pad_id, pad_multiple, mesh)
+  settings = sampling_settings(temperature, top_k, top_p, pad_id)
+  with mesh_context(mesh, rule_pairs):
     return _generate(model, params, *arrays, jax.random.key(seed), *settings,
                      max_new_tokens=int(max_new_tokens))
 
@@ -237,13 +237,13 @@ def stream(model, params, prompts: Sequence[Sequence[int]], max_new_tokens: int,
            stop_ids=(), max_new_B=None, pad_id: int = 0, pad_multiple: int = 1, mesh=None,
            rule_pairs=()) -> Iterator[np.ndarray]:
   """Yield (B, ≤chunk) new tokens as they are decoded; rows that are done yield pad_id."""
-  arrays = _inputs(model, prompts, max_new_tokens, stop_ids, max_new_B, pad_id, pad_multiple, mesh)
-  settings = _settings(temperature, top_k, top_p, pad_id)
-  with _context(mesh, rule_pairs):
+  arrays = batch_inputs(model, prompts, max_new_tokens, stop_ids, max_new_B, pad_id, pad_multiple, mesh)
+  settings = sampling_settings(temperature, top_k, top_p, pad_id)
+  with mesh_context(mesh, rule_pairs):
     state = _prefill_jit(model, params, *arrays, jax.random.key(seed), max_new_tokens=int(max_new_tokens))
   emitted = 0
   while emitted < max_new_tokens:
-    with _context(mesh, rule_pairs):
+    with mesh_context(mesh, rule_pairs):
       state = _decode_jit(model, params, state, *settings, steps=chunk)
     step = int(state.step)
     if step == emitted:
