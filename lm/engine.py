@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
-import functools
 import time
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
