@@ -5,6 +5,10 @@ Tiny, on this CPU, from a BPE base model pretrained on the synthetic world
   python -m experiments.sft --config=configs/sft.py:tiny --workdir=runs/sft \
       --config.init_from.workdir=runs/base
 
+With tools (calculator/Python for arithmetic and spelling, search for facts), same base:
+  python -m experiments.sft --config=configs/sft.py:tools --workdir=runs/sft_tools \
+      --config.init_from.workdir=runs/base --config.data.world=runs/data/crawl/world.json
+
 Real scale: SFT of an imported Qwen2.5-1.5B on GSM8K with calculator calls,
 bfloat16, FSDP over every device (its memory is checked ahead of time in tests):
   python -m experiments.compile --config=configs/sft.py:qwen_gsm8k --virtual_devices=8 \
@@ -25,7 +29,7 @@ import ml_collections
 
 from configs import base
 
-ARGS = ("tiny", "qwen_gsm8k")
+ARGS = ("tiny", "tools", "qwen_gsm8k")
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
@@ -72,6 +76,15 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.eval.examples = 64            # held-out prompts per task (world: every held-out fact)
   c.eval.max_new_tokens = 200     # reply budget (a reply without <|im_end|> fails format; worked arithmetic is long)
 
+  c.tools = ml_collections.ConfigDict()
+  c.tools.use = ""                # "python,search": task answers call them in SFT data and the evaluation runs them
+  c.tools.search_folder = ""      # JSONL/Parquet pages the search tool indexes ("": <data>/clean/jsonl beside data.world)
+  c.tools.max_tool_tokens = 96    # a tool output's budget in tokens (cut beyond, marked truncated)
+
+  if arg == "tools":
+    # The same SFT, with arithmetic and spelling answered through Python (the calculator for plain
+    # arithmetic) and world facts through BM25 search over the crawl's pages.
+    c.tools.use = "python,search"
   if arg == "qwen_gsm8k":
     c.init_from.hf_dir = "/models/Qwen2.5-1.5B"  # override with the real folder; the architecture comes from it
     c.model.update(dtype="bfloat16", remat="full", scan_layers=True, attention="auto", max_len=4096)

@@ -3,6 +3,8 @@
   python -m experiments.chat --workdir=runs/sft                     # an SFT run (or any training run)
   python -m experiments.chat --workdir=runs/sft --prompt="What is 12+30?"   # one turn, then exit
   python -m experiments.chat --hf_dir=path/to/qwen2_folder --tokenizer=hf --format=text
+  python -m experiments.chat --workdir=runs/sft_tools --tools=python,search \
+      --search_folder=runs/data/clean/jsonl                          # the model calls tools as it answers
 
 The conversation is rendered by `lm.conversation` exactly as SFT trained on it
 (`<|im_start|>role<|im_sep|>content<|im_end|>`, generation prompt
@@ -21,7 +23,8 @@ import sys
 from absl import flags
 
 from configs import base
-from lm import cli, conversation, init_from, sampling, sharding
+from lm import cli, conversation, engine, init_from, sampling, sharding
+from lm import tools as tools_lib
 from lm.errors import UserError
 
 _M = cli.model_flags()
@@ -31,6 +34,8 @@ _PREAMBLE = flags.DEFINE_string(
     "preamble", "A conversation between a curious user and a helpful assistant.\n\n",
     "Text before the first turn in --format=text (backslash escapes work).")
 _CHUNK = flags.DEFINE_integer("chunk", 4, "Tokens decoded per jitted call while streaming.")
+_TOOLS = flags.DEFINE_string("tools", "", "Tools the model may call (chat format): python, search, or both, comma-separated.")
+_SEARCH = flags.DEFINE_string("search_folder", "", "JSONL/Parquet pages the search tool indexes (with --tools=...search).")
 
 USER, ASSISTANT, TEXT_STOP = "User: ", "Assistant:", "\nUser:"
 
@@ -108,6 +113,44 @@ def stream_reply(loaded, ids: list[int], fmt: str = "chat", out=sys.stdout) -> s
   return text.strip()
 
 
+def shown_turn(tok, ids: list[int]) -> tuple[str, str]:
+  """(what the terminal shows of a partial assistant turn, its final text): the assistant's words,
+  each tool call as "→ name: arguments" and each output as "← output" on their own lines."""
+  turn = conversation.parse_turn(ids, tok)
+  parts, said = [], []
+  for m in turn["messages"]:
+    if m["role"] == "tool":
+      parts.append(f"\n  ← {m['content'].strip()}\n")
+      continue
+    parts.append(m["content"])
+    said.append(m["content"])
+    if "tool_call" in m:
+      parts.append(f"\n  → {m['tool_call']['name']}: {m['tool_call']['arguments']}")
+  return "".join(parts), "".join(said)
+
+
+def stream_reply_with_tools(loaded, ids: list[int], tools: dict, out=sys.stdout) -> str:
+  """Print the reply, its tool calls and their outputs as they happen; return the assistant's words."""
+  tok = loaded.tokenizer
+  new: list[int] = []
+  shown = ""
+  for event in engine.stream(loaded.model, loaded.params, tok, [ids], _M.max_new_tokens.value, tools=tools,
+                             chunk=_CHUNK.value, temperature=_M.temperature.value, top_k=_M.top_k.value,
+                             top_p=_M.top_p.value, seed=_M.seed.value + len(ids), pad_multiple=32,
+                             mesh=loaded.mesh, rule_pairs=loaded.rules):
+    new += event.new_tokens[0]
+    text, _ = shown_turn(tok, new)
+    text = text[:len(text) - held_back(text, [])]
+    if text.startswith(shown) and len(text) > len(shown):
+      out.write(text[len(shown):])
+      out.flush()
+      shown = text
+  text, said = shown_turn(tok, new)
+  out.write(text[len(shown):] + "\n" if text.startswith(shown) else "\n")
+  out.flush()
+  return said.strip()
+
+
 def setup():
   # Every argument is checked before the model is loaded.
   cli.check_model_flags()
@@ -119,15 +162,24 @@ def setup():
   if _FORMAT.value == "chat" and "<|im_end|>" not in getattr(loaded.tokenizer, "special_ids", {}):
     raise UserError("--format=chat: this tokenizer has no chat special tokens (<|im_start|>, ...); "
                     "use --format=text, or a tokenizer from experiments.train_tokenizer")
+  tools = {}
+  if _TOOLS.value:
+    if _FORMAT.value != "chat":
+      raise UserError("--tools needs --format=chat (tool calls are special tokens of the chat format)")
+    use = [n for n in _TOOLS.value.split(",") if n]
+    if "search" in use and not _SEARCH.value:
+      raise UserError("--tools=...search needs --search_folder (e.g. runs/data/clean/jsonl)")
+    tools = tools_lib.for_conversation(use, search_folder=_SEARCH.value or None, key="--tools")
+    engine.tool_ids(loaded.tokenizer, tools)  # the tokenizer has the tools' markers
   budget = loaded.model.cfg.max_len - _M.max_new_tokens.value
   if budget < 16:
     raise UserError(f"--max_new_tokens={_M.max_new_tokens.value} leaves under 16 tokens of the "
                     f"model's max_len {loaded.model.cfg.max_len} for the conversation")
-  return loaded, budget
+  return loaded, budget, tools
 
 
 def work(prepared) -> None:
-  loaded, budget = prepared
+  loaded, budget, tools = prepared
   convo = Conversation(_FORMAT.value, _SYSTEM.value, cli.unescape(_PREAMBLE.value))
   one_shot = _M.prompt.value
   while True:
@@ -148,7 +200,8 @@ def work(prepared) -> None:
     if not message:
       continue
     print(f"{ASSISTANT} ", end="", flush=True)
-    reply = stream_reply(loaded, convo.ids_that_fit(loaded.tokenizer, message, budget), _FORMAT.value)
+    ids = convo.ids_that_fit(loaded.tokenizer, message, budget)
+    reply = stream_reply_with_tools(loaded, ids, tools) if tools else stream_reply(loaded, ids, _FORMAT.value)
     convo.turns.append((message, reply))
     if one_shot:
       return

@@ -25,6 +25,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from lm import cli, evaluation, init_from, loop, losses, sharding, tasks
+from lm import tools as tools_lib
+from lm.tasks import tool_use
 from lm import model as model_lib
 from lm.data import conversations as sources_lib
 from lm.data import corpus
@@ -44,6 +46,7 @@ class Run:
   eval_examples: list
   tasks: dict                        # task name → task (examples, reward), built once
   stats: dict
+  tools: dict                        # conversation tool name → tool, for the SFT answers and evaluation
   last_rows: list = dataclasses.field(default_factory=list)  # graded replies of the last evaluation
 
 
@@ -76,13 +79,31 @@ def make_tasks(config) -> dict:
   return {n: tasks.get(n, world=world, seed=config.data.world_seed, **options.get(n, {})) for n in sorted(names)}
 
 
-def read_conversations(config, task_objs: dict) -> list[list[dict]]:
-  """Every configured source, mixed by weight; synthetic tasks are generated from the world."""
+def make_tools(config) -> dict:
+  """{"python": ..., "search": ...} for `config.tools.use` (empty: no tools)."""
+  use = [n for n in config.tools.use.split(",") if n]
+  if not use:
+    return {}
+  folder = config.tools.search_folder
+  if "search" in use and not folder and config.data.world:  # the crawl's cleaned pages, beside world.json
+    folder = os.path.join(os.path.dirname(os.path.dirname(config.data.world)), "clean", "jsonl")
+  return tools_lib.for_conversation(use, search_folder=folder or None, key="config.tools.use",
+                                    world_seed=config.data.world_seed)
+
+
+def read_conversations(config, task_objs: dict, tools: dict | None = None) -> list[list[dict]]:
+  """Every configured source, mixed by weight; synthetic tasks are generated from the world
+  (answered through the tools where `tools` has the one a task uses)."""
   d = config.data
   mixed = []
+  tools = tools or {}
   for kind, path, weight in parse_sources(d.sources):
     if kind in task_objs:
-      convs = [ex.conversation() for ex in task_objs[kind].examples("train", d.examples_per_task, config.seed)]
+      examples = task_objs[kind].examples("train", d.examples_per_task, config.seed)
+      if "python" in tools:
+        convs = [tool_use.conversation(ex, tools.get("search")) for ex in examples]
+      else:
+        convs = [ex.conversation() for ex in examples]
     else:
       if kind not in sources_lib.kinds():
         raise UserError(f"config.data.sources: unknown conversation source kind {kind!r}; known: "
@@ -133,7 +154,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
     raise UserError(f"config.train.seq_len={config.train.seq_len} exceeds the model's max_len "
                     f"{config.model.max_len}")
   task_objs = make_tasks(config)
-  convs = read_conversations(config, task_objs)
+  tools = make_tools(config)
+  convs = read_conversations(config, task_objs, tools)
   held = [corpus.is_heldout(json.dumps(c, sort_keys=True), config.data.val_fraction) for c in convs]
   heldout = [c for c, h in zip(convs, held) if h]
   train = [c for c, h in zip(convs, held) if not h]
@@ -148,7 +170,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   loop.lock_workdir(workdir)  # everything checked: from here on this job owns the workdir
   stats = {f"data/{k}": v for k, v in train_rows.stats.items() if isinstance(v, (int, float))}
   print("sft data: " + ", ".join(f"{k[5:]} {v:.4g}" for k, v in stats.items()), flush=True)
-  return Run(config, workdir, mesh, source, tok, train_rows, val_rows, examples, task_objs, stats)
+  return Run(config, workdir, mesh, source, tok, train_rows, val_rows, examples, task_objs, stats, tools)
 
 
 def evaluate(run: Run, stage: loop.Stage, params) -> dict:
@@ -161,7 +183,8 @@ def evaluate(run: Run, stage: loop.Stage, params) -> dict:
     run.last_rows = evaluation.run_tasks(stage.model, params, run.tokenizer, run.eval_examples,
                                          lambda text, ex: run.tasks[ex.task].reward(text, ex),
                                          max_new_tokens=cfg.eval.max_new_tokens, mesh=run.mesh,
-                                         rules=stage.rules)
+                                         rules=stage.rules, tools=run.tools,
+                                         max_tool_tokens=cfg.tools.max_tool_tokens)
     metrics.update(evaluation.summarize(run.last_rows))
     if jax.process_index() == 0:
       with open(os.path.join(run.workdir, "eval.jsonl"), "w") as f:

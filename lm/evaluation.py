@@ -10,6 +10,12 @@ separately: format (the reply ended with `<|im_end|>` before the length limit)
 and the task's own `reward(text, example)`. Rows are grouped for the tables by
 task and, where an example carries `meta["exposures"]`, by how often its fact
 appeared in pretraining (never, once, 2, 4, 8+).
+
+With `tools` ({"python": fn, "search": fn}), replies are decoded by the rollout
+engine (`lm.engine`): the model's tool calls run and their outputs are forced
+into the reply, the whole turn is parsed back (`parse_turn`), and the reward
+reads the assistant's own words (tool outputs excluded); each row records its
+calls.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lm import conversation, sampling
+from lm import conversation, engine, sampling
 
 EXPOSURE_BUCKETS = ((0, 0, "never"), (1, 1, "once"), (2, 3, "2"), (4, 7, "4"), (8, 10**9, "8+"))
 
@@ -28,26 +34,43 @@ def exposure_bucket(n: int) -> str:
 
 
 def run_tasks(model, params, tok, examples: Sequence[Any], reward: Callable[[str, Any], float], *,
-              max_new_tokens: int, mesh=None, rules=(), batch_size: int = 64) -> list[dict]:
-  """Greedy replies to every example; one row per example with its task, group, format and score."""
+              max_new_tokens: int, mesh=None, rules=(), batch_size: int = 64, tools=None,
+              max_tool_tokens: int = 64, prompts: Sequence[Sequence[int]] | None = None) -> list[dict]:
+  """Greedy replies to every example; one row per example with its task, group, format and score.
+
+  `prompts` (optional, one id list per example) replaces the rendered `ex.messages`, e.g. a
+  prompt with a document pasted in front of the question."""
   stops = [tok.special_ids["<|im_end|>"], tok.eos_id]
   rows = []
   for start in range(0, len(examples), batch_size):
     chunk = examples[start:start + batch_size]
-    prompts = [conversation.render_prompt(ex.messages, tok).tolist() for ex in chunk]
+    ids = [list(p) for p in prompts[start:start + batch_size]] if prompts is not None else \
+        [conversation.render_prompt(ex.messages, tok).tolist() for ex in chunk]
     # Pad the batch to a fixed size: one compiled sampler for every chunk.
-    padded = prompts + [prompts[-1]] * (batch_size - len(prompts))
-    out = sampling.generate(model, params, padded, max_new_tokens, temperature=0.0, stop_ids=stops,
-                            pad_id=tok.pad_id, pad_multiple=32, mesh=mesh, rule_pairs=rules)
-    tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+    padded = ids + [ids[-1]] * (batch_size - len(ids))
+    if tools:
+      out = engine.rollout(model, params, tok, padded, max_new_tokens, tools=tools, temperature=0.0,
+                           stop_ids=stops, pad_multiple=32, max_tool_tokens=max_tool_tokens,
+                           mesh=mesh, rule_pairs=rules)
+      tokens, lengths = out.tokens_BN, out.lengths_B
+    else:
+      out = sampling.generate(model, params, padded, max_new_tokens, temperature=0.0, stop_ids=stops,
+                              pad_id=tok.pad_id, pad_multiple=32, mesh=mesh, rule_pairs=rules)
+      tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
     for i, ex in enumerate(chunk):
-      parsed = conversation.parse_assistant(tokens[i, :lengths[i]].tolist(), tok)
-      text = parsed["message"].get("content", "")
+      turn = conversation.parse_turn(tokens[i, :lengths[i]].tolist(), tok)
+      said = [m for m in turn["messages"] if m["role"] == "assistant"]
+      text = "\n".join(m["content"] for m in said if m["content"])
       meta = getattr(ex, "meta", {}) or {}
       group = exposure_bucket(meta["exposures"]) if "exposures" in meta else ""
-      rows.append({"task": ex.task, "group": group, "format": bool(parsed["ended"]),
-                   "score": float(reward(text, ex)), "reply": text, "reference": ex.reference,
-                   "tokens": int(lengths[i]), "meta": meta})
+      row = {"task": ex.task, "group": group, "format": bool(turn["ended"]),
+             "score": float(reward(text, ex)), "reply": text, "reference": ex.reference,
+             "tokens": int(lengths[i]), "meta": meta}
+      if tools:
+        row["calls"] = [{"name": m["tool_call"]["name"], "arguments": m["tool_call"]["arguments"]}
+                        for m in said if "tool_call" in m]
+        row["outputs"] = [m["content"] for m in turn["messages"] if m["role"] == "tool"]
+      rows.append(row)
   return rows
 
 
@@ -57,6 +80,8 @@ def summarize(rows: Sequence[dict]) -> dict[str, float]:
     return {}
   out = {"eval/format": float(np.mean([r["format"] for r in rows])),
          "eval/reply_tokens": float(np.mean([r["tokens"] for r in rows]))}
+  if any("calls" in r for r in rows):
+    out["eval/tool_calls"] = float(np.mean([len(r.get("calls", ())) for r in rows]))
   by: dict[str, list[float]] = defaultdict(list)
   for r in rows:
     by[r["task"]].append(r["score"])

@@ -36,9 +36,11 @@ class CallingTokenizer(ByteTokenizer):
   """Byte tokenizer whose `<|python_end|>` is an ordinary byte the random model emits by itself:
   the rows that sample it pause and get a tool's output, as a trained model's calls would."""
 
-  def __init__(self, end_id: int):
+  def __init__(self, end_id: int, start_id: int | None = None):
     super().__init__()
     self.special_ids = dict(self.special_ids, **{"<|python_end|>": end_id})
+    if start_id is not None:
+      self.special_ids["<|python_start|>"] = start_id
 
 
 def calling_setup():

@@ -119,6 +119,24 @@ def test_stream_reply_stops_at_the_next_user_line(monkeypatch):
   assert buf.getvalue() == "Hi there\n"
 
 
+def test_chat_with_tools_shows_each_call_and_output_as_it_happens(monkeypatch):
+  """The engine's events are printed as they arrive: the words, "→ python: code", "← output"."""
+  tok = ByteTokenizer()
+  sp = tok.special_ids
+  turn = ([*b"Let me run it."] + [sp["<|python_start|>"], *b"6*7", sp["<|python_end|>"]]
+          + [sp["<|output_start|>"], *b"42", sp["<|output_end|>"]] + [*b" It is 42.", sp["<|im_end|>"]])
+  events = [types.SimpleNamespace(new_tokens=[turn[i:i + 4]]) for i in range(0, len(turn), 4)]
+  monkeypatch.setattr(chat.engine, "stream", lambda *a, **k: iter(events))
+  value = lambda v: types.SimpleNamespace(value=v)
+  monkeypatch.setattr(chat, "_M", types.SimpleNamespace(max_new_tokens=value(64), temperature=value(0.0),
+                                                        top_k=value(0), top_p=value(1.0), seed=value(0)))
+  monkeypatch.setattr(chat, "_CHUNK", value(4))
+  loaded = init_from.Loaded(model=None, params=None, tokenizer=tok, mesh=None, rules=(), source=None)
+  buf = io.StringIO()
+  assert chat.stream_reply_with_tools(loaded, [1], {"python": None}, out=buf) == "Let me run it. It is 42."
+  assert buf.getvalue() == "Let me run it.\n  → python: 6*7\n  ← 42\n It is 42.\n"
+
+
 def test_chat_renders_the_shared_conversation_format():
   """The chat CLI's prompt is exactly lm.conversation's generation prompt, history included."""
   tok = ByteTokenizer()

@@ -1,0 +1,83 @@
+"""Task conversations whose ideal answer calls a tool, in the exact format the rollout engine runs.
+
+  conv = tool_use.conversation(example, search)     # search(query) -> the search tool's output
+
+Which tool each task uses, and why (the model sees tokens, not characters, and
+has a fixed amount of compute per token; its recollection of a rarely seen fact
+is vague, while text in its context is working memory):
+
+  arithmetic   python  "347*28"                       the calculator answers exactly
+  spelling     python  'print("strawberry".count("r"))' or 'print("-".join("banana"))'
+  world        search  "Xenia Cormnel birth year"     BM25 over the crawl's pages
+
+The tool's output in the conversation is what the tool really prints, so SFT
+shows the model the outputs it will see at inference, and the reply after it
+reads the answer off that output. Search runs for real (BM25 is in-process and
+fast); the Python calls' outputs are computed here (`python_output`) instead of
+starting thousands of sandboxed interpreters, and a test checks that the
+sandbox prints exactly the same for them.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from lm.tasks.base import Example
+
+Search = Callable[[str], str]
+
+# How the model phrases a search for each asked attribute.
+SEARCH_WORDS = {"birth_year": "birth year", "city": "hometown city", "profession": "profession",
+                "employer": "employer company", "country": "country", "industry": "industry",
+                "founded": "founded year"}
+
+
+def call_for(example: Example) -> tuple[str, str] | None:
+  """(tool name, arguments) of the ideal call for this example, or None when its task has no tool."""
+  m = example.meta
+  if example.task == "arithmetic":
+    return "python", f"{m['a']}{'+' if m['op'] == 'add' else '*'}{m['b']}"
+  if example.task == "spelling":
+    if m["kind"] == "count":
+      return "python", f'print("{m["word"]}".count("{m["letter"]}"))'
+    return "python", f'print("-".join("{m["word"]}"))'
+  if example.task == "world":
+    return "search", f"{m['entity']} {SEARCH_WORDS[m['attribute']]}"
+  return None
+
+
+def reply_after(example: Example, output: str) -> str:
+  """The assistant's words after the tool answered: read off the output, ending as the reward expects."""
+  m, out = example.meta, output.strip()
+  if example.task == "arithmetic":
+    sym = "+" if m["op"] == "add" else "*"
+    return f"{m['a']} {sym} {m['b']} = {out}.\nAnswer: {out}"
+  if example.task == "spelling":
+    if m["kind"] == "count":
+      return f"The letter {m['letter']} appears {out} {'time' if out == '1' else 'times'} in {m['word']}.\nAnswer: {out}"
+    return f"Answer: {out}"
+  return example.target  # world: the fact, stated as without the tool
+
+
+def python_output(example: Example) -> str:
+  """What the sandbox (or the calculator, for arithmetic) prints for this example's ideal call."""
+  m = example.meta
+  if example.task == "arithmetic":
+    return str(m["a"] + m["b"] if m["op"] == "add" else m["a"] * m["b"])
+  if m["kind"] == "count":
+    return str(m["word"].count(m["letter"]))
+  return "-".join(m["word"])
+
+
+def conversation(example: Example, search: Search | None = None) -> list[dict]:
+  """The prompt, a tool call, its output, and the answer; the plain conversation when no tool applies
+  (or, for a world fact, when no search tool is given)."""
+  call = call_for(example)
+  if call is None or (call[0] == "search" and search is None):
+    return example.conversation()
+  name, arguments = call
+  output = search(arguments) if name == "search" else python_output(example)
+  return example.messages + [
+      {"role": "assistant", "content": "", "tool_call": {"name": name, "arguments": arguments}},
+      {"role": "tool", "content": output},
+      {"role": "assistant", "content": reply_after(example, output)},
+  ]

@@ -1,0 +1,75 @@
+"""Tool-use SFT conversations: the exact call format the engine runs, outputs that the real tools
+print, loss on the call and the answer but never on the output, and evaluation through the engine."""
+import numpy as np
+import pytest
+
+from lm import conversation, engine, evaluation, tasks, tools
+from lm.tasks import tool_use
+from lm.tokenizer import ByteTokenizer
+
+
+@pytest.fixture(scope="module")
+def search():
+  return tools.for_conversation(["search"])["search"]
+
+
+def examples():
+  return (tasks.get("arithmetic").examples("train", 6, 0) + tasks.get("spelling").examples("train", 8, 0)
+          + tasks.get("world").examples("train", 6, 0))
+
+
+def test_tool_conversations_render_with_the_loss_on_call_and_answer_only(search):
+  tok = ByteTokenizer()
+  sp = tok.special_ids
+  for ex in examples():
+    conv = tool_use.conversation(ex, search)
+    call, output, answer = conv[-3:]
+    assert call["tool_call"]["name"] == ("search" if ex.task == "world" else "python")
+    ids, mask = conversation.render(conv, tok)
+    start, end = conversation.TOOLS[call["tool_call"]["name"]]
+    i, j = ids.tolist().index(sp[start]), ids.tolist().index(sp[end])
+    o0, o1 = ids.tolist().index(sp["<|output_start|>"]), ids.tolist().index(sp["<|output_end|>"])
+    assert mask[i:j + 1].all() and not mask[o0:o1 + 1].any() and mask[o1 + 1:].all()
+    assert tok.decode(ids[i + 1:j]) == call["tool_call"]["arguments"]
+    # The rewarded answer is read off the tool's output.
+    assert tasks.get(ex.task).reward(answer["content"], ex) == 1.0 or ex.task == "world"
+    if ex.task == "world":
+      assert ex.meta["entity"] in output["content"]
+
+
+def test_python_outputs_are_what_the_tools_print():
+  run = tools.for_conversation(["python"])["python"]
+  for ex in examples():
+    if ex.task == "world":
+      continue
+    name, code = tool_use.call_for(ex)
+    assert run(code) == tool_use.python_output(ex) == ex.reference, code
+  assert tools.PythonCalls.is_arithmetic("347*28") and not tools.PythonCalls.is_arithmetic('print("a")')
+  assert not tools.PythonCalls.is_arithmetic("'a'*3")
+
+
+def test_evaluation_runs_the_tools():
+  """A random model that calls the tool (`<|python_start|>` and `<|python_end|>` are bytes it emits
+  anyway): rows record the calls, their outputs, and the reward reads only the assistant's words."""
+  from tests.test_engine import CallingTokenizer, make
+  model, params = make()
+  exs = tasks.get("arithmetic").examples("eval", 4, 0)
+  prompts = [conversation.render_prompt(ex.messages, ByteTokenizer()).tolist() for ex in exs]
+  free = engine.rollout(model, params, ByteTokenizer(), prompts, 16, temperature=0.0)
+  tok = CallingTokenizer(int(free.tokens_BN[0, 2]), start_id=int(free.tokens_BN[0, 0]))
+  rows = evaluation.run_tasks(model, params, tok, exs, lambda text, ex: float("OUT" in text),
+                              max_new_tokens=16, batch_size=4, tools={"python": lambda a: "OUT"}, prompts=prompts)
+  assert rows[0]["calls"] and rows[0]["outputs"][0] == "OUT" and rows[0]["score"] == 0.0
+  assert evaluation.summarize(rows)["eval/tool_calls"] >= 0.25
+  assert all(np.isfinite(r["tokens"]) for r in rows)
+
+
+def test_sft_config_with_tools_makes_tool_conversations():
+  from configs import sft as sft_config
+  from experiments import sft
+  config = sft_config.get_config("tools")
+  config.data.examples_per_task = 20
+  task_objs = sft.make_tasks(config)
+  convs = sft.read_conversations(config, task_objs, sft.make_tools(config))
+  calls = [m["tool_call"]["name"] for c in convs for m in c if "tool_call" in m]
+  assert len(convs) == 60 and calls.count("search") == 20 and calls.count("python") == 40
