@@ -15,6 +15,10 @@
       --config.conversations=../shared/data/sharegpt-dummy-conversations.json) beside pretraining at the same shapes
       (the tiny preset: batch 32, context 256, width 128, 4 layers): non-padding
       tokens/s of each and their ratio, alternating 5 rounds; padding fractions.
+  python -m experiments.bench --config=configs/bench.py:tool_decode
+      The rollout engine with half the rows calling a tool (5 ms latency, 10 forced
+      tokens per call) vs the same batch without tools, and vs the lockstep sampler:
+      batch 8, prompt 64, 256 new tokens, alternating 5 rounds, medians.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import ml_collections
 from lm.errors import UserError
 from configs import base
 
-ARGS = ("train_step", "decode", "sft_step")
+ARGS = ("train_step", "decode", "sft_step", "tool_decode")
 
 
 def get_config(arg: str = "train_step") -> ml_collections.ConfigDict:
@@ -65,4 +69,14 @@ def get_config(arg: str = "train_step") -> ml_collections.ConfigDict:
     c.model.max_len = 320        # learned positions must cover prompt_len + new_tokens
     c.cpu_devices = 2            # on CPU: split the cores into this many devices, rows sharded over them (0: JAX default)
     c.xla_cpu_flags = "--xla_cpu_use_xnnpack=false"  # appended to XLA_FLAGS: Eigen beats XNNPACK at 8-row matmuls
+  if arg == "tool_decode":
+    c.batch_size, c.prompt_len, c.new_tokens = 8, 64, 256
+    c.rounds, c.warmup_steps = 5, 1
+    c.model.max_len = 320        # learned positions must cover prompt_len + new_tokens
+    c.model.attention = "auto"   # decoding reads the KV cache, not the training kernel
+    c.model.init_std = 0.3       # greedy decoding of a wide random init cycles: the marker token recurs
+    c.chunk = 16                 # decode steps per jitted call (fewer when a row pauses)
+    c.tool_latency_s = 0.005     # each tool call's wall time
+    c.tool_output = "12345678"   # each call's output (+2 marker tokens, forced)
+    c.peer = False
   return c

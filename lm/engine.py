@@ -59,7 +59,7 @@ class EngineState(NamedTuple):
   paused_B: jax.Array     # waiting for a tool's output
   limit_B: jax.Array      # per-row max output tokens
   stop_BS: jax.Array      # ids that end a row, -1 padded
-  pause_S: jax.Array      # ids that end a tool call (pause the row), -1 padded
+  pause_BS: jax.Array     # per row, ids that end a tool call (pause the row), -1 padded
   forced_BF: jax.Array    # tokens to feed before sampling again
   forced_n_B: jax.Array   # how many of forced_BF are queued
   forced_i_B: jax.Array   # how many of them have been fed
@@ -94,7 +94,7 @@ def _batch_axis(cache) -> int:
   return 1 if "layers" in cache else 0  # scanned layers stack on a leading axis
 
 
-def _prefill(model, params, prompt_BP, start_B, limit_B, stop_BS, pause_S, rng, *, max_new_tokens,
+def _prefill(model, params, prompt_BP, start_B, limit_B, stop_BS, pause_BS, rng, *, max_new_tokens,
              max_tool_tokens, group):
   U, P = prompt_BP.shape
   cache = kv_cache.init(model.cfg, U, P + max_new_tokens)
@@ -104,14 +104,14 @@ def _prefill(model, params, prompt_BP, start_B, limit_B, stop_BS, pause_S, rng, 
   if group > 1:  # each prompt was prefilled once; its G rows share copies of that cache
     axis = _batch_axis(cache)
     cache = jax.tree.map(lambda x: jnp.repeat(x, group, axis=axis), cache)
-    logits_BV, start_B, limit_B, stop_BS = (jnp.repeat(x, group, axis=0)
-                                            for x in (logits_BV, start_B, limit_B, stop_BS))
+    logits_BV, start_B, limit_B, stop_BS, pause_BS = (
+        jnp.repeat(x, group, axis=0) for x in (logits_BV, start_B, limit_B, stop_BS, pause_BS))
   B = U * group
   zeros_B = jnp.zeros((B,), jnp.int32)
   return EngineState(
       cache=cache, logits_BV=logits_BV, pos_B=jnp.full((B,), P, jnp.int32), start_B=start_B,
       step=jnp.int32(0), n_B=zeros_B, done_B=limit_B <= 0, paused_B=jnp.zeros((B,), bool),
-      limit_B=limit_B, stop_BS=stop_BS, pause_S=pause_S,
+      limit_B=limit_B, stop_BS=stop_BS, pause_BS=pause_BS,
       forced_BF=jnp.zeros((B, max_tool_tokens), jnp.int32), forced_n_B=zeros_B, forced_i_B=zeros_B,
       tokens_BN=jnp.zeros((B, max_new_tokens), jnp.int32),
       logprobs_BN=jnp.zeros((B, max_new_tokens), jnp.float32),
@@ -142,7 +142,7 @@ def _decode(model, params, state: EngineState, steps, temperature, top_k, top_p,
     n_B = s.n_B + runnable_B
     stopped_B = chose_B & jnp.any(token_B[:, None] == s.stop_BS, -1)
     done_B = s.done_B | stopped_B | (n_B >= s.limit_B)
-    paused_B = s.paused_B | (chose_B & jnp.any(token_B[:, None] == s.pause_S[None, :], -1) & ~done_B)
+    paused_B = s.paused_B | (chose_B & jnp.any(token_B[:, None] == s.pause_BS, -1) & ~done_B)
     logits_B1V, cache = model.apply({"params": params}, token_B[:, None], cache=s.cache,
                                     cache_index=s.pos_B, cache_start_B=s.start_B)
     return s._replace(
@@ -199,8 +199,12 @@ def stream(model, params, tok, prompts: Sequence[Sequence[int]], max_new_tokens:
            tools: Mapping[str, Tool] | None = None, temperature: float = 1.0, top_k: int = 0,
            top_p: float = 1.0, seed: int = 0, samples_per_prompt: int = 1, chunk: int = 16,
            max_tool_tokens: int = 64, stop_ids: Sequence[int] | None = None, pad_multiple: int = 1,
-           mesh=None, rule_pairs=(), tool_workers: int = 8, _result: list | None = None) -> Iterator[Event]:
-  """Decode with tool calls, yielding an `Event` per chunk; `rollout` collects the whole result."""
+           mesh=None, rule_pairs=(), tool_workers: int = 8, tool_rows: Sequence[bool] | None = None,
+           _result: list | None = None) -> Iterator[Event]:
+  """Decode with tool calls, yielding an `Event` per chunk; `rollout` collects the whole result.
+
+  `tool_rows` (one flag per prompt) limits the tools to some prompts: the others
+  decode as if no tool existed (their call markers are ordinary tokens)."""
   tools = dict(tools or {})
   if max_tool_tokens < 3:
     raise UserError(f"engine: max_tool_tokens={max_tool_tokens} leaves no room for a tool's output")
@@ -211,13 +215,17 @@ def stream(model, params, tok, prompts: Sequence[Sequence[int]], max_new_tokens:
       i for i in (tok.special_ids.get("<|im_end|>"), tok.eos_id) if i is not None]
   ends, starts = tool_ids(tok, tools)
   pause_S = np.array(sorted(ends) or [-1], np.int32)
+  allowed_B = np.ones(len(prompts), bool) if tool_rows is None else np.asarray(tool_rows, bool)
+  if allowed_B.shape != (len(prompts),):
+    raise UserError(f"engine: tool_rows has {allowed_B.size} flags for {len(prompts)} prompts")
+  pause_BS = np.where(allowed_B[:, None], pause_S[None, :], -1).astype(np.int32)
   prompt_BP, start_B, limit_B, stop_BS = sampling.batch_inputs(
       model, prompts, max_new_tokens, stops, None, pad_id, pad_multiple,
       mesh if samples_per_prompt == 1 else None)
   settings = sampling.sampling_settings(temperature, top_k, top_p, pad_id)
   G = samples_per_prompt
   with sampling.mesh_context(mesh, rule_pairs):
-    state = _prefill_jit(model, params, prompt_BP, start_B, limit_B, stop_BS, jnp.asarray(pause_S),
+    state = _prefill_jit(model, params, prompt_BP, start_B, limit_B, stop_BS, pause_BS,
                          jax.random.key(seed), max_new_tokens=int(max_new_tokens),
                          max_tool_tokens=int(max_tool_tokens), group=G)
   B = len(prompts) * G
