@@ -3,9 +3,11 @@
     rows = evaluation.run_tasks(model, params, tok, examples, reward, max_new_tokens=64, mesh=..., rules=...)
     evaluation.summarize(rows)  → {"eval/<task>/accuracy": ..., "eval/format": ..., ...}
 
-Each example's prompt is rendered with the one conversation format, all of them
-are decoded greedily in one batched call (stopping at `<|im_end|>`), the reply
-is parsed back (`lm.conversation.parse_assistant`), and two things are scored
+Each example's prompt is rendered with the one conversation format (or, given
+`fmt`, an imported model's own chat template: `lm.chat_template.chat_format`),
+all of them are decoded greedily in one batched call (stopping at the format's
+end of turn, `<|im_end|>` in ours), the reply is parsed back
+(`parse_assistant`), and two things are scored
 separately: format (the reply ended with `<|im_end|>` before the length limit)
 and the task's own `reward(text, example)`. Rows are grouped for the tables by
 task and, where an example carries `meta["exposures"]`, by how often its fact
@@ -18,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lm import conversation, sampling
+from lm import chat_template, sampling
 
 EXPOSURE_BUCKETS = ((0, 0, "never"), (1, 1, "once"), (2, 3, "2"), (4, 7, "4"), (8, 10**9, "8+"))
 
@@ -28,20 +30,20 @@ def exposure_bucket(n: int) -> str:
 
 
 def run_tasks(model, params, tok, examples: Sequence[Any], reward: Callable[[str, Any], float], *,
-              max_new_tokens: int, mesh=None, rules=(), batch_size: int = 64) -> list[dict]:
+              max_new_tokens: int, mesh=None, rules=(), batch_size: int = 64, fmt=None) -> list[dict]:
   """Greedy replies to every example; one row per example with its task, group, format and score."""
-  stops = [tok.special_ids["<|im_end|>"], tok.eos_id]
+  fmt = fmt or chat_template.OwnFormat(tok)
   rows = []
   for start in range(0, len(examples), batch_size):
     chunk = examples[start:start + batch_size]
-    prompts = [conversation.render_prompt(ex.messages, tok).tolist() for ex in chunk]
+    prompts = [fmt.render_prompt(ex.messages).tolist() for ex in chunk]
     # Pad the batch to a fixed size: one compiled sampler for every chunk.
     padded = prompts + [prompts[-1]] * (batch_size - len(prompts))
-    out = sampling.generate(model, params, padded, max_new_tokens, temperature=0.0, stop_ids=stops,
+    out = sampling.generate(model, params, padded, max_new_tokens, temperature=0.0, stop_ids=fmt.stop_ids,
                             pad_id=tok.pad_id, pad_multiple=32, mesh=mesh, rule_pairs=rules)
     tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
     for i, ex in enumerate(chunk):
-      parsed = conversation.parse_assistant(tokens[i, :lengths[i]].tolist(), tok)
+      parsed = fmt.parse_assistant(tokens[i, :lengths[i]].tolist())
       text = parsed["message"].get("content", "")
       meta = getattr(ex, "meta", {}) or {}
       group = exposure_bucket(meta["exposures"]) if "exposures" in meta else ""
