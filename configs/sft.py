@@ -15,8 +15,21 @@ bfloat16, FSDP over every device (its memory is checked ahead of time in tests):
       --config.init_from.hf_dir=/models/Qwen2.5-1.5B
   python -m experiments.sft --config=configs/sft.py:qwen_gsm8k --workdir=gs://.../sft \
       --config.init_from.hf_dir=/models/Qwen2.5-1.5B
-(Training it needs the model's own chat template and special tokens, which the
-Hugging Face tokenizer adapter does not map yet; compiling it does not.)
+(GSM8K's calculator calls are written with the project's tool tokens, which
+Qwen's vocabulary lacks, so training this one still needs a tokenizer with them;
+compiling it does not.)
+
+Imported Llama 3.x trained in their own chat template (`data.chat_template='model'`,
+lm/chat_template.py: the folder's tokenizer_config.json template, loss on the
+assistant's text and <|eot_id|>) on OpenAssistant conversations; bf16, FSDP, full
+remat; compile first on virtual devices (reads config.json only; the dicts are in
+configs/hf_models.py):
+  python -m experiments.compile --config=configs/sft.py:llama32_1b --virtual_devices=8 \
+      --config.init_from.hf_dir=/models/Llama-3.2-1B-Instruct
+  python -m experiments.compile --config=configs/sft.py:llama31_8b --virtual_devices=64 \
+      --config.init_from.hf_dir=/models/Llama-3.1-8B-Instruct
+  python -m experiments.sft --config=configs/sft.py:llama32_1b --workdir=gs://.../sft_llama \
+      --config.init_from.hf_dir=/models/Llama-3.2-1B-Instruct
 
 The model's architecture comes from `init_from` (keys left `None` here); set one
 and it must agree with the source. Data sources are `kind[:path][*weight]`,
@@ -29,7 +42,7 @@ import ml_collections
 
 from configs import base
 
-ARGS = ("tiny", "tools", "qwen_gsm8k")
+ARGS = ("tiny", "tools", "qwen_gsm8k", "llama32_1b", "llama31_8b")
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
@@ -50,6 +63,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.exposures = ""           # each fact's count in the base model's shards (<shards>/train/exposures.json; "": by design)
   c.data.examples_per_task = 3000 # training conversations generated per synthetic task
   c.data.layout = "pack"          # pack (best-fit, attention kept inside each conversation) | pad
+  c.data.chat_template = "own"    # own (lm/conversation.py) | model: the source tokenizer's template (lm/chat_template.py)
   c.data.val_fraction = 0.05      # held-out share of conversations (assistant-token loss)
   c.data.prefetch_threads = 2     # Grain read threads
 
@@ -95,6 +109,18 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.opt.update(warmup_steps=50, weight_decay=0.0)
     c.train.update(steps=2000, batch_size=64, grad_accum=4, seq_len=1024, log_every=20,
                    eval_every=200, ckpt_every=200, eval_batches=8)
+  if arg in ("llama32_1b", "llama31_8b"):
+    big = arg == "llama31_8b"
+    c.init_from.hf_dir = "/models/Llama-3.1-8B-Instruct" if big else "/models/Llama-3.2-1B-Instruct"
+    c.model.update(dtype="bfloat16", remat="full", scan_layers=True, attention="auto", max_len=8192)
+    c.mesh = base.mesh_config(data=1, fsdp=-1)
+    c.data.update(sources="oasst:../shared/data/oasst2-ranked-trees.jsonl.gz*1", chat_template="model")
+    c.eval.tasks = ""
+    c.opt = base.optimizer_config(lr=1e-5)
+    c.opt.update(warmup_steps=50, weight_decay=0.0)
+    # One 4096-token row per device per microbatch on 64 devices (8B); two 2048-token rows on 8 (1B).
+    c.train.update(steps=1000, batch_size=256 if big else 64, grad_accum=4, seq_len=4096 if big else 2048,
+                   log_every=20, eval_every=200, ckpt_every=200, eval_batches=4)
   return c
 
 

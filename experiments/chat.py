@@ -3,6 +3,7 @@
   python -m experiments.chat --workdir=runs/sft                     # an SFT run (or any training run)
   python -m experiments.chat --workdir=runs/sft --prompt="What is 12+30?"   # one turn, then exit
   python -m experiments.chat --hf_dir=path/to/qwen2_folder --tokenizer=hf --format=text
+  python -m experiments.chat --hf_dir=path/to/Llama-3.2-1B-Instruct --tokenizer=hf --format=template
   python -m experiments.chat --workdir=runs/sft_tools --tools=python,search \
       --search_folder=runs/data/clean/jsonl                          # the model calls tools as it answers
 
@@ -12,7 +13,10 @@ The conversation is rendered by `lm.conversation` exactly as SFT trained on it
 after --max_new_tokens. `--format=text` is for tokenizers without the chat
 special tokens (base models, imported folders): the history becomes a
 "User: ... / Assistant: ..." document that the model continues, and the reply
-stops where it starts the user's next line. Tokens are decoded in jitted chunks
+stops where it starts the user's next line. `--format=template` renders the
+model's own chat template (an imported instruct model, or an SFT run with
+data.chat_template='model': lm/chat_template.py) and stops at its end-of-turn
+token. Tokens are decoded in jitted chunks
 of --chunk and printed as they arrive; the oldest turns go when the history no
 longer fits the context. Commands at the prompt: /reset, /quit (or Ctrl-D).
 """
@@ -23,13 +27,15 @@ import sys
 from absl import flags
 
 from configs import base
-from lm import cli, conversation, engine, init_from, sampling, sharding
+from lm import chat_template, cli, conversation, engine, init_from, sampling, sharding
 from lm import tools as tools_lib
 from lm.errors import UserError
 
 _M = cli.model_flags()
 _SYSTEM = flags.DEFINE_string("system", "", "System message at the start of the conversation (chat format).")
-_FORMAT = flags.DEFINE_enum("format", "chat", ["chat", "text"], "chat: the special-token format; text: base-model mode.")
+_FORMAT = flags.DEFINE_enum("format", "chat", ["chat", "text", "template"],
+                            "chat: the special-token format; text: base-model mode; "
+                            "template: the model's own chat template.")
 _PREAMBLE = flags.DEFINE_string(
     "preamble", "A conversation between a curious user and a helpful assistant.\n\n",
     "Text before the first turn in --format=text (backslash escapes work).")
@@ -43,8 +49,8 @@ USER, ASSISTANT, TEXT_STOP = "User: ", "Assistant:", "\nUser:"
 class Conversation:
   """The running conversation; `ids_that_fit` renders it and drops the oldest turns to fit."""
 
-  def __init__(self, fmt: str = "chat", system: str = "", preamble: str = ""):
-    self.fmt, self.system, self.preamble = fmt, system, preamble
+  def __init__(self, fmt: str = "chat", system: str = "", preamble: str = "", template=None):
+    self.fmt, self.system, self.preamble, self.template = fmt, system, preamble, template
     self.turns: list[tuple[str, str]] = []
 
   def messages(self, message: str) -> list[dict]:
@@ -56,6 +62,8 @@ class Conversation:
   def render(self, tok, message: str) -> list[int]:
     if self.fmt == "chat":
       return conversation.render_prompt(self.messages(message), tok).tolist()
+    if self.fmt == "template":
+      return self.template.render_prompt(self.messages(message)).tolist()
     past = "".join(f"{USER}{u}\n{ASSISTANT} {a}\n" for u, a in self.turns)
     bos = getattr(tok, "bos_id", None)
     return ([bos] if bos is not None and bos >= 0 else []) + tok.encode(
@@ -79,17 +87,19 @@ def held_back(text: str, stops: list[str]) -> int:
   return 0
 
 
-def stop_ids(tok, fmt: str) -> list[int]:
+def stop_ids(tok, fmt: str, template=None) -> list[int]:
   ids = [getattr(tok, "eos_id", None)]
   if fmt == "chat":
     ids.append(tok.special_ids["<|im_end|>"])
-  return [i for i in ids if i is not None]
+  if fmt == "template":
+    ids.append(template.end_of_turn_id)
+  return [i for i in dict.fromkeys(ids) if i is not None]
 
 
-def stream_reply(loaded, ids: list[int], fmt: str = "chat", out=sys.stdout) -> str:
+def stream_reply(loaded, ids: list[int], fmt: str = "chat", out=sys.stdout, template=None) -> str:
   """Print the reply as it is decoded; return it without the stop token or text."""
   tok = loaded.tokenizer
-  stops_id = stop_ids(tok, fmt)
+  stops_id = stop_ids(tok, fmt, template)
   stops_text = [TEXT_STOP] if fmt == "text" else []
   new: list[int] = []
   shown = 0
@@ -161,7 +171,8 @@ def setup():
                                   mesh, tuple(base.SHARDING_RULES))
   if _FORMAT.value == "chat" and "<|im_end|>" not in getattr(loaded.tokenizer, "special_ids", {}):
     raise UserError("--format=chat: this tokenizer has no chat special tokens (<|im_start|>, ...); "
-                    "use --format=text, or a tokenizer from experiments.train_tokenizer")
+                    "use --format=text, --format=template, or a tokenizer from experiments.train_tokenizer")
+  template = chat_template.ChatTemplate(loaded.tokenizer) if _FORMAT.value == "template" else None
   tools = {}
   if _TOOLS.value:
     if _FORMAT.value != "chat":
@@ -175,12 +186,12 @@ def setup():
   if budget < 16:
     raise UserError(f"--max_new_tokens={_M.max_new_tokens.value} leaves under 16 tokens of the "
                     f"model's max_len {loaded.model.cfg.max_len} for the conversation")
-  return loaded, budget, tools
+  return loaded, budget, template, tools
 
 
 def work(prepared) -> None:
-  loaded, budget, tools = prepared
-  convo = Conversation(_FORMAT.value, _SYSTEM.value, cli.unescape(_PREAMBLE.value))
+  loaded, budget, template, tools = prepared
+  convo = Conversation(_FORMAT.value, _SYSTEM.value, cli.unescape(_PREAMBLE.value), template)
   one_shot = _M.prompt.value
   while True:
     if one_shot:
@@ -201,7 +212,8 @@ def work(prepared) -> None:
       continue
     print(f"{ASSISTANT} ", end="", flush=True)
     ids = convo.ids_that_fit(loaded.tokenizer, message, budget)
-    reply = stream_reply_with_tools(loaded, ids, tools) if tools else stream_reply(loaded, ids, _FORMAT.value)
+    reply = stream_reply_with_tools(loaded, ids, tools) if tools else \
+        stream_reply(loaded, ids, _FORMAT.value, template=template)
     convo.turns.append((message, reply))
     if one_shot:
       return

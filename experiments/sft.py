@@ -4,8 +4,9 @@
 Starts from an earlier stage (`init_from`: a pretraining workdir or a Hugging
 Face folder; parameters only, the source's model config and tokenizer), reads
 the configured conversation sources, renders them in the one conversation
-format, packs whole conversations into rows (attention kept inside each), and
-trains on the shared loop with the next-token loss masked to the assistant's
+format (or, with `data.chat_template='model'`, in an imported model's own chat
+template: lm/chat_template.py), packs whole conversations into rows (attention
+kept inside each), and trains on the shared loop with the next-token loss masked to the assistant's
 tokens. Every evaluation reports the held-out loss on assistant tokens and
 answers held-out task prompts greedily: format compliance (the reply ends with
 `<|im_end|>`) and per-task accuracy, facts grouped by how often they appeared
@@ -24,7 +25,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from lm import cli, evaluation, init_from, loop, losses, sharding, tasks
+from lm import chat_template, cli, evaluation, init_from, loop, losses, sharding, tasks
 from lm import tools as tools_lib
 from lm.tasks import tool_use
 from lm import model as model_lib
@@ -41,6 +42,7 @@ class Run:
   mesh: Any
   source: init_from.Source
   tokenizer: Any
+  fmt: Any                           # the conversation format (lm.chat_template.chat_format)
   train_rows: sft_data.SFTRows
   val_rows: sft_data.SFTRows
   eval_examples: list
@@ -128,6 +130,9 @@ def validate(config) -> None:
   loop.validate_train(config)
   if config.data.layout not in ("pack", "pad"):
     raise UserError(f"config.data.layout: {config.data.layout!r} is not one of pack, pad")
+  if config.data.chat_template not in chat_template.FORMATS:
+    raise UserError(f"config.data.chat_template: {config.data.chat_template!r} is not one of "
+                    f"{', '.join(chat_template.FORMATS)}")
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
@@ -141,9 +146,18 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
     config.model = init_from.merge_model_config(config.model, source)
   model_lib.validate(config.model)
   tok = source.tokenizer
-  if tok is None or "<|im_end|>" not in getattr(tok, "special_ids", {}):
+  own = config.data.chat_template == "own"
+  if own and (tok is None or "<|im_end|>" not in getattr(tok, "special_ids", {})):
     raise UserError("config.init_from: the source's tokenizer has no chat special tokens "
-                    "(<|im_start|>, <|im_end|>, ...); pretrain with experiments.train_tokenizer's BPE")
+                    "(<|im_start|>, <|im_end|>, ...); pretrain with experiments.train_tokenizer's BPE, "
+                    "or train an imported model in its own format (config.data.chat_template='model')")
+  if tok is None:
+    raise UserError(f"config.data.chat_template='model': the init_from source {source.path} has no "
+                    f"tokenizer.json; copy the model's tokenizer files next to its config.json")
+  fmt = chat_template.chat_format(config.data.chat_template, tok)
+  if config.tools.use and config.data.chat_template != "own":
+    raise UserError("config.tools.use: tool calls are rendered in the project's own format only; "
+                    "set config.data.chat_template=own or config.tools.use=''")
   if tok.vocab_size > config.model.vocab_size:
     raise UserError(f"config.init_from: tokenizer vocabulary {tok.vocab_size} exceeds the model's "
                     f"{config.model.vocab_size}")
@@ -163,14 +177,15 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
     raise UserError(f"config.data.val_fraction={config.data.val_fraction} leaves "
                     f"{len(heldout)} held-out and {len(train)} training conversations of {len(convs)}; "
                     f"use more data or another fraction")
-  train_rows = sft_data.SFTRows(sft_data.RenderedSet(train, tok), config.train.seq_len,
+  train_rows = sft_data.SFTRows(sft_data.RenderedSet(train, tok, fmt), config.train.seq_len,
                                 config.data.layout, config.seed)
-  val_rows = sft_data.SFTRows(sft_data.RenderedSet(heldout, tok), config.train.seq_len, "pack", 0)
+  val_rows = sft_data.SFTRows(sft_data.RenderedSet(heldout, tok, fmt), config.train.seq_len, "pack", 0)
   examples = eval_examples(config, task_objs)
   loop.lock_workdir(workdir)  # everything checked: from here on this job owns the workdir
   stats = {f"data/{k}": v for k, v in train_rows.stats.items() if isinstance(v, (int, float))}
   print("sft data: " + ", ".join(f"{k[5:]} {v:.4g}" for k, v in stats.items()), flush=True)
-  return Run(config, workdir, mesh, source, tok, train_rows, val_rows, examples, task_objs, stats, tools)
+  return Run(config, workdir, mesh, source, tok, fmt, train_rows, val_rows, examples, task_objs, stats,
+             tools)
 
 
 def evaluate(run: Run, stage: loop.Stage, params) -> dict:
@@ -183,7 +198,7 @@ def evaluate(run: Run, stage: loop.Stage, params) -> dict:
     run.last_rows = evaluation.run_tasks(stage.model, params, run.tokenizer, run.eval_examples,
                                          lambda text, ex: run.tasks[ex.task].reward(text, ex),
                                          max_new_tokens=cfg.eval.max_new_tokens, mesh=run.mesh,
-                                         rules=stage.rules, tools=run.tools,
+                                         rules=stage.rules, fmt=run.fmt, tools=run.tools,
                                          max_tool_tokens=cfg.tools.max_tool_tokens)
     metrics.update(evaluation.summarize(run.last_rows))
     if jax.process_index() == 0:

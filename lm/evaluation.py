@@ -3,9 +3,11 @@
     rows = evaluation.run_tasks(model, params, tok, examples, reward, max_new_tokens=64, mesh=..., rules=...)
     evaluation.summarize(rows)  → {"eval/<task>/accuracy": ..., "eval/format": ..., ...}
 
-Each example's prompt is rendered with the one conversation format, all of them
-are decoded greedily in one batched call (stopping at `<|im_end|>`), the reply
-is parsed back (`lm.conversation.parse_assistant`), and two things are scored
+Each example's prompt is rendered with the one conversation format (or, given
+`fmt`, an imported model's own chat template: `lm.chat_template.chat_format`),
+all of them are decoded greedily in one batched call (stopping at the format's
+end of turn, `<|im_end|>` in ours), the reply is parsed back
+(`parse_assistant`), and two things are scored
 separately: format (the reply ended with `<|im_end|>` before the length limit)
 and the task's own `reward(text, example)`. Rows are grouped for the tables by
 task and, where an example carries `meta["exposures"]`, by how often its fact
@@ -24,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lm import conversation, engine, sampling
+from lm import chat_template, conversation, engine, sampling
 
 EXPOSURE_BUCKETS = ((0, 0, "never"), (1, 1, "once"), (2, 3, "2"), (4, 7, "4"), (8, 10**9, "8+"))
 
@@ -34,31 +36,37 @@ def exposure_bucket(n: int) -> str:
 
 
 def run_tasks(model, params, tok, examples: Sequence[Any], reward: Callable[[str, Any], float], *,
-              max_new_tokens: int, mesh=None, rules=(), batch_size: int = 64, tools=None,
+              max_new_tokens: int, mesh=None, rules=(), batch_size: int = 64, fmt=None, tools=None,
               max_tool_tokens: int = 64, prompts: Sequence[Sequence[int]] | None = None) -> list[dict]:
   """Greedy replies to every example; one row per example with its task, group, format and score.
 
-  `prompts` (optional, one id list per example) replaces the rendered `ex.messages`, e.g. a
-  prompt with a document pasted in front of the question."""
-  stops = [tok.special_ids["<|im_end|>"], tok.eos_id]
+  `fmt` renders and parses (default: the project's own format; `lm.chat_template` for a model's
+  own template). `tools` needs the own format. `prompts` (optional, one id list per example)
+  replaces the rendered `ex.messages`, e.g. a prompt with a document pasted before the question."""
+  fmt = fmt or chat_template.OwnFormat(tok)
   rows = []
   for start in range(0, len(examples), batch_size):
     chunk = examples[start:start + batch_size]
     ids = [list(p) for p in prompts[start:start + batch_size]] if prompts is not None else \
-        [conversation.render_prompt(ex.messages, tok).tolist() for ex in chunk]
+        [fmt.render_prompt(ex.messages).tolist() for ex in chunk]
     # Pad the batch to a fixed size: one compiled sampler for every chunk.
     padded = ids + [ids[-1]] * (batch_size - len(ids))
     if tools:
       out = engine.rollout(model, params, tok, padded, max_new_tokens, tools=tools, temperature=0.0,
-                           stop_ids=stops, pad_multiple=32, max_tool_tokens=max_tool_tokens,
+                           stop_ids=fmt.stop_ids, pad_multiple=32, max_tool_tokens=max_tool_tokens,
                            mesh=mesh, rule_pairs=rules)
       tokens, lengths = out.tokens_BN, out.lengths_B
     else:
-      out = sampling.generate(model, params, padded, max_new_tokens, temperature=0.0, stop_ids=stops,
+      out = sampling.generate(model, params, padded, max_new_tokens, temperature=0.0, stop_ids=fmt.stop_ids,
                               pad_id=tok.pad_id, pad_multiple=32, mesh=mesh, rule_pairs=rules)
       tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
     for i, ex in enumerate(chunk):
-      turn = conversation.parse_turn(tokens[i, :lengths[i]].tolist(), tok)
+      reply_ids = tokens[i, :lengths[i]].tolist()
+      # With tools the whole turn (calls and forced outputs) is parsed; the reward reads the words.
+      turn = conversation.parse_turn(reply_ids, tok) if tools else None
+      if turn is None:
+        parsed = fmt.parse_assistant(reply_ids)
+        turn = {"messages": [parsed["message"]], "ended": parsed["ended"]}
       said = [m for m in turn["messages"] if m["role"] == "assistant"]
       text = "\n".join(m["content"] for m in said if m["content"])
       meta = getattr(ex, "meta", {}) or {}

@@ -1,8 +1,13 @@
-"""Hugging Face checkpoints in and out: GPT-2, Llama and Qwen2, safetensors only.
+"""Hugging Face checkpoints in and out, safetensors only: GPT-2, Llama (2, 3.x with llama3
+rotary scaling; SmolLM2 is Llama with tied embeddings), Qwen2/Qwen2.5 and Qwen3.
 
   cfg, params = hf.import_checkpoint("path/to/hf_folder")        # config.json + *.safetensors
-  hf.export_checkpoint(params, cfg, "path/to/out")                # transformers.from_pretrained loads it
+  hf.export_checkpoint(params, cfg, "path/to/out", tok)           # transformers.from_pretrained loads it
   cfg, params = hf.from_state_dict(tensors, hf_config_dict)       # in-memory weights (tests, torch)
+
+config.json ⇄ `config.model` (which families, what is refused) is `lm/hf_config.py`;
+the tokenizer and chat template of a folder are `lm.tokenizer.HFTokenizer` and
+`lm/chat_template.py`, and `export_checkpoint` writes them back when given the tokenizer.
 
 Our layout keeps heads as separate axes (query kernel (D, H, Dh), output
 (H, Dh, D)); Hugging Face stores torch `Linear` weights as (out, in), and GPT-2
@@ -14,8 +19,9 @@ ours needs, so with a mesh each host reads only the bytes of its own shards
 (`jax.make_array_from_callback` asks only for addressable shards, and
 safetensors files are read lazily, slice by slice).
 
-Both rotary conventions agree: Llama/Qwen2 checkpoints rotate half-split
-pairs, as `lm.model.rotary` does, so no permutation of q/k is needed.
+Both rotary conventions agree: Llama/Qwen checkpoints rotate half-split
+pairs, as `lm.rope.apply` does, so no permutation of q/k is needed. Qwen3's
+per-head q_norm/k_norm weights are our `attn/q_norm`, `attn/k_norm` scales.
 """
 from __future__ import annotations
 
@@ -33,86 +39,9 @@ import numpy as np
 
 from lm.errors import MissingFile, UserError
 from lm import model as model_lib
-
-FAMILIES = ("gpt2", "llama", "qwen2")
-_ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
-
-
-# ---------------------------------------------------------------- configs
-
-def config_from_hf(hf: dict, scan_layers: bool = False) -> ml_collections.ConfigDict:
-  """A Hugging Face config.json (as a dict) → our `config.model`; refuses what we cannot run exactly."""
-  family = hf.get("model_type")
-  if family not in FAMILIES:
-    raise UserError(f"config.json: model_type {family!r} is not one of {FAMILIES}")
-  cfg = model_lib.default_config()
-  if family == "gpt2":
-    if hf.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
-      raise UserError(f"config.json: activation_function {hf['activation_function']!r} unsupported "
-                       "(our GPT-2 MLP is the tanh GELU: gelu_new)")
-    if hf.get("scale_attn_by_inverse_layer_idx") or not hf.get("scale_attn_weights", True):
-      raise UserError("config.json: only 1/sqrt(head_dim) attention scaling is supported")
-    d = hf["n_embd"]
-    cfg.update(vocab_size=hf["vocab_size"], max_len=hf["n_positions"], d_model=d,
-               n_layers=hf["n_layer"], n_heads=hf["n_head"], n_kv_heads=hf["n_head"],
-               d_ff=hf.get("n_inner") or 4 * d, norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-               tie_embeddings=hf.get("tie_word_embeddings", True))
-  else:
-    if hf.get("hidden_act", "silu") != "silu":
-      raise UserError(f"config.json: hidden_act {hf['hidden_act']!r} unsupported (SwiGLU needs silu)")
-    if hf.get("use_sliding_window"):
-      raise UserError("config.json: use_sliding_window=true is not supported (full attention only)")
-    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    if rope.get("rope_type", rope.get("type", "default")) != "default" or rope.get("partial_rotary_factor", 1.0) != 1.0:
-      raise UserError(f"config.json: rope {rope} unsupported; only plain rotary (rope_type 'default')")
-    H = hf["num_attention_heads"]
-    cfg.update(positions="rotary", norm="rmsnorm", mlp="swiglu",
-               vocab_size=hf["vocab_size"], max_len=hf.get("max_position_embeddings", 2048),
-               d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=H,
-               n_kv_heads=hf.get("num_key_value_heads") or H, head_dim=hf.get("head_dim") or 0,
-               d_ff=hf["intermediate_size"], norm_eps=hf.get("rms_norm_eps", 1e-6),
-               rope_theta=float(rope.get("rope_theta", hf.get("rope_theta", 10000.0))),
-               tie_embeddings=hf.get("tie_word_embeddings", False))
-    if family == "qwen2":
-      cfg.update(use_bias=False, qkv_bias=True)
-    else:
-      # attention_bias without mlp_bias: our use_bias adds MLP biases too, imported as zeros.
-      cfg.update(use_bias=bool(hf.get("attention_bias") or hf.get("mlp_bias")), qkv_bias=False)
-  cfg.scan_layers = scan_layers
-  model_lib.validate(cfg)
-  return cfg
-
-
-def family_of(cfg: ml_collections.ConfigDict) -> str:
-  """Which Hugging Face architecture runs our config exactly, or a one-line error."""
-  if (cfg.positions, cfg.norm, cfg.mlp) == ("learned", "layernorm", "gelu"):
-    if not cfg.use_bias or cfg.n_kv_heads != cfg.n_heads or model_lib.head_dim(cfg) * cfg.n_heads != cfg.d_model:
-      raise UserError("config.model: GPT-2 export needs use_bias=True, n_kv_heads=n_heads, head_dim=d_model/n_heads")
-    return "gpt2"
-  if (cfg.positions, cfg.norm, cfg.mlp) == ("rotary", "rmsnorm", "swiglu"):
-    return "qwen2" if cfg.qkv_bias and not cfg.use_bias else "llama"
-  raise UserError(f"config.model: positions={cfg.positions}, norm={cfg.norm}, mlp={cfg.mlp} "
-                   "match neither GPT-2 (learned/layernorm/gelu) nor Llama (rotary/rmsnorm/swiglu)")
-
-
-def config_to_hf(cfg: ml_collections.ConfigDict) -> dict:
-  family = family_of(cfg)
-  common = dict(model_type=family, architectures=[_ARCHITECTURES[family]], vocab_size=cfg.vocab_size,
-                tie_word_embeddings=bool(cfg.tie_embeddings), dtype="float32", use_cache=True)
-  if family == "gpt2":
-    return dict(common, n_positions=cfg.max_len, n_embd=cfg.d_model, n_layer=cfg.n_layers,
-                n_head=cfg.n_heads, n_inner=cfg.d_ff, activation_function="gelu_new",
-                layer_norm_epsilon=cfg.norm_eps, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-                scale_attn_weights=True, bos_token_id=None, eos_token_id=None)
-  out = dict(common, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
-             num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-             num_key_value_heads=cfg.n_kv_heads, head_dim=model_lib.head_dim(cfg),
-             max_position_embeddings=cfg.max_len, rms_norm_eps=cfg.norm_eps, hidden_act="silu",
-             rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rope_theta)},
-             attention_dropout=0.0, bos_token_id=None, eos_token_id=None)
-  if family == "llama":
-    out.update(attention_bias=bool(cfg.use_bias), mlp_bias=bool(cfg.use_bias))
-  return out
+# The config side lives in lm/hf_config.py; its names stay importable from here.
+from lm.hf_config import ARCHITECTURES as _ARCHITECTURES  # noqa: F401
+from lm.hf_config import FAMILIES, config_from_hf, config_to_hf, family_of  # noqa: F401
 
 
 # ---------------------------------------------------------------- the name map
@@ -155,6 +84,9 @@ def _sources(cfg: ml_collections.ConfigDict, family: str, prefix: str) -> dict[t
       h, ly = f"{prefix}layers.{i}.", f"layer_{i}"
       out[(ly, "ln_attn", "scale")] = _Source(h + "input_layernorm.weight")
       out[(ly, "ln_mlp", "scale")] = _Source(h + "post_attention_layernorm.weight")
+      if cfg.qk_norm:
+        out[(ly, "attn", "q_norm", "scale")] = _Source(h + "self_attn.q_norm.weight")
+        out[(ly, "attn", "k_norm", "scale")] = _Source(h + "self_attn.k_norm.weight")
       for ours, theirs, has_bias in (("attn/query", "self_attn.q_proj", qkv_bias),
                                      ("attn/key", "self_attn.k_proj", qkv_bias),
                                      ("attn/value", "self_attn.v_proj", qkv_bias),
@@ -392,14 +324,26 @@ def to_state_dict(params: Any, cfg: ml_collections.ConfigDict) -> dict[str, np.n
   return out
 
 
-def export_checkpoint(params: Any, cfg: ml_collections.ConfigDict, folder: str) -> None:
-  """Write config.json + model.safetensors that `AutoModelForCausalLM.from_pretrained` loads."""
+def export_checkpoint(params: Any, cfg: ml_collections.ConfigDict, folder: str, tokenizer=None) -> None:
+  """Write config.json + model.safetensors that `AutoModelForCausalLM.from_pretrained` loads.
+
+  With a Hugging Face tokenizer (`lm.tokenizer.HFTokenizer`, e.g. an imported model's, kept
+  through SFT), also its tokenizer.json + tokenizer_config.json (special tokens, chat template),
+  and config.json names its bos/eos/pad ids.
+  """
   from safetensors.numpy import save_file
   tensors = to_state_dict(params, cfg)
   hf = config_to_hf(cfg)
+  if tokenizer is not None:
+    if not hasattr(tokenizer, "save_pretrained"):
+      raise UserError(f"export: a {getattr(tokenizer, 'kind', type(tokenizer).__name__)} tokenizer has no "
+                      f"Hugging Face form; export without it or train from an HF folder's tokenizer")
+    hf.update(bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id)
   if jax.process_index() != 0:
     return
   os.makedirs(folder, exist_ok=True)
   save_file(tensors, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
   with open(os.path.join(folder, "config.json"), "w") as f:
     json.dump(hf, f, indent=2)
+  if tokenizer is not None:
+    tokenizer.save_pretrained(folder)

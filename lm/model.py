@@ -7,7 +7,8 @@ not by subclasses:
                tie_embeddings=True, use_bias=True
   Llama style: positions='rotary', norm='rmsnorm', mlp='swiglu',
                tie_embeddings=False, use_bias=False, n_kv_heads < n_heads (GQA)
-  (Qwen2 is Llama style with qkv_bias=True.)
+  (Qwen2 is Llama style with qkv_bias=True; Qwen3 adds qk_norm and an explicit
+  head_dim; Llama 3.x adds rope_scaling='llama3'; SmolLM2 ties the embeddings.)
 
 Parameters are float32 and carry logical axis names (`nn.with_logical_partitioning`);
 the compute dtype is `config.dtype`. Main activations are pinned with
@@ -33,7 +34,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from lm.errors import UserError
-from lm import kv_cache, ops
+from lm import kv_cache, ops, rope
 
 Array = jax.Array
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -107,17 +108,6 @@ class Norm(nn.Module):
     return y.astype(DTYPES[cfg.dtype])
 
 
-def rotary(x_BTNH: Array, positions_BT: Array, theta: float) -> Array:
-  """Rotary embedding, half-split convention (as in Llama/Qwen checkpoints)."""
-  dh = x_BTNH.shape[-1]
-  freqs = theta ** (-jnp.arange(0, dh, 2, dtype=jnp.float32) / dh)
-  angles_BTH = positions_BT[..., None].astype(jnp.float32) * freqs
-  sin, cos = jnp.sin(angles_BTH)[:, :, None, :], jnp.cos(angles_BTH)[:, :, None, :]
-  x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
-  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x_BTNH.dtype)
-
-
 def attention_mask(segment_ids_BT: Array | None, T: int) -> ops.SegmentMask | None:
   """Causal mask that also keeps packed documents from seeing each other.
 
@@ -149,9 +139,14 @@ class Attention(nn.Module):
     q_BTHD = _dense((H, Dh), ("embed", "heads", "head_dim"), "query", cfg, std, qkv_bias)(x_BTD)
     k_BTKD = _dense((K, Dh), ("embed", "kv_heads", "head_dim"), "key", cfg, std, qkv_bias)(x_BTD)
     v_BTKD = _dense((K, Dh), ("embed", "kv_heads", "head_dim"), "value", cfg, std, qkv_bias)(x_BTD)
+    if cfg.qk_norm:
+      # Per head, before rotary (Qwen3): bounds q·k whatever the projections' scale.
+      q_BTHD = Norm(cfg, name="q_norm")(q_BTHD)
+      k_BTKD = Norm(cfg, name="k_norm")(k_BTKD)
     if cfg.positions == "rotary":
-      q_BTHD = rotary(q_BTHD, positions_BT, cfg.rope_theta)
-      k_BTKD = rotary(k_BTKD, positions_BT, cfg.rope_theta)
+      inv_freq, scale = rope.frequencies(cfg, Dh), rope.attention_scale(cfg)
+      q_BTHD = rope.apply(q_BTHD, positions_BT, inv_freq, scale)
+      k_BTKD = rope.apply(k_BTKD, positions_BT, inv_freq, scale)
     q_BTHD = nn.with_logical_constraint(q_BTHD, ("batch", "length", "act_heads", None))
     k_BTKD = nn.with_logical_constraint(k_BTKD, ("batch", "length", "act_kv_heads", None))
     v_BTKD = nn.with_logical_constraint(v_BTKD, ("batch", "length", "act_kv_heads", None))
@@ -273,7 +268,9 @@ class Transformer(nn.Module):
 # with learned positions.
 ARCHITECTURE_KEYS = ("vocab_size", "max_len", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim",
                      "d_ff", "positions", "rope_theta", "norm", "norm_eps", "mlp", "tie_embeddings",
-                     "use_bias", "qkv_bias")
+                     "use_bias", "qkv_bias", "qk_norm", "rope_scaling", "rope_factor",
+                     "rope_original_max_len", "rope_low_freq_factor", "rope_high_freq_factor",
+                     "rope_beta_fast", "rope_beta_slow", "rope_attention_factor")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -289,12 +286,21 @@ def default_config() -> ml_collections.ConfigDict:
   m.d_ff = 1024             # MLP hidden width F
   m.positions = "learned"   # learned | rotary
   m.rope_theta = 10000.0    # rotary base frequency
+  m.rope_scaling = "none"   # none | linear | llama3 | yarn: long-context frequency rescaling (lm/rope.py)
+  m.rope_factor = 1.0       # context extension factor (linear, llama3, yarn)
+  m.rope_original_max_len = 0       # llama3, yarn: context length before extension (required by both)
+  m.rope_low_freq_factor = 1.0      # llama3: wavelengths above original/this are divided by rope_factor
+  m.rope_high_freq_factor = 4.0     # llama3: wavelengths below original/this are kept
+  m.rope_beta_fast = 32.0   # yarn: rotations within the original context above which a pair is kept
+  m.rope_beta_slow = 1.0    # yarn: rotations below which a pair is fully interpolated
+  m.rope_attention_factor = 0.0     # yarn: cos/sin scale (0: 0.1·ln(rope_factor) + 1)
   m.norm = "layernorm"      # layernorm | rmsnorm
   m.norm_eps = 1e-5         # epsilon inside the norm
   m.mlp = "gelu"            # gelu (tanh approx.) | swiglu
   m.tie_embeddings = True   # LM head shares the token embedding
   m.use_bias = True         # biases on every linear layer (GPT-2)
   m.qkv_bias = False        # biases on q/k/v only (Qwen2)
+  m.qk_norm = False         # norm over each head's query and key before rotary (Qwen3)
   m.init_std = 0.02         # normal init std; residual outputs scaled by 1/sqrt(2L)
   m.dtype = "float32"       # compute dtype: float32 | bfloat16 (parameters stay float32)
   m.remat = "none"          # none | full | dots | dots_no_batch (jax.checkpoint policy)
@@ -326,6 +332,17 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     bad("n_heads", f"{cfg.n_heads} must divide d_model={cfg.d_model} (or set model.head_dim)")
   if cfg.positions == "rotary" and head_dim(cfg) % 2:
     bad("head_dim", f"rotary embeddings need an even head_dim, got {head_dim(cfg)}")
+  if cfg.rope_scaling not in rope.SCALINGS:
+    bad("rope_scaling", f"{cfg.rope_scaling!r} is not one of {rope.SCALINGS}")
+  if cfg.rope_scaling != "none" and cfg.positions != "rotary":
+    bad("rope_scaling", f"{cfg.rope_scaling!r} rescales rotary frequencies; positions is {cfg.positions!r}")
+  if cfg.rope_scaling != "none" and cfg.rope_factor <= 0:
+    bad("rope_factor", f"must be positive, got {cfg.rope_factor}")
+  if cfg.rope_scaling in ("llama3", "yarn") and cfg.rope_original_max_len <= 0:
+    bad("rope_original_max_len", f"{cfg.rope_scaling} scaling needs the pre-extension context length (> 0)")
+  if cfg.rope_scaling == "llama3" and cfg.rope_high_freq_factor <= cfg.rope_low_freq_factor:
+    bad("rope_high_freq_factor", f"{cfg.rope_high_freq_factor} must exceed rope_low_freq_factor "
+                                 f"{cfg.rope_low_freq_factor}")
 
 
 def num_params(params: Any) -> int:

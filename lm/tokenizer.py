@@ -10,6 +10,10 @@ always be decoded and a vocabulary mismatch is caught (`save` / `load_tokenizer`
 cleaned text: identity normalisation and byte fallback make it lossless on any
 UTF-8 text, digits are split one per token, and the special tokens are
 sentencepiece *control* symbols, which encoding text can never produce.
+
+`HFTokenizer` is an imported Hugging Face folder's tokenizer (Llama 3.x, Qwen,
+SmolLM2, ...): tokenizer.json plus the special tokens and chat template its
+other files name.
 """
 from __future__ import annotations
 
@@ -195,10 +199,45 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, *, max_lines: int
   return SentencePieceTokenizer(model.getvalue())
 
 
-class HFTokenizer:
-  """A Hugging Face folder's tokenizer.json behind our surface (the `tokenizers` package).
+def _read_json(path: str) -> dict:
+  if not os.path.exists(path):
+    return {}
+  try:
+    with open(path, encoding="utf-8") as f:
+      value = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    where = f"{path}:{e.lineno}" if isinstance(e, json.JSONDecodeError) else path
+    raise UserError(f"tokenizer: {where}: not valid JSON; restore the file from the model's release") from None
+  if not isinstance(value, dict):
+    raise UserError(f"tokenizer: {path}: a JSON {type(value).__name__}, expected an object")
+  return value
 
-  Special-token ids come from the folder's config.json (bos/eos/pad_token_id).
+
+# The special tokens transformers hands a chat template by name (`{{ bos_token }}`).
+_ROLES = ("bos", "eos", "pad", "unk")
+
+
+class HFTokenizer:
+  """A Hugging Face folder's tokenizer behind our surface (the `tokenizers` package).
+
+  It reads what transformers reads beside tokenizer.json. bos/eos/pad/unk come
+  from tokenizer_config.json ("bos_token": a string or {"content": ...}; an
+  explicit null means none: Qwen has no BOS), else special_tokens_map.json, else
+  config.json's *_token_id. A missing pad falls back to eos (padding is masked
+  out), then 0. `special_ids` holds this project's conversation tokens where the
+  vocabulary has them (a model trained here); `added_special_ids` every special
+  token of the vocabulary by its text (<|begin_of_text|>, <|eot_id|>,
+  <|im_start|>, <|im_end|>, ...): the chat template writes those, and
+  `lm/chat_template.py` finds the end-of-turn token among them. The template
+  (tokenizer_config.json "chat_template", or chat_template.jinja) is
+  `chat_template`; it travels with the tokenizer into checkpoints and exports.
+
+  `encode(text)` never turns text into a special token (a document or a message
+  spelling "<|im_end|>" stays text), as transformers' `encode(text,
+  add_special_tokens=False, split_special_tokens=True)`; `encode_offsets(text,
+  special=True)` parses them, for text a chat template wrote. `decode` keeps
+  special tokens, as transformers' `decode`. Truncation and padding settings in
+  tokenizer.json are ignored: callers cut and pad.
   """
 
   kind = "hf"
@@ -208,35 +247,90 @@ class HFTokenizer:
     from tokenizers import Tokenizer
     if record is not None:  # saved by `save` (inside a checkpoint)
       self._tok = Tokenizer.from_str(record["tokenizer_json"])
-      ids = record
+      self.bos_id, self.eos_id, self.pad_id = record["bos_id"], record["eos_id"], record["pad_id"]
+      self.special_strings = dict(record.get("special_strings") or {})
+      self.chat_template = record.get("chat_template")
     else:
       path = os.path.join(folder, "tokenizer.json")
       if not os.path.exists(path):
         raise MissingFile(f"tokenizer: {path} not found (a Hugging Face folder has tokenizer.json)")
       self._tok = Tokenizer.from_file(path)
-      ids = {}
-      if os.path.exists(os.path.join(folder, "config.json")):
-        with open(os.path.join(folder, "config.json")) as f:
-          ids = json.load(f)
-      eos = ids.get("eos_token_id")
-      ids = {"bos_id": ids.get("bos_token_id"), "eos_id": eos[0] if isinstance(eos, list) else eos,
-             "pad_id": ids.get("pad_token_id") or 0}
+      self._read_folder(folder)
     self.vocab_size = self._tok.get_vocab_size()
-    self.bos_id, self.eos_id, self.pad_id = ids["bos_id"], ids["eos_id"], ids["pad_id"]
-    # The conversation format's tokens where the vocabulary has them as added special tokens.
-    added = {t.content: i for i, t in self._tok.get_added_tokens_decoder().items() if t.special}
-    self.special_ids = {t: added[t] for t in SPECIAL_TOKENS if t in added}
+    added = self._tok.get_added_tokens_decoder()
+    self.added_ids = {t.content: i for i, t in added.items()}
+    self.added_special_ids = {t.content: i for i, t in added.items() if t.special}
+    self.special_ids = {t: self.added_special_ids[t] for t in SPECIAL_TOKENS if t in self.added_special_ids}
+    self._parse, self._plain = self._encoder(special=True), self._encoder(special=False)
+
+  def _read_folder(self, folder: str) -> None:
+    files = [os.path.join(folder, n) for n in ("tokenizer_config.json", "special_tokens_map.json")]
+    tok_cfg, tok_map = (_read_json(f) for f in files)
+    model_cfg = _read_json(os.path.join(folder, "config.json"))
+    ids, self.special_strings = {}, {}
+    for role in _ROLES:
+      key = f"{role}_token"
+      where = next(((f, d) for f, d in zip(files, (tok_cfg, tok_map)) if key in d), None)
+      if where:
+        value = where[1][key]
+        text = value.get("content") if isinstance(value, dict) else value
+        ids[role] = None if text is None else self._tok.token_to_id(text)
+        if text is not None and ids[role] is None:
+          raise UserError(f"tokenizer: {where[0]}: {key} {text!r} is not in tokenizer.json's vocabulary")
+      else:
+        i = model_cfg.get(f"{role}_token_id")
+        ids[role] = i[0] if isinstance(i, list) else i
+        text = None if ids[role] is None else self._tok.id_to_token(ids[role])
+      if text is not None:
+        self.special_strings[key] = text
+    self.bos_id, self.eos_id = ids["bos"], ids["eos"]
+    self.pad_id = next((i for i in (ids["pad"], ids["eos"]) if i is not None), 0)
+    template = tok_cfg.get("chat_template")
+    if isinstance(template, list):  # named templates: the default one renders conversations
+      template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+    jinja = os.path.join(folder, "chat_template.jinja")
+    if os.path.exists(jinja):  # transformers ≥ 4.43 saves the template on its own
+      with open(jinja, encoding="utf-8") as f:
+        template = f.read()
+    self.chat_template = template
+
+  def _encoder(self, special: bool):
+    """A copy that parses special tokens in text or not, without truncation, padding or the
+    post-processor (which adds nothing without add_special_tokens, but trims offsets)."""
+    from tokenizers import Tokenizer
+    spec = json.loads(self._tok.to_str())
+    spec.update(truncation=None, padding=None, post_processor=None)
+    tok = Tokenizer.from_str(json.dumps(spec))
+    tok.encode_special_tokens = not special
+    return tok
 
   def encode(self, text: str) -> list[int]:
-    return self._tok.encode(text, add_special_tokens=False).ids
+    return self._plain.encode(text, add_special_tokens=False).ids
+
+  def encode_offsets(self, text: str, special: bool) -> tuple[list[int], list[tuple[int, int]]]:
+    """(ids, character span of each id); `special`: text spelling a special token becomes it."""
+    enc = (self._parse if special else self._plain).encode(text, add_special_tokens=False)
+    return enc.ids, enc.offsets
 
   def decode(self, ids: Sequence[int]) -> str:
-    return self._tok.decode([int(i) for i in ids])
+    return self._tok.decode([int(i) for i in ids], skip_special_tokens=False)
 
   def save(self, path: str) -> None:
     with open(path, "w") as f:
       json.dump({"kind": "hf", "tokenizer_json": self._tok.to_str(), "bos_id": self.bos_id,
-                 "eos_id": self.eos_id, "pad_id": self.pad_id}, f)
+                 "eos_id": self.eos_id, "pad_id": self.pad_id, "special_strings": self.special_strings,
+                 "chat_template": self.chat_template}, f)
+
+  def save_pretrained(self, folder: str) -> None:
+    """tokenizer.json + tokenizer_config.json that transformers' AutoTokenizer loads."""
+    os.makedirs(folder, exist_ok=True)
+    self._tok.save(os.path.join(folder, "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "clean_up_tokenization_spaces": False,
+              **{f"{r}_token": self.special_strings.get(f"{r}_token") for r in _ROLES}}
+    if self.chat_template is not None:
+      config["chat_template"] = self.chat_template
+    with open(os.path.join(folder, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+      json.dump(config, f, indent=2, ensure_ascii=False)
 
 
 TOKENIZER_FILE = "tokenizer.json"

@@ -65,11 +65,20 @@ def test_evaluation_runs_the_tools():
 
 
 def test_sft_config_with_tools_makes_tool_conversations():
-  from configs import sft as sft_config
-  from experiments import sft
-  config = sft_config.get_config("tools")
-  config.data.examples_per_task = 20
-  task_objs = sft.make_tasks(config)
-  convs = sft.read_conversations(config, task_objs, sft.make_tools(config))
-  calls = [m["tool_call"]["name"] for c in convs for m in c if "tool_call" in m]
-  assert len(convs) == 60 and calls.count("search") == 20 and calls.count("python") == 40
+  """configs/sft.py:tools → SFT conversations answered through the tools (in a child process:
+  experiments.sft defines absl flags that other experiment modules also define)."""
+  import subprocess
+  import sys
+  from tests.conftest import ROOT, env
+  code = """
+from configs import sft as sft_config
+from experiments import sft
+config = sft_config.get_config("tools")
+config.data.examples_per_task = 20
+convs = sft.read_conversations(config, sft.make_tasks(config), sft.make_tools(config))
+calls = [m["tool_call"]["name"] for c in convs for m in c if "tool_call" in m]
+print(len(convs), calls.count("search"), calls.count("python"))
+"""
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.split() == ["60", "20", "40"]

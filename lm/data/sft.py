@@ -1,7 +1,9 @@
 """Grain pipeline for SFT: conversations → rendered once → fixed-length rows → host batches.
 
-Each conversation is rendered once (`lm/conversation.py`) into one flat token
-array; rows of `seq_len + 1` tokens are then laid out in one of two modes:
+Each conversation is rendered once into one flat token array, in the project's
+format (`lm/conversation.py`) or, given `fmt`, an imported model's own chat
+template (`lm/chat_template.py`: the same ids + assistant-mask contract); rows
+of `seq_len + 1` tokens are then laid out in one of two modes:
 
   pack  BOS-aligned best-fit decreasing: whole conversations, longest first,
         each into the row with the least room left that still fits it, so a
@@ -40,11 +42,12 @@ MODES = ("pack", "pad")
 class RenderedSet:
   """Every conversation rendered once: flat ids/mask plus per-conversation offsets."""
 
-  def __init__(self, conversations: Iterable[Sequence[dict]], tok):
+  def __init__(self, conversations: Iterable[Sequence[dict]], tok, fmt=None):
+    """`fmt`: a format from `lm.chat_template.chat_format` (None: the project's own)."""
     ids, masks = [], []
     for i, conv in enumerate(conversations):
       try:
-        r = conversation.render(conv, tok)
+        r = conversation.render(conv, tok) if fmt is None else fmt.render(conv)
       except UserError as e:
         raise UserError(f"sft data, item {i} of the mixed sources: {e}") from None
       ids.append(r.ids_T)
