@@ -38,6 +38,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from lm import conversation
+from lm.data import corpus
 from lm.errors import UserError
 
 Conversation = list  # of message dicts
@@ -49,18 +50,10 @@ def _open(path: str):
 
 def _jsonl(path: str, what: str) -> Iterator[tuple[int, dict]]:
   """(line number, object) for each non-blank line."""
-  with _open(path) as f:
-    for lineno, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line.rstrip("\r\n"))  # columns count within the line
-      except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}); "
-                         f"each line must be one JSON object {what}") from None
-      if not isinstance(row, dict):
-        raise UserError(f"{path}:{lineno}: a {type(row).__name__}, expected a JSON object {what}")
-      yield lineno, row
+  for lineno, row in corpus.jsonl_rows(path, f" {what}"):
+    if not isinstance(row, dict):
+      raise UserError(f"{path}:{lineno}: a {type(row).__name__}, expected a JSON object {what}")
+    yield lineno, row
 
 
 def _checked(messages: list, path: str, lineno: int) -> list:

@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import sysconfig
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from lm.errors import MissingFile, UserError
 
@@ -90,11 +90,16 @@ def _text_file_documents(path: str) -> Iterator[str]:
       yield doc.strip("\n")
 
 
-def _jsonl_documents(path: str, field: str) -> Iterator[str]:
+def jsonl_rows(path: str, expect: str = "") -> Iterator[tuple[int, Any]]:
+  """(line number, parsed JSON) for each non-blank line of a .jsonl or .jsonl.gz file.
+
+  A line that is not JSON, or a file that is not UTF-8 or a broken .gz, is a one-line
+  UserError naming `path:line`; `expect` ends the message ("each line must be one JSON
+  object<expect>"). Callers check the objects' shape themselves."""
   opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rt", encoding="utf-8") as f:
-    lineno = 0
-    try:
+  lineno = 0
+  try:
+    with opener(path, "rt", encoding="utf-8") as f:
       for lineno, line in enumerate(f, 1):
         if not line.strip():
           continue
@@ -102,18 +107,23 @@ def _jsonl_documents(path: str, field: str) -> Iterator[str]:
           row = json.loads(line.rstrip("\r\n"))  # columns count within the line
         except json.JSONDecodeError as e:
           raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}); each line must be "
-                          f"one JSON object with a {field!r} field") from None
-        if not isinstance(row, dict) or field not in row:
-          what = f"no {field!r} field" if isinstance(row, dict) else f"a {type(row).__name__}, not an object"
-          raise MissingField(f"{path}:{lineno}: {what}; each line needs a {field!r} string "
-                          f"(or set config.data.text_field)")
-        if row[field] is None:  # a null text: no document
-          continue
-        if not isinstance(row[field], str):
-          raise UserError(f"{path}:{lineno}: field {field!r} is a {type(row[field]).__name__}, not a string")
-        yield row[field]
-    except (UnicodeDecodeError, OSError, EOFError) as e:  # not UTF-8, or a broken .gz
-      raise UserError(f"{path}:{lineno + 1}: unreadable ({e}); expected UTF-8 JSON lines") from None
+                          f"one JSON object{expect}") from None
+        yield lineno, row
+  except (UnicodeDecodeError, OSError, EOFError) as e:  # not UTF-8, or a broken .gz
+    raise UserError(f"{path}:{lineno + 1}: unreadable ({e}); expected UTF-8 JSON lines") from None
+
+
+def _jsonl_documents(path: str, field: str) -> Iterator[str]:
+  for lineno, row in jsonl_rows(path, f" with a {field!r} field"):
+    if not isinstance(row, dict) or field not in row:
+      what = f"no {field!r} field" if isinstance(row, dict) else f"a {type(row).__name__}, not an object"
+      raise MissingField(f"{path}:{lineno}: {what}; each line needs a {field!r} string "
+                         f"(or set config.data.text_field)")
+    if row[field] is None:  # a null text: no document
+      continue
+    if not isinstance(row[field], str):
+      raise UserError(f"{path}:{lineno}: field {field!r} is a {type(row[field]).__name__}, not a string")
+    yield row[field]
 
 
 def _parquet_documents(path: str, field: str) -> Iterator[str]:

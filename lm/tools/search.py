@@ -22,7 +22,6 @@ files' names, sizes and times, so a second start skips tokenizing the corpus.
 from __future__ import annotations
 
 import glob
-import gzip
 import hashlib
 import json
 import os
@@ -34,6 +33,7 @@ from typing import Iterator, NamedTuple, Optional, Sequence
 import bm25s
 import numpy as np
 
+from lm.data import corpus
 from lm.errors import MissingFile, UserError
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
@@ -186,20 +186,8 @@ def _document(record: dict, text_key: str, where: str) -> Document:
 
 
 def _jsonl(path: str) -> Iterator[tuple[str, object]]:
-  opener = gzip.open if path.endswith(".gz") else open
-  lineno = 0
-  try:
-    with opener(path, "rt", encoding="utf-8") as f:
-      for lineno, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        try:
-          yield f"{path}:{lineno}", json.loads(line)
-        except json.JSONDecodeError as e:
-          raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}); each line must be "
-                          f"one JSON object") from None
-  except (UnicodeDecodeError, OSError, EOFError) as e:  # not UTF-8, or a broken .gz
-    raise UserError(f"{path}:{lineno + 1}: unreadable ({e}); expected UTF-8 JSON lines") from None
+  for lineno, row in corpus.jsonl_rows(path):
+    yield f"{path}:{lineno}", row
 
 
 def _parquet(path: str) -> Iterator[tuple[str, object]]:
