@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # From a crawl to an assistant, on one machine (nanochat style: read it top to bottom).
 #
-#   bash launch/pipeline.sh                      # synthetic crawl → BPE base model → SFT (≈15 min on 2 cores)
+#   bash launch/pipeline.sh                      # synthetic crawl → BPE base model → SFT (15–19 min on 2 cores)
 #   WARC=../shared/data bash launch/pipeline.sh  # real Common Crawl WARCs instead (English only)
 #   DATA=runs/data RUN=runs/base SFT=runs/sft STEPS=620 VOCAB=2048 bash launch/pipeline.sh
 #   SFT= bash launch/pipeline.sh                 # stop after pretraining
