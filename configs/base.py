@@ -85,6 +85,20 @@ def init_from_config() -> ml_collections.ConfigDict:
   return i
 
 
+def task_options() -> ml_collections.ConfigDict:
+  """Options of the synthetic tasks (lm/tasks/), one block per task, shared by SFT, GRPO and evaluation."""
+  t = ml_collections.ConfigDict()
+  t.arithmetic = ml_collections.ConfigDict()
+  t.arithmetic.ops = "add,mul"          # operations drawn uniformly (add, mul)
+  t.arithmetic.add_digits = (2, 4)      # digits of each addend (inclusive range)
+  t.arithmetic.mul_digits = (2, 3)      # digits of the multiplicand
+  t.arithmetic.mul_by_digits = (1, 2)   # digits of the multiplier
+  t.arithmetic.worked = True            # targets show the steps (False: "Answer: <n>" only)
+  t.spelling = ml_collections.ConfigDict()
+  t.spelling.kinds = "count,spell"      # question kinds (count: letters in a word, spell: letter by letter)
+  return t
+
+
 def inherited_model_config() -> ml_collections.ConfigDict:
   """`config.model` for a stage that starts from `init_from`: architecture keys are None
   (taken from the source; a value here must agree with it), run-time keys are set."""

@@ -5,6 +5,10 @@ Tiny, on this CPU, from a BPE base model pretrained on the synthetic world
   python -m experiments.sft --config=configs/sft.py:tiny --workdir=runs/sft \
       --config.init_from.workdir=runs/base
 
+Worked arithmetic only, small numbers (the start of GRPO, configs/grpo.py:tiny):
+  python -m experiments.sft --config=configs/sft.py:arith --workdir=runs/sft_arith \
+      --config.init_from.workdir=runs/base
+
 With tools (calculator/Python for arithmetic and spelling, search for facts), same base:
   python -m experiments.sft --config=configs/sft.py:tools --workdir=runs/sft_tools \
       --config.init_from.workdir=runs/base --config.data.world=runs/data/crawl/world.json
@@ -42,7 +46,7 @@ import ml_collections
 
 from configs import base
 
-ARGS = ("tiny", "tools", "qwen_gsm8k", "llama32_1b", "llama31_8b")
+ARGS = ("tiny", "arith", "tools", "qwen_gsm8k", "llama32_1b", "llama31_8b")
 
 
 def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
@@ -66,6 +70,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.chat_template = "own"    # own (lm/conversation.py) | model: the source tokenizer's template (lm/chat_template.py)
   c.data.val_fraction = 0.05      # held-out share of conversations (assistant-token loss)
   c.data.prefetch_threads = 2     # Grain read threads
+
+  c.tasks = base.task_options()   # options of the synthetic tasks (digits, kinds, worked steps)
 
   c.opt = base.optimizer_config(lr=3e-4)  # higher rates overwrite what pretraining stored (1e-3: 8+ facts 14% vs 23%)
   c.opt.warmup_steps = 20
@@ -95,6 +101,13 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.tools.search_folder = ""      # JSONL/Parquet pages the search tool indexes ("": <data>/clean/jsonl beside data.world)
   c.tools.max_tool_tokens = 96    # a tool output's budget in tokens (cut beyond, marked truncated)
 
+  if arg == "arith":
+    # Worked arithmetic only, small enough that the SFT model is right some of the time: the start
+    # of GRPO (configs/grpo.py:tiny), which needs groups with both right and wrong answers.
+    c.data.sources = "arithmetic*1"
+    c.eval.tasks = "arithmetic"
+    c.eval.examples = 128
+    c.tasks.arithmetic.update(add_digits=(2, 3), mul_digits=(2, 2), mul_by_digits=(1, 1))
   if arg == "tools":
     # The same SFT, with arithmetic and spelling answered through Python (the calculator for plain
     # arithmetic) and world facts through BM25 search over the crawl's pages.

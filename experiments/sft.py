@@ -77,8 +77,7 @@ def make_tasks(config) -> dict:
   world = config.data.world or None
   if world and not os.path.exists(world):
     raise UserError(f"config.data.world: no such file {world!r} (the crawl's world.json)")
-  options = {"world": {"exposures": config.data.exposures or None}}
-  return {n: tasks.get(n, world=world, seed=config.data.world_seed, **options.get(n, {})) for n in sorted(names)}
+  return tasks.from_config(names, config.tasks, world, config.data.world_seed, config.data.exposures)
 
 
 def make_tools(config) -> dict:

@@ -108,6 +108,9 @@ class Hooks:
   train_metrics: tuple[str, ...] = ("loss", "accuracy")     # step metrics logged as train/<name>
   title: str = "Run"
   report_sections: Callable[[dict], str] | None = None      # final metrics → extra markdown for report.md
+  # Batches the model makes itself (RL rollouts): (state, step) → (global batch, host metrics, with
+  # "tokens" for throughput). `batches` then only feeds it (its prompts) and is checkpointed as usual.
+  batch_for: Callable[[Any, int], tuple[dict, dict]] | None = None
 
 
 TRAIN_KEYS = ("steps", "batch_size", "grad_accum", "seq_len", "log_every", "eval_every", "ckpt_every")
@@ -119,7 +122,7 @@ def validate_train(config: ml_collections.ConfigDict) -> None:
   for key in TRAIN_KEYS:
     if config.train[key] <= 0:
       raise UserError(f"config.train.{key} must be positive, got {config.train[key]}")
-  if not 0 < config.data.val_fraction < 1:
+  if "val_fraction" in config.get("data", {}) and not 0 < config.data.val_fraction < 1:
     raise UserError(f"config.data.val_fraction must be in (0, 1), got {config.data.val_fraction}")
   if not 0 < config.opt.lr < float("inf"):
     raise UserError(f"config.opt.lr must be a positive number, got {config.opt.lr}")
@@ -311,6 +314,7 @@ def run(stage: Stage, config: ml_collections.ConfigDict, workdir: str, tokenizer
   profile_at = start + cfg.log_every if cfg.profile_steps > 0 else -1
   skipped = 0
   pending = None  # (step, its metrics): read one step late, so the device is never left idle
+  step_info: dict = {}  # host metrics from hooks.batch_for since the last metric line
 
   def evaluate(step: int, params) -> None:
     nonlocal last_samples
@@ -356,9 +360,15 @@ def run(stage: Stage, config: ml_collections.ConfigDict, workdir: str, tokenizer
           jax.profiler.start_trace(os.path.join(workdir, "profile"))
         if step == profile_at + cfg.profile_steps:
           jax.profiler.stop_trace()
-        host_batch = next(hooks.batches)
-        tokens_since += hooks.tokens_in(host_batch) * jax.process_count()
-        state, metrics = stage.train_step(state, sharding.host_batch_to_global(host_batch, stage.mesh), rng)
+        if hooks.batch_for is not None:
+          batch, info = hooks.batch_for(state, step)
+          tokens_since += info.pop("tokens", 0)
+          step_info.update(info)
+        else:
+          host_batch = next(hooks.batches)
+          tokens_since += hooks.tokens_in(host_batch) * jax.process_count()
+          batch = sharding.host_batch_to_global(host_batch, stage.mesh)
+        state, metrics = stage.train_step(state, batch, rng)
         done = step + 1
         check_finite(pending)
         pending = (done, metrics)
@@ -374,6 +384,8 @@ def run(stage: Stage, config: ml_collections.ConfigDict, workdir: str, tokenizer
                       "perf/mfu": perf.mfu(flops_tok, tps, peak, jax.device_count())})
           if policy == "skip":
             row["train/skipped_steps"] = skipped
+          row.update(step_info)  # the last step's rollout metrics
+          step_info.clear()
           writer.write(done, row)
           bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{tps:,.0f}")
           final.update(row)

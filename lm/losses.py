@@ -52,3 +52,70 @@ def token_logprobs(model: nn.Module):
     mask_BT = batch["loss_mask"].astype(jnp.float32)
     return {"logprobs": logp_BT * mask_BT, "tokens": mask_BT.sum(-1)}
   return forward_fn
+
+
+AGGREGATIONS = ("token_mean", "sequence_mean", "constant")
+
+
+def grpo(model: nn.Module, *, clip_low: float, clip_high: float, kl_coef: float, aggregation: str,
+         max_new_tokens: int):
+  """The GRPO objective (a PPO-style clipped surrogate with group-relative advantages).
+
+  The batch has inputs, targets, positions, segment_ids, loss_mask (1 on the completion's sampled
+  tokens only: prompt, padding and forced tool-output tokens are 0), advantages (B,),
+  old_logprobs (B, T) (the rollout policy's, recomputed with the training forward) and, when
+  kl_coef > 0, ref_logprobs (B, T). Per token, with ratio r = π/π_old:
+
+      l = −min(r·A, clip(r, 1 − clip_low, 1 + clip_high)·A) + kl_coef · k3(π_ref ‖ π)
+      k3 = exp(ref − logp) − (ref − logp) − 1              (unbiased, always ≥ 0)
+
+  `aggregation` says what the loss is a mean over, through the step's weight:
+    token_mean     every completion token of the batch counts once (long answers weigh more)
+    sequence_mean  each completion's token mean, then the mean over completions (GRPO's paper)
+    constant       each completion's token sum / max_new_tokens, mean over completions (Dr. GRPO:
+                   no 1/length factor, so wrong answers are not pushed to grow longer)
+  """
+  if aggregation not in AGGREGATIONS:
+    raise ValueError(f"aggregation {aggregation!r} is not one of {AGGREGATIONS}")
+
+  def loss_fn(params, batch, rng):
+    del rng
+    logits_BTV = _logits(model, params, batch).astype(jnp.float32)
+    # The same expression as `token_logprobs` (old and reference log-probs), so that on-policy
+    # ratios are 1 up to the last bit of rounding.
+    logp_BT = -optax.softmax_cross_entropy_with_integer_labels(logits_BTV, batch["targets"])
+    logz_BT = jax.nn.logsumexp(logits_BTV, -1)
+    mask_BT = batch["loss_mask"].astype(jnp.float32)
+    adv_B1 = batch["advantages"].astype(jnp.float32)[:, None]
+    ratio_BT = jnp.exp(logp_BT - batch["old_logprobs"])
+    clipped_BT = jnp.clip(ratio_BT, 1.0 - clip_low, 1.0 + clip_high)
+    per_token_BT = -jnp.minimum(ratio_BT * adv_B1, clipped_BT * adv_B1)
+    if "ref_logprobs" in batch:  # measured whenever the reference is there, in the loss when kl_coef > 0
+      d_BT = batch["ref_logprobs"] - logp_BT
+      kl_BT = jnp.exp(d_BT) - d_BT - 1.0
+      if kl_coef > 0:
+        per_token_BT = per_token_BT + kl_coef * kl_BT
+    elif kl_coef > 0:
+      raise ValueError("grpo loss: kl_coef > 0 needs ref_logprobs in the batch")
+    else:
+      kl_BT = jnp.zeros_like(logp_BT)
+    n_B = mask_BT.sum(-1)
+    token_sum_B = (per_token_BT * mask_BT).sum(-1)
+    rows = (n_B > 0).astype(jnp.float32)
+    if aggregation == "token_mean":
+      loss, weight = token_sum_B.sum(), n_B.sum()
+    elif aggregation == "sequence_mean":
+      loss, weight = (token_sum_B / jnp.maximum(n_B, 1.0)).sum(), rows.sum()
+    else:
+      loss, weight = token_sum_B.sum() / max_new_tokens, rows.sum()
+    probs_BTV = jax.nn.softmax(logits_BTV, -1)
+    entropy_BT = logz_BT - (probs_BTV * logits_BTV).sum(-1)
+    outside_BT = ((ratio_BT < 1.0 - clip_low) & (adv_B1 < 0)) | ((ratio_BT > 1.0 + clip_high) & (adv_B1 > 0))
+    tokens = mask_BT.sum()
+    aux = {"weight": weight,
+           "kl": (kl_BT * mask_BT).sum(), "kl/weight": tokens,
+           "entropy": (entropy_BT * mask_BT).sum(), "entropy/weight": tokens,
+           "clip_fraction": (outside_BT * mask_BT).sum(), "clip_fraction/weight": tokens,
+           "ratio": (ratio_BT * mask_BT).sum(), "ratio/weight": tokens}
+    return loss, aux
+  return loss_fn

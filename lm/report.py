@@ -33,6 +33,30 @@ def loss_curve(workdir: str, filename: str = "loss.png") -> str | None:
   return path
 
 
+def curves(workdir: str, panels, filename: str) -> str | None:
+  """One PNG of metrics.jsonl curves against step: `panels` = [(title, (metric keys, ...))]."""
+  rows = read_metrics(workdir)
+  panels = [(t, [k for k in keys if any(k in r for r in rows)]) for t, keys in panels]
+  panels = [(t, keys) for t, keys in panels if keys]
+  if not panels:
+    return None
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), dpi=110, squeeze=False)
+  for ax, (title, keys) in zip(axes[0], panels):
+    for k in keys:
+      pts = [(r["step"], r[k]) for r in rows if k in r and r[k] == r[k]]
+      if pts:
+        ax.plot(*zip(*pts), "o-" if len(pts) < 30 else "-", ms=3, lw=1.2, label=k)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  path = os.path.join(workdir, filename)
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
 def write_report(workdir: str, title: str, summary: dict, samples: list[tuple[str, str]],
                  plot: str | None, extra: str = "") -> str:
   """report.md: the summary table, the loss curve, stage-specific sections (`extra`), samples."""

@@ -37,6 +37,22 @@ def get(name: str, world=None, seed: int = 0, **options) -> Task:
   return factory(world=world, seed=seed, **options) if uses_world else factory(**options)
 
 
+def from_config(names, options, world=None, seed: int = 0, exposures: str | None = None) -> dict[str, Task]:
+  """The named tasks, built once, with their options from a config block (`configs/base.task_options`:
+  one sub-block per task; comma-separated strings become tuples)."""
+  out = {}
+  for name in sorted(set(names)):
+    if name not in _FACTORIES:
+      raise UserError(f"unknown task {name!r}; known tasks: {', '.join(NAMES)}")
+    opts = dict(options[name]) if options is not None and name in options else {}
+    opts = {k: tuple(x for x in v.split(",") if x) if isinstance(v, str) and k in ("ops", "kinds") else
+            tuple(v) if isinstance(v, list) else v for k, v in opts.items()}
+    if name == "world":
+      opts["exposures"] = exposures or None
+    out[name] = get(name, world=world, seed=seed, **opts)
+  return out
+
+
 def _builtin() -> None:
   from lm.tasks import arithmetic, spelling, world
   register(world.NAME, world.WorldTask, uses_world=True)
@@ -46,4 +62,4 @@ def _builtin() -> None:
 
 _builtin()
 
-__all__ = ["NAMES", "SPLITS", "Example", "Task", "get", "register"]
+__all__ = ["NAMES", "SPLITS", "Example", "Task", "from_config", "get", "register"]

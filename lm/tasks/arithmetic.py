@@ -6,6 +6,8 @@
 Targets show the method and end with a line "Answer: <n>":
   addition         column by column from the ones, with the carries
   multiplication   one partial product per digit of the multiplier, then their sum
+or, with `worked=False`, the answer alone ("Answer: <n>"): the "models need
+tokens to think" ablation compares the two.
 The reward reads the last number of the completion.
 
 Splits are by problem: a pair of operands (in either order) is held out when
@@ -77,6 +79,7 @@ class ArithmeticTask:
   mul_digits: tuple = (2, 3)       # digits of the multiplicand
   mul_by_digits: tuple = (1, 2)    # digits of the multiplier (one partial product per digit)
   eval_every: int = 10             # about 1 in this many problems is held out
+  worked: bool = True              # targets show the steps (False: "Answer: <n>" only)
   name: str = NAME
 
   def __post_init__(self):
@@ -114,7 +117,10 @@ class ArithmeticTask:
   def _example(self, rng: random.Random, op: str, a: int, b: int, split: str) -> Example:
     k = rng.randrange(len(PROMPTS[op]))
     answer = a + b if op == "add" else a * b
-    target = addition_steps(a, b) if op == "add" else multiplication_steps(a, b)
+    if not self.worked:
+      target = f"Answer: {answer}"
+    else:
+      target = addition_steps(a, b) if op == "add" else multiplication_steps(a, b)
     meta = {"op": op, "a": a, "b": b, "digits": [len(str(a)), len(str(b))], "template": k, "split": split}
     return Example(NAME, [{"role": "user", "content": PROMPTS[op][k].format(a=a, b=b)}], str(answer), target, meta)
 

@@ -1,0 +1,136 @@
+"""GRPO's pieces between the rollout engine and the train step: groups, advantages, training rows.
+
+One GRPO iteration (experiments/grpo.py drives it through the shared loop):
+
+  prompts (B) ──engine, G samples each, one prefill per prompt──▶ completions (B·G)
+    ──reward(text, example)──▶ rewards (B, G) ──group_advantages──▶ advantages (B·G,)
+    ──training_rows──▶ fixed-shape rows (prompt left-padded, completion, right padding)
+    ──forward step (policy now, reference)──▶ old_logprobs, ref_logprobs
+    ──K × train step (losses.grpo)──▶ new parameters
+
+`Rollouts` does everything up to the train step. The reward is a function of
+(completion text, example), so RLHF plugs a reward model in where GRPO has a
+verifier. Every shape is fixed by the config (B·G rows of `seq_len` tokens,
+prompts padded to a multiple of 32 in the engine): new parameters never
+recompile anything.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from lm import conversation, engine, sharding
+
+
+def group_advantages(rewards_BG: np.ndarray, scale_by_std: bool, eps: float = 1e-6) -> np.ndarray:
+  """Each reward minus its group's mean (optionally over the group's std): every group sums to 0,
+  and a group whose rewards are all equal has no signal (all 0)."""
+  r = np.asarray(rewards_BG, np.float64)
+  adv = r - r.mean(axis=1, keepdims=True)
+  if scale_by_std:
+    adv = adv / (r.std(axis=1, keepdims=True) + eps)
+  return adv.astype(np.float32)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+  """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021)."""
+  if n - c < k:
+    return 1.0
+  return 1.0 - math.prod((n - c - i) / (n - i) for i in range(k))
+
+
+def training_rows(prompts: Sequence[Sequence[int]], group: int, tokens_RN: np.ndarray, forced_RN: np.ndarray,
+                  lengths_R: np.ndarray, seq_len: int, pad_id: int) -> dict[str, np.ndarray]:
+  """(R = prompts·group) rows of `seq_len` next-token pairs: [left pad][prompt][completion][pad].
+
+  The prompt is right-aligned at a fixed column (seq_len + 1 − N), so every row has the same
+  shape whatever its prompt's length. loss_mask is 1 on the completion's sampled tokens only
+  (stop token included): prompt, padding and forced tool outputs get no gradient. Segments:
+  0 left padding, 1 the sequence, 2 right padding, so attention never crosses them.
+  """
+  R, N = tokens_RN.shape
+  P = seq_len + 1 - N
+  longest = max(len(p) for p in prompts)
+  if longest > P:
+    raise ValueError(f"a prompt of {longest} tokens does not fit seq_len {seq_len} - max_new_tokens {N} + 1")
+  seq = np.full((R, seq_len + 1), pad_id, np.int32)
+  seg = np.zeros((R, seq_len + 1), np.int32)
+  sampled = np.zeros((R, seq_len + 1), np.float32)
+  for r in range(R):
+    p = prompts[r // group]
+    n = int(lengths_R[r])
+    seq[r, P - len(p):P] = p
+    seq[r, P:P + n] = tokens_RN[r, :n]
+    seg[r, P - len(p):P + n] = 1
+    seg[r, P + n:] = 2
+    sampled[r, P:P + n] = ~forced_RN[r, :n]
+  real = seg == 1
+  positions = np.maximum(np.cumsum(real, axis=1) - 1, 0).astype(np.int32)
+  return {"inputs": seq[:, :-1], "targets": seq[:, 1:], "positions": positions[:, :-1],
+          "segment_ids": seg[:, :-1], "loss_mask": sampled[:, 1:]}
+
+
+@dataclasses.dataclass
+class Rollouts:
+  """Samples a group per prompt with the current parameters and turns it into a GRPO batch."""
+  model: Any
+  tok: Any
+  mesh: Any
+  rules: Any
+  forward_step: Callable            # stage.forward_step: (params, batch) → {"logprobs": (B, T)}
+  reward: Callable[[str, Any], float]
+  group: int                        # G samples per prompt
+  max_new_tokens: int
+  seq_len: int
+  temperature: float = 1.0
+  scale_by_std: bool = True
+  tools: dict | None = None
+  max_tool_tokens: int = 64
+  ref_params: Any = None            # frozen reference (None when the KL coefficient is 0)
+
+  def __call__(self, params, examples: Sequence[Any], prompts: Sequence[Sequence[int]], seed: int):
+    """→ (global batch for the train step, host metrics). `seed` fixes the sampling stream."""
+    t0 = time.perf_counter()
+    out = engine.rollout(self.model, params, self.tok, prompts, self.max_new_tokens, tools=self.tools,
+                         temperature=self.temperature, seed=seed, samples_per_prompt=self.group,
+                         pad_multiple=32, max_tool_tokens=self.max_tool_tokens, mesh=self.mesh,
+                         rule_pairs=self.rules)
+    t_rollout = time.perf_counter() - t0
+    G = self.group
+    texts, ended = [], []
+    for r in range(len(out.lengths_B)):
+      ids = out.tokens_BN[r, :out.lengths_B[r]].tolist()
+      turn = conversation.parse_turn(ids, self.tok)
+      said = [m for m in turn["messages"] if m["role"] == "assistant"]
+      texts.append("\n".join(m["content"] for m in said if m["content"]))
+      ended.append(bool(turn["ended"]))
+    rewards_BG = np.array([self.reward(texts[r], examples[r // G]) for r in range(len(texts))],
+                          np.float32).reshape(-1, G)
+    adv_BG = group_advantages(rewards_BG, self.scale_by_std)
+    rows = training_rows(prompts, G, out.tokens_BN, out.forced_BN, out.lengths_B, self.seq_len,
+                         self.tok.pad_id)
+    rows["advantages"] = adv_BG.reshape(-1)
+    batch = sharding.host_batch_to_global(rows, self.mesh)
+    batch["old_logprobs"] = self.forward_step(params, batch)["logprobs"]
+    if self.ref_params is not None:
+      batch["ref_logprobs"] = self.forward_step(self.ref_params, batch)["logprobs"]
+    lengths = out.lengths_B.astype(np.float64)
+    correct = rewards_BG.reshape(-1) > 0.5
+    info = {
+        "rollout/reward": float(rewards_BG.mean()),
+        "rollout/response_tokens": float(lengths.mean()),
+        "rollout/truncated": float(np.mean(~np.asarray(ended))),
+        "rollout/no_signal_groups": float(np.mean(rewards_BG.std(axis=1) == 0)),
+        "rollout/correct_tokens": float(lengths[correct].mean()) if correct.any() else float("nan"),
+        "rollout/wrong_tokens": float(lengths[~correct].mean()) if (~correct).any() else float("nan"),
+        "rollout/tool_calls": len(out.calls) / len(texts),
+        "rollout/seconds": time.perf_counter() - t0,
+        "rollout/sampling_seconds": t_rollout,
+        "tokens": int(rows["segment_ids"].__eq__(1).sum()),
+    }
+    return batch, info, texts
