@@ -5,6 +5,10 @@ rotary scaling; SmolLM2 is Llama with tied embeddings), Qwen2/Qwen2.5 and Qwen3.
   hf.export_checkpoint(params, cfg, "path/to/out", tok)           # transformers.from_pretrained loads it
   cfg, params = hf.from_state_dict(tensors, hf_config_dict)       # in-memory weights (tests, torch)
 
+A reward model (`model.head='score'`) goes to and from the family's
+`*ForSequenceClassification` (one label, `score.weight`); a causal LM read into a
+score model leaves the head to the caller (lm/reward_model.py initialises it).
+
 config.json ⇄ `config.model` (which families, what is refused) is `lm/hf_config.py`;
 the tokenizer and chat template of a folder are `lm.tokenizer.HFTokenizer` and
 `lm/chat_template.py`, and `export_checkpoint` writes them back when given the tokenizer.
@@ -97,7 +101,9 @@ def _sources(cfg: ml_collections.ConfigDict, family: str, prefix: str) -> dict[t
         out[(ly, *ours.split("/"), "kernel")] = _Source(h + theirs + ".weight", transpose=True)
         if has_bias:
           out[(ly, *ours.split("/"), "bias")] = _Source(h + theirs + ".bias")
-  if not cfg.tie_embeddings:
+  if cfg.head == "score":
+    out[("score", "kernel")] = _Source("score.weight", transpose=True)  # (1, D), no bias
+  elif not cfg.tie_embeddings:
     out[("lm_head", "kernel")] = _Source("lm_head.weight", transpose=True)
   return out
 
@@ -235,8 +241,15 @@ def _abstract(cfg: ml_collections.ConfigDict):
 def load_params(reader, cfg: ml_collections.ConfigDict, family: str, mesh=None, rule_pairs=None,
                 shardings=None):
   """Our parameter pytree (float32), sharded over `mesh` by `rule_pairs`, or by `shardings`
-  (a tree like the parameters), when given."""
+  (a tree like the parameters), when given.
+
+  A score-head config (`model.head='score'`) read from a causal-LM checkpoint, which has no
+  `score.weight`, gets every parameter but "score" (and its LM head is not read): the caller
+  adds a fresh head (lm/reward_model.py)."""
   sources = _sources(cfg, family, _prefix(reader, family))
+  headless = cfg.head == "score" and sources[("score", "kernel")].name not in reader.names()
+  if headless:
+    del sources[("score", "kernel")]
   if family == "llama":
     # attention_bias xor mlp_bias: our use_bias covers both, the absent ones are exact zeros.
     sources = {p: _Source("", zeros=True) if p[-1] == "bias" and s.name not in reader.names() else s
@@ -245,6 +258,8 @@ def load_params(reader, cfg: ml_collections.ConfigDict, family: str, mesh=None, 
   if missing:
     raise UserError(f"checkpoint lacks {len(missing)} tensors the config needs, e.g. {missing[:3]}")
   params_abs, specs = _abstract(cfg)
+  if headless:
+    params_abs, specs = ({k: v for k, v in t.items() if k != "score"} for t in (params_abs, specs))
   if shardings is None and mesh is not None:
     shardings = nn.logical_to_mesh_sharding(specs, mesh, rule_pairs)
 
@@ -274,10 +289,16 @@ def read_hf_config(folder: str) -> dict:
 
 
 def import_checkpoint(folder: str, *, scan_layers: bool = False, mesh=None, rule_pairs=None,
-                      shardings=None):
-  """(our model config, params) from a local Hugging Face folder (config.json + safetensors)."""
+                      shardings=None, head: str | None = None):
+  """(our model config, params) from a local Hugging Face folder (config.json + safetensors).
+
+  `head` (None: the folder's — 'score' for a *ForSequenceClassification folder) may turn a
+  causal LM into a score model: its trunk is read, its LM head is not, and "score" is absent."""
   hf = read_hf_config(folder)
   cfg = config_from_hf(hf, scan_layers)
+  if head is not None:
+    cfg.head = head
+    model_lib.validate(cfg)
   return cfg, load_params(_Reader(folder), cfg, hf["model_type"], mesh, rule_pairs, shardings)
 
 
@@ -324,12 +345,16 @@ def to_state_dict(params: Any, cfg: ml_collections.ConfigDict) -> dict[str, np.n
   return out
 
 
-def export_checkpoint(params: Any, cfg: ml_collections.ConfigDict, folder: str, tokenizer=None) -> None:
-  """Write config.json + model.safetensors that `AutoModelForCausalLM.from_pretrained` loads.
+def export_checkpoint(params: Any, cfg: ml_collections.ConfigDict, folder: str, tokenizer=None, *,
+                      pad_token_id: int | None = None) -> None:
+  """Write config.json + model.safetensors that `AutoModelForCausalLM.from_pretrained` loads
+  (`AutoModelForSequenceClassification` for a score-head model).
 
   With a Hugging Face tokenizer (`lm.tokenizer.HFTokenizer`, e.g. an imported model's, kept
   through SFT), also its tokenizer.json + tokenizer_config.json (special tokens, chat template),
-  and config.json names its bos/eos/pad ids.
+  and config.json names its bos/eos/pad ids. A score-head model needs `pad_token_id` (or such a
+  tokenizer): transformers scores each row at its last token that is not the pad id, so that
+  id must never end a scored sequence.
   """
   from safetensors.numpy import save_file
   tensors = to_state_dict(params, cfg)
@@ -339,6 +364,11 @@ def export_checkpoint(params: Any, cfg: ml_collections.ConfigDict, folder: str, 
       raise UserError(f"export: a {getattr(tokenizer, 'kind', type(tokenizer).__name__)} tokenizer has no "
                       f"Hugging Face form; export without it or train from an HF folder's tokenizer")
     hf.update(bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id)
+  if pad_token_id is not None:
+    hf["pad_token_id"] = int(pad_token_id)
+  if cfg.head == "score" and hf.get("pad_token_id") is None:
+    raise UserError("export: a reward model (model.head='score') needs pad_token_id (the tokenizer's "
+                    "pad id): transformers reads each row's score at its last non-pad token")
   if jax.process_index() != 0:
     return
   os.makedirs(folder, exist_ok=True)

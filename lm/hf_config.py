@@ -7,6 +7,10 @@
   qwen2       Qwen2 / Qwen2.5                          qkv_bias
   qwen3       Qwen3 (dense)                            qk_norm, explicit head_dim
 
+A reward model (`model.head='score'`) is the family's `*ForSequenceClassification`
+with one label: its `score.weight` is our score kernel, and transformers reads
+each row's score at its last token that is not `pad_token_id` (set on export).
+
 Rotary rescaling (`rope_parameters`, or the older `rope_scaling` + `rope_theta`)
 maps onto `model.rope_*` for rope_type default, linear, llama3 and yarn. What
 we cannot run exactly is refused with a one-line error naming the config.json
@@ -25,6 +29,19 @@ from lm.errors import UserError
 FAMILIES = ("gpt2", "llama", "qwen2", "qwen3")
 ARCHITECTURES = {"gpt2": "GPT2LMHeadModel", "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
                  "qwen3": "Qwen3ForCausalLM"}
+# model.head='score': one-label sequence classification, the score read at the last non-pad token.
+SCORE_ARCHITECTURES = {"gpt2": "GPT2ForSequenceClassification", "llama": "LlamaForSequenceClassification",
+                       "qwen2": "Qwen2ForSequenceClassification", "qwen3": "Qwen3ForSequenceClassification"}
+
+
+def head_from_hf(hf: dict) -> str:
+  """'score' for a one-label *ForSequenceClassification folder, 'lm' otherwise."""
+  if not any(str(a).endswith("ForSequenceClassification") for a in hf.get("architectures") or ()):
+    return "lm"
+  labels = len(hf.get("id2label") or {}) or hf.get("num_labels", 2)
+  if labels != 1:
+    _bad("id2label", f"has {labels} labels; a reward model (model.head='score') has exactly one")
+  return "score"
 
 
 def _bad(field: str, msg: str) -> None:
@@ -111,6 +128,7 @@ def config_from_hf(hf: dict, scan_layers: bool = False) -> ml_collections.Config
       # attention_bias without mlp_bias: our use_bias adds MLP biases too, imported as zeros.
       cfg.update(use_bias=bool(hf.get("attention_bias") or hf.get("mlp_bias")), qkv_bias=False)
   cfg.scan_layers = scan_layers
+  cfg.head = head_from_hf(hf)
   model_lib.validate(cfg)
   return cfg
 
@@ -152,8 +170,12 @@ def _rope_to_hf(cfg: ml_collections.ConfigDict) -> dict:
 
 def config_to_hf(cfg: ml_collections.ConfigDict) -> dict:
   family = family_of(cfg)
-  common = dict(model_type=family, architectures=[ARCHITECTURES[family]], vocab_size=cfg.vocab_size,
-                tie_word_embeddings=bool(cfg.tie_embeddings), dtype="float32", use_cache=True)
+  score = cfg.head == "score"
+  common = dict(model_type=family, architectures=[(SCORE_ARCHITECTURES if score else ARCHITECTURES)[family]],
+                vocab_size=cfg.vocab_size, tie_word_embeddings=bool(cfg.tie_embeddings), dtype="float32",
+                use_cache=True)
+  if score:
+    common.update(id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0})
   if family == "gpt2":
     return dict(common, n_positions=cfg.max_len, n_embd=cfg.d_model, n_layer=cfg.n_layers,
                 n_head=cfg.n_heads, n_inner=cfg.d_ff, activation_function="gelu_new",

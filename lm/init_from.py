@@ -37,7 +37,7 @@ from lm.errors import MissingFile, UserError
 ARCHITECTURE_KEYS = model_lib.ARCHITECTURE_KEYS
 # Model keys that older checkpoints may lack, with the value they implicitly had.
 BACKFILL = {"head_dim": 0, "qkv_bias": False, "attention": "xla", "weight_grad": "xla",
-            "scan_layers": False, "remat": "none", "qk_norm": False,
+            "scan_layers": False, "remat": "none", "qk_norm": False, "head": "lm",
             **{k: v for k, v in model_lib.default_config().items() if k.startswith("rope_") and k != "rope_theta"}}
 
 
@@ -154,10 +154,12 @@ def _relayer(params: dict, n_layers: int, scanned: bool) -> dict:
 
 def load_params(source: Source, model_cfg: ml_collections.ConfigDict, abstract_params) -> Any:
   """The source's parameters, placed like `abstract_params` (ShapeDtypeStructs with shardings);
-  parameters only. Scanned and unscanned layouts convert into each other."""
+  parameters only. Scanned and unscanned layouts convert into each other. Source parameters the
+  target lacks are not read (a reward model's trunk leaves the LM head: lm/reward_model.py)."""
   shardings = jax.tree.map(lambda a: a.sharding, abstract_params)
   if source.kind == "hf":
-    _, params = hf.import_checkpoint(source.path, scan_layers=model_cfg.scan_layers, shardings=shardings)
+    _, params = hf.import_checkpoint(source.path, scan_layers=model_cfg.scan_layers, shardings=shardings,
+                                     head=model_cfg.head)
     return params
   if bool(source.model_cfg.scan_layers) == bool(model_cfg.scan_layers):
     target = {"params": abstract_params}
@@ -168,7 +170,8 @@ def load_params(source: Source, model_cfg: ml_collections.ConfigDict, abstract_p
     return restored["params"]
   # A different layer layout: read on the host in the source's layout, convert, then place.
   host = ocp.PyTreeCheckpointer().restore(os.path.join(source.path, str(source.step), "state"))["params"]
-  return jax.device_put(_relayer(host, model_cfg.n_layers, model_cfg.scan_layers), shardings)
+  host = _relayer(host, model_cfg.n_layers, model_cfg.scan_layers)
+  return jax.device_put({k: v for k, v in host.items() if k in shardings}, shardings)
 
 
 @dataclasses.dataclass

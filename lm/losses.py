@@ -119,3 +119,68 @@ def grpo(model: nn.Module, *, clip_low: float, clip_high: float, kl_coef: float,
            "ratio": (ratio_BT * mask_BT).sum(), "ratio/weight": tokens}
     return loss, aux
   return loss_fn
+
+
+# ---------------------------------------------------------------- reward model (model.head='score')
+
+def last_token_scores(model: nn.Module, params, inputs_BT: jax.Array, mask_BT: jax.Array) -> jax.Array:
+  """Each row's score at its last real token (mask 1), left- or right-padded alike.
+
+  Positions count real tokens only and padding is its own attention segment, so
+  the score of a row does not depend on how much padding it has or on which side.
+  """
+  mask_BT = mask_BT.astype(jnp.int32)
+  positions_BT = jnp.maximum(jnp.cumsum(mask_BT, axis=1) - 1, 0)
+  scores_BT = model.apply({"params": params}, inputs_BT, positions_BT, mask_BT)
+  t_T = jnp.arange(inputs_BT.shape[1], dtype=jnp.int32)
+  last_B = jnp.argmax(mask_BT * (t_T + 1), axis=1)  # the rightmost real token (0 for an empty row)
+  return jnp.take_along_axis(scores_BT, last_B[:, None], axis=1)[:, 0]
+
+
+def ranking_pairs(group_B: jax.Array, rank_B: jax.Array) -> jax.Array:
+  """better_BB[i, j]: rows i and j answer the same prompt (group > 0) and i is ranked above j
+  (a smaller rank). Equal ranks (ties) make no pair; group 0 is padding."""
+  same_BB = (group_B[:, None] == group_B[None, :]) & (group_B > 0)[:, None]
+  return same_BB & (rank_B[:, None] < rank_B[None, :])
+
+
+def ranking_terms(scores_B: jax.Array, group_B: jax.Array, rank_B: jax.Array):
+  """Bradley–Terry over every pair of every ranking in the batch → (loss sum, aux sums).
+
+  loss = Σ_{i ranked above j} −log σ(s_i − s_j); aux["weight"] = the number of pairs, so a k-way
+  ranking without ties weighs k(k−1)/2. "accuracy" counts pairs ordered right (s_i > s_j),
+  "margin" sums s_i − s_j, and "top1" counts best-ranked rows (rank 0) that score above every
+  reply ranked below them, over "top1/weight" such rows.
+  """
+  better_BB = ranking_pairs(group_B, rank_B).astype(jnp.float32)
+  margin_BB = scores_B[:, None] - scores_B[None, :]
+  wrong_B = (better_BB * (margin_BB <= 0)).sum(1)
+  top_B = ((rank_B == 0) & (better_BB.sum(1) > 0)).astype(jnp.float32)
+  aux = {"weight": better_BB.sum(),
+         "accuracy": (better_BB * (margin_BB > 0)).sum(),
+         "margin": (better_BB * margin_BB).sum(),
+         "top1": (top_B * (wrong_B == 0)).sum(), "top1/weight": top_B.sum()}
+  return (better_BB * jax.nn.softplus(-margin_BB)).sum(), aux
+
+
+def ranking(model: nn.Module):
+  """Reward-model loss: one forward pass per response, pairs built inside the batch.
+
+  The batch has inputs, mask (B, T) (1 on each row's tokens) and group, rank (B,): rows with
+  the same group id > 0 answer one prompt, rank 0 is the best (equal ranks: a tie), group 0 is
+  a padding row. Pairs only form within a batch, so a data pipeline keeps each ranking in one
+  microbatch (lm/data/ranking_rows.py); the (B, B) pair masks are tiny next to the forward pass,
+  which stays sharded over the batch axes.
+  """
+  def loss_fn(params, batch, rng):
+    del rng
+    scores_B = last_token_scores(model, params, batch["inputs"], batch["mask"])
+    return ranking_terms(scores_B, batch["group"], batch["rank"])
+  return loss_fn
+
+
+def scores(model: nn.Module):
+  """Forward function for `train.make_forward_step`: {"scores": (B,)}, one per row (reward model)."""
+  def forward_fn(params, batch):
+    return {"scores": last_token_scores(model, params, batch["inputs"], batch["mask"])}
+  return forward_fn

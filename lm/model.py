@@ -10,6 +10,11 @@ not by subclasses:
   (Qwen2 is Llama style with qkv_bias=True; Qwen3 adds qk_norm and an explicit
   head_dim; Llama 3.x adds rope_scaling='llama3'; SmolLM2 ties the embeddings.)
 
+`head` picks what the final normed states feed: 'lm' gives next-token logits
+(B, T, V); 'score' gives one scalar per position (B, T) from a D → 1 kernel and
+creates no vocabulary matrix (a reward model: lm.losses.ranking reads each row's
+score at its last real token). With tied embeddings the input embedding stays.
+
 Parameters are float32 and carry logical axis names (`nn.with_logical_partitioning`);
 the compute dtype is `config.dtype`. Main activations are pinned with
 `nn.with_logical_constraint`, so one set of rules in the config shards the
@@ -38,6 +43,7 @@ from lm import kv_cache, ops, rope
 
 Array = jax.Array
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+HEADS = ("lm", "score")
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -194,7 +200,8 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-  """tokens_BT → logits_BTV (float32). Use `hidden=True` for the final normed states.
+  """tokens_BT → logits_BTV (float32), or scores_BT with `head='score'`. Use `hidden=True` for
+  the final normed states.
 
   With `cache` (from `kv_cache.init`) returns (logits_BTV, cache): the T new
   tokens occupy slots cache_index.., row b's real tokens start at slot
@@ -251,6 +258,10 @@ class Transformer(nn.Module):
     x_BTD = Norm(cfg, name="ln_final")(x_BTD)
     if hidden:
       return x_BTD if cache is None else (x_BTD, new_cache)
+    if cfg.head == "score":
+      scores_BT = _dense(1, ("embed", None), "score", cfg, cfg.init_std, False)(x_BTD)[..., 0]
+      scores_BT = nn.with_logical_constraint(scores_BT, ("batch", "length")).astype(jnp.float32)
+      return scores_BT if cache is None else (scores_BT, new_cache)
     if cfg.tie_embeddings:
       dtype = DTYPES[cfg.dtype]
       logits_BTV = ops.matmul(x_BTD.astype(dtype), embed.embedding.astype(dtype).T, 1, cfg.weight_grad)
@@ -266,6 +277,7 @@ class Transformer(nn.Module):
 # The keys that define the parameters' shapes and meaning (a stage started from another inherits
 # them: lm/init_from.py). scan_layers only changes the layout; max_len is a parameter shape only
 # with learned positions.
+# `head` is not among them: a stage chooses its own head (a reward model starts from an LM).
 ARCHITECTURE_KEYS = ("vocab_size", "max_len", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim",
                      "d_ff", "positions", "rope_theta", "norm", "norm_eps", "mlp", "tie_embeddings",
                      "use_bias", "qkv_bias", "qk_norm", "rope_scaling", "rope_factor",
@@ -307,6 +319,7 @@ def default_config() -> ml_collections.ConfigDict:
   m.scan_layers = False     # lax.scan over blocks: O(1) compile time in depth
   m.attention = "xla"       # xla | cudnn | auto (jax.nn.dot_product_attention) | einsum | cpu_kernel (CPU only: lm/cpu/)
   m.weight_grad = "xla"     # xla (autodiff) | copy_transpose (CPU only: lm/cpu/matmul.py)
+  m.head = "lm"             # lm: next-token logits | score: one scalar per position, no vocabulary matrix (reward model)
   return m
 
 
@@ -323,7 +336,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   for key, options in (("positions", ("learned", "rotary")), ("norm", ("layernorm", "rmsnorm")),
                        ("mlp", ("gelu", "swiglu")), ("dtype", tuple(DTYPES)),
                        ("remat", tuple(REMAT_POLICIES)), ("attention", ops.ATTENTION_NAMES),
-                       ("weight_grad", ops.MATMUL_NAMES)):
+                       ("weight_grad", ops.MATMUL_NAMES), ("head", HEADS)):
     if cfg[key] not in options:
       bad(key, f"{cfg[key]!r} is not one of {options}")
   if cfg.n_heads % cfg.n_kv_heads:
@@ -350,18 +363,16 @@ def num_params(params: Any) -> int:
 
 
 def flops_per_token(cfg: ml_collections.ConfigDict, seq_len: int) -> float:
-  """Training FLOPs per token: 6·N (matmul weights, incl. the LM head) + 12·L·D·T attention.
+  """Training FLOPs per token: 6·N (matmul weights, incl. the head) + 12·L·D·T attention.
 
-  N counts every weight that takes part in a matmul: the embedding table once
-  (as the LM head when tied), not the learned positions — the PaLM / nanoGPT
-  estimate, so figures compare with those projects.
+  N counts every weight that takes part in a matmul: the LM head (the embedding
+  table when tied) or the score head, not the input embedding (a gather) nor the
+  learned positions — the PaLM / nanoGPT estimate, so figures compare with those projects.
   """
   D, F, L, V = cfg.d_model, cfg.d_ff, cfg.n_layers, cfg.vocab_size
   H, K, Dh = cfg.n_heads, cfg.n_kv_heads, head_dim(cfg)
   attn = D * (H + 2 * K) * Dh + H * Dh * D
   mlp = (3 if cfg.mlp == "swiglu" else 2) * D * F
-  n = L * (attn + mlp) + V * D * (1 if cfg.tie_embeddings else 2)
-  # A tied or untied input embedding is a gather, not a matmul: count the head only.
-  n_matmul = n - (V * D if not cfg.tie_embeddings else 0)
+  n_matmul = L * (attn + mlp) + (D if cfg.head == "score" else V * D)
   return 6 * n_matmul + 12 * L * H * Dh * seq_len
 

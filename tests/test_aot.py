@@ -68,3 +68,24 @@ def test_sft_real_setting_compiles_with_packed_batches(tmp_path):
   assert stats["peak_gb_per_device"] < 70.0
   stated = readme_peak_gb(r"GB of state and ([\d.]+) GB peak per device")
   assert stats["peak_gb_per_device"] == pytest.approx(stated, rel=0.25), "README's qwen_gsm8k figure"
+
+
+def test_reward_model_real_setting_compiles(tmp_path):
+  """configs/reward_model.py:llama32_1b: a reward model from Llama-3.2-1B's config.json (the scalar head
+  in place of the tied LM head; bf16, full remat, FSDP over 8 virtual devices; the ranking loss on
+  64 responses of 2048 tokens) compiles through experiments.compile's path."""
+  import json
+  from configs import hf_models, reward_model as rm_config
+  from lm import init_from, reward_model
+  (tmp_path / "config.json").write_text(json.dumps(hf_models.LLAMA_3_2_1B))
+  config = rm_config.get_config("llama32_1b")
+  config.init_from.hf_dir = str(tmp_path)
+  config.model = init_from.merge_model_config(config.model, init_from.resolve(config.init_from))
+  assert config.model.head == "score" and config.model.tie_embeddings and config.mesh.fsdp == -1
+  mesh = sharding.make_mesh(config.mesh, jax.devices()[:8])
+  _, stats = reward_model.compile_train_step(config, mesh)
+  print(f"reward_model llama32_1b: {stats}")
+  assert stats["mesh"]["fsdp"] == 8
+  assert stats["params_billions"] * 1e9 == pytest.approx(1_235_814_400 + 2048)  # Llama-3.2-1B + a D → 1 head
+  assert stats["argument_gb_per_device"] == pytest.approx(stats["params_billions"] * 12 / 8, rel=0.05)
+  assert stats["peak_gb_per_device"] < 40.0
