@@ -45,7 +45,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.gsm8k = "../shared/data/gsm8k-train.jsonl"  # the GSM8K file, when a task is gsm8k
 
   c.tasks = base.task_options()   # options of the synthetic tasks (digits, kinds, worked steps)
-  c.tasks.arithmetic.update(add_digits=(2, 3), mul_digits=(2, 2), mul_by_digits=(1, 1))  # = sft.py:arith
+  c.tasks.arithmetic.update(add_digits=(1, 2), mul_digits=(1, 2), mul_by_digits=(1, 1))  # = sft.py:arith
 
   c.rl = ml_collections.ConfigDict()
   c.rl.prompts_per_step = 16      # B prompts per rollout batch

@@ -107,7 +107,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.data.sources = "arithmetic*1"
     c.eval.tasks = "arithmetic"
     c.eval.examples = 128
-    c.tasks.arithmetic.update(add_digits=(2, 3), mul_digits=(2, 2), mul_by_digits=(1, 1))
+    c.eval.max_new_tokens = 128
+    c.tasks.arithmetic.update(add_digits=(1, 2), mul_digits=(1, 2), mul_by_digits=(1, 1))
+    c.opt.lr = 1e-3  # nothing of pretraining's to protect here but the language
+    c.train.update(steps=300, eval_every=100)
   if arg == "tools":
     # The same SFT, with arithmetic and spelling answered through Python (the calculator for plain
     # arithmetic) and world facts through BM25 search over the crawl's pages.

@@ -5,6 +5,8 @@
       --config.init_from.hf_dir=/models/Qwen2.5-1.5B   # reads only its config.json
   python -m experiments.compile --config=configs/reward_model.py:llama32_1b --virtual_devices=8 \
       --config.init_from.hf_dir=/models/Llama-3.2-1B-Instruct   # a reward model: the ranking loss
+  python -m experiments.compile --config=configs/grpo.py:qwen_gsm8k --virtual_devices=8 \
+      --config.init_from.hf_dir=/models/Qwen2.5-1.5B-Instruct
 
 With --virtual_devices=N on a CPU host, N fake CPU devices stand in for the
 accelerators, which checks sharding and gives XLA's memory estimate for that
@@ -33,6 +35,9 @@ def main(config) -> dict:
   if config.model.head == "score":  # a reward model: the ranking loss and its batch (group, rank per row)
     from lm import reward_model
     return reward_model.compile_train_step(config, mesh)[1]
+  if "rl" in config:  # GRPO: its own loss and batch
+    _, stats = aot.compile_grpo_step(config, mesh)
+    return stats
   # Packed rows (SFT, or pretraining with document masks) carry positions and segment ids.
   packed = config.data.get("layout") == "pack" or config.data.get("document_mask")
   _, stats = aot.compile_train_step(config, mesh, batch_keys=aot.PACKED_BATCH if packed else None)

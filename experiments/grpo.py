@@ -200,8 +200,10 @@ def evaluate(run: Run, stage: loop.Stage, params) -> dict:
   len_EK = np.array(lengths, np.float64).reshape(-1, k)
   out["eval/pass@1"] = float(c_EK.mean())
   out[f"eval/pass@{k}"] = float(np.mean([grpo.pass_at_k(k, int(c.sum()), k) for c in c_EK]))
-  out["eval/length_correct"] = float(len_EK[c_EK].mean()) if c_EK.any() else float("nan")
-  out["eval/length_wrong"] = float(len_EK[~c_EK].mean()) if (~c_EK).any() else float("nan")
+  if c_EK.any():  # absent rather than NaN when there is none
+    out["eval/length_correct"] = float(len_EK[c_EK].mean())
+  if (~c_EK).any():
+    out["eval/length_wrong"] = float(len_EK[~c_EK].mean())
   check_divergence(run, run.step, out["eval/pass@1"])
   return out
 

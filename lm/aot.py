@@ -53,3 +53,21 @@ def compile_train_step(config, mesh, loss: Callable = losses.next_token,
   stage = loop.stage_from_config(config, mesh, loss)
   batch = stage.abstract_batch(config.train.batch_size, config.train.seq_len, batch_keys or NEXT_TOKEN_BATCH)
   return compile_stage_step(stage, batch)
+
+
+def compile_grpo_step(config, mesh) -> tuple[object, dict]:
+  """AOT-compile a GRPO config's train step (configs/grpo.py): rollout rows with positions and
+  segments, old (and reference) log-probs per token, one advantage per row."""
+  sharding.check_model_fits(config.model, mesh)
+  sharding.check_batch(config.train.batch_size, config.train.grad_accum, mesh)
+  rl = config.rl
+  loss = lambda model: losses.grpo(model, clip_low=rl.clip_low, clip_high=rl.clip_high, kl_coef=rl.kl_coef,
+                                   aggregation=rl.aggregation, max_new_tokens=rl.max_new_tokens)
+  stage = loop.stage_from_config(config, mesh, loss)
+  B, T = config.train.batch_size, config.train.seq_len
+  keys = dict(PACKED_BATCH, old_logprobs=np.float32)
+  if rl.kl_coef > 0 or rl.measure_kl:
+    keys["ref_logprobs"] = np.float32
+  batch = stage.abstract_batch(B, T, keys)
+  batch["advantages"] = jax.ShapeDtypeStruct((B,), np.float32, sharding=sharding.batch_sharding(mesh))
+  return compile_stage_step(stage, batch)

@@ -126,11 +126,13 @@ class Rollouts:
         "rollout/response_tokens": float(lengths.mean()),
         "rollout/truncated": float(np.mean(~np.asarray(ended))),
         "rollout/no_signal_groups": float(np.mean(rewards_BG.std(axis=1) == 0)),
-        "rollout/correct_tokens": float(lengths[correct].mean()) if correct.any() else float("nan"),
-        "rollout/wrong_tokens": float(lengths[~correct].mean()) if (~correct).any() else float("nan"),
         "rollout/tool_calls": len(out.calls) / len(texts),
         "rollout/seconds": time.perf_counter() - t0,
         "rollout/sampling_seconds": t_rollout,
         "tokens": int(rows["segment_ids"].__eq__(1).sum()),
     }
+    if correct.any():  # absent rather than NaN when a batch has none
+      info["rollout/correct_tokens"] = float(lengths[correct].mean())
+    if (~correct).any():
+      info["rollout/wrong_tokens"] = float(lengths[~correct].mean())
     return batch, info, texts

@@ -89,3 +89,22 @@ def test_reward_model_real_setting_compiles(tmp_path):
   assert stats["params_billions"] * 1e9 == pytest.approx(1_235_814_400 + 2048)  # Llama-3.2-1B + a D → 1 head
   assert stats["argument_gb_per_device"] == pytest.approx(stats["params_billions"] * 12 / 8, rel=0.05)
   assert stats["peak_gb_per_device"] < 40.0
+
+
+def test_grpo_real_setting_compiles(tmp_path):
+  """configs/grpo.py:qwen_gsm8k: GRPO of Qwen2.5-1.5B on GSM8K (64 prompts × 16 samples of up to 1024
+  tokens, bf16, full remat, FSDP, 16 microbatches, KL to the reference) compiles on 8 virtual devices."""
+  import json
+  from configs import grpo
+  from lm import init_from
+  (tmp_path / "config.json").write_text(json.dumps(QWEN25_1P5B))
+  config = grpo.get_config("qwen_gsm8k")
+  config.init_from.hf_dir = str(tmp_path)
+  config.model = init_from.merge_model_config(config.model, init_from.resolve(config.init_from))
+  mesh = sharding.make_mesh(config.mesh, jax.devices()[:8])
+  _, stats = aot.compile_grpo_step(config, mesh)
+  print(f"grpo qwen_gsm8k: {stats}")
+  assert stats["mesh"]["fsdp"] == 8 and config.train.batch_size == 64 * 16
+  assert stats["peak_gb_per_device"] < 70.0
+  stated = readme_peak_gb(r"GRPO[^\n]*?([\d.]+) GB peak per device")
+  assert stats["peak_gb_per_device"] == pytest.approx(stated, rel=0.25), "README's grpo qwen_gsm8k figure"
