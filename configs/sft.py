@@ -108,7 +108,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.eval.tasks = "arithmetic"
     c.eval.examples = 128
     c.eval.max_new_tokens = 128
-    c.tasks.arithmetic.update(add_digits=(1, 2), mul_digits=(1, 2), mul_by_digits=(1, 1))
+    c.tasks.arithmetic.update(add_digits=(1, 3), mul_digits=(1, 2), mul_by_digits=(1, 1))
     c.opt.lr = 1e-3  # nothing of pretraining's to protect here but the language
     c.train.update(steps=300, eval_every=100)
   if arg == "tools":

@@ -60,6 +60,7 @@ class Run:
   rewards_since_eval: list = dataclasses.field(default_factory=list)
   timing: dict = dataclasses.field(default_factory=lambda: {"rollout": 0.0, "update": 0.0})
   step: int = 0                  # iterations done (the step an evaluation belongs to)
+  start_pass1: float | None = None  # held-out pass@1 of the starting model (gains are against it)
 
 
 def validate(config) -> None:
@@ -205,6 +206,10 @@ def evaluate(run: Run, stage: loop.Stage, params) -> dict:
   if (~c_EK).any():
     out["eval/length_wrong"] = float(len_EK[~c_EK].mean())
   check_divergence(run, run.step, out["eval/pass@1"])
+  if run.start_pass1 is None:  # the starting model's, from this run or (resumed) its metrics.jsonl
+    first = [r for r in read_metrics(run.workdir) if r.get("step") == 0 and "eval/pass@1" in r]
+    run.start_pass1 = first[0]["eval/pass@1"] if first else out["eval/pass@1"]
+  out["eval/pass@1_gain"] = out["eval/pass@1"] - run.start_pass1
   return out
 
 

@@ -2,6 +2,7 @@
 
     python -m launch.kill_loop --stage=pretrain --kills=20 --seed=0 --workdir=runs/kill_loop
     python -m launch.kill_loop --stage=sft --kills=20 --seed=0 --workdir=runs/kill_loop
+    python -m launch.kill_loop --stage=grpo --kills=20 --seed=0 --workdir=runs/kill_loop
 
 A reference run goes uninterrupted; then the same command runs in another
 workdir and is killed `--kills` times, at a moment drawn uniformly over the
@@ -40,6 +41,12 @@ SFT = ["--config.train.seq_len=128", "--config.train.batch_size=8", "--config.tr
        "--config.eval.max_new_tokens=4", "--config.eval.tasks=arithmetic", "--config.data.examples_per_task=60",
        "--config.data.sources=arithmetic*1,spelling*1"]
 
+GRPO = ["--config.rl.prompts_per_step=2", "--config.rl.group=4", "--config.train.batch_size=8",
+        "--config.rl.max_new_tokens=16", "--config.train.seq_len=96", "--config.train.steps=12",
+        "--config.train.ckpt_every=2", "--config.train.eval_every=6", "--config.eval.examples=2",
+        "--config.eval.samples=2", "--config.eval.max_new_tokens=8", "--config.data.train_prompts=40",
+        "--config.opt.lr=1e-3", "--config.opt.warmup_steps=1"]
+
 
 def _env() -> dict:
   return dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", XLA_FLAGS="")
@@ -57,6 +64,9 @@ def command(stage: str, workdir: str, base: str | None, corpus: str) -> list[str
   if stage == "pretrain":
     return [sys.executable, "-m", "experiments.pretrain", "--config=configs/pretrain.py:tiny",
             f"--workdir={workdir}", *PRETRAIN, f"--config.data.path={corpus}"]
+  if stage == "grpo":
+    return [sys.executable, "-m", "experiments.grpo", "--config=configs/grpo.py:tiny", f"--workdir={workdir}",
+            *GRPO, f"--config.init_from.workdir={base}"]
   return [sys.executable, "-m", "experiments.sft", "--config=configs/sft.py:tiny", f"--workdir={workdir}",
           *SFT, f"--config.init_from.workdir={base}"]
 
@@ -82,7 +92,7 @@ def identical(a, b) -> tuple[bool, int]:
 
 def main(argv=None) -> int:
   p = argparse.ArgumentParser(prog="python -m launch.kill_loop", description=__doc__.split("\n\n")[0])
-  p.add_argument("--stage", choices=("pretrain", "sft"), default="pretrain")
+  p.add_argument("--stage", choices=("pretrain", "sft", "grpo"), default="pretrain")
   p.add_argument("--kills", type=int, default=20)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--workdir", default="runs/kill_loop")
@@ -93,7 +103,7 @@ def main(argv=None) -> int:
   os.makedirs(root)
   corpus = _corpus(os.path.join(root, "corpus.txt"))
   base = None
-  if a.stage == "sft":
+  if a.stage in ("sft", "grpo"):
     base = os.path.join(root, "base")
     code, _, log = _run(command("pretrain", base, None, corpus))
     if code:

@@ -298,6 +298,34 @@ def _plot(path: str, points, names, losses, title: str) -> bool:
   return True
 
 
+CURVE_METRICS = ("eval/pass@1", "val/loss")  # the first one the runs have is drawn per seed
+
+
+def _seed_curves(path: str, names: list[str], workdirs: list[str]) -> str | None:
+  """One line per seed of the first CURVE_METRICS metric the runs logged, against step."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  from lm.metrics import read_metrics
+  runs = [read_metrics(_local(w)) for w in workdirs]
+  metric = next((m for m in CURVE_METRICS if any(m in r for rows in runs for r in rows)), None)
+  if metric is None:
+    return None
+  fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+  for name, rows in zip(names, runs):
+    pts = [(r["step"], r[metric]) for r in rows if r.get(metric) is not None]
+    if pts:
+      ax.plot(*zip(*pts), "o-", ms=3, label=name)
+  ax.set_xlabel("step")
+  ax.set_ylabel(metric)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+  return metric
+
+
 def write_summary(sweep_dir: str, points: list[dict[str, Any]], workdirs: list[str],
                   returncodes: list[int] | None = None, title: str = "sweep") -> str:
   """<sweep_dir>/sweep.md: one row per point with its final val/loss, and sweep.png beside it."""
@@ -324,6 +352,9 @@ def write_summary(sweep_dir: str, points: list[dict[str, Any]], workdirs: list[s
     lines += ["", "![final val/loss per point](sweep.png)"]
   if keys == ["seed"] and len(points) > 1:  # a seed sweep: the spread is the result
     lines += ["", f"## Across {len(points)} seeds (final values)", ""] + seed_table(workdirs)
+    curve = _seed_curves(os.path.join(sweep_dir, "seeds.png"), names, workdirs)
+    if curve:
+      lines += ["", f"![{curve} per seed against step](seeds.png)"]
   path = os.path.join(sweep_dir, "sweep.md")
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")

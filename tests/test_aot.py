@@ -91,6 +91,7 @@ def test_reward_model_real_setting_compiles(tmp_path):
   assert stats["peak_gb_per_device"] < 40.0
 
 
+@pytest.mark.slow  # ~50 s of compilation on 2 cores
 def test_grpo_real_setting_compiles(tmp_path):
   """configs/grpo.py:qwen_gsm8k: GRPO of Qwen2.5-1.5B on GSM8K (64 prompts × 16 samples of up to 1024
   tokens, bf16, full remat, FSDP, 16 microbatches, KL to the reference) compiles on 8 virtual devices."""

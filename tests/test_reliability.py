@@ -304,7 +304,7 @@ def test_second_signal_exits_at_once(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["pretrain", "sft"])
+@pytest.mark.parametrize("stage", ["pretrain", "sft", "grpo"])
 def test_kill_loop_ends_bit_identical(tmp_path, stage):
   """launch/kill_loop.py with 3 kills (the README's figures come from 20 per stage)."""
   from launch import kill_loop
