@@ -38,7 +38,9 @@ configs/hf_models.py):
 The model's architecture comes from `init_from` (keys left `None` here); set one
 and it must agree with the source. Data sources are `kind[:path][*weight]`,
 comma-separated: messages (OpenAI-style JSONL), sharegpt, oasst, gsm8k, and the
-synthetic world's tasks (world, arithmetic, spelling).
+tasks (world, arithmetic, spelling, gsm8k: lm/tasks). With a path, `gsm8k:file`
+is the file's solutions with python calls; bare `gsm8k` is the task's plain
+solutions (`examples_per_task` of them, from ../shared/data/gsm8k-train.jsonl).
 """
 from __future__ import annotations
 

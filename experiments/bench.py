@@ -1,4 +1,4 @@
-"""Benchmarks: python -m experiments.bench --config=configs/bench.py:<train_step|decode|sft_step|tool_decode>
+"""Benchmarks: python -m experiments.bench --config=configs/bench.py:<train_step|decode|sft_step|tool_decode|rollout>
 
 The last line printed is one JSON object (see configs/bench.py for each kind).
 """
@@ -19,6 +19,9 @@ def main(config) -> dict:
   if config.kind == "sft_step":
     from lm.bench import sft_step
     return sft_step.run(config)
+  if config.kind == "rollout":
+    from lm.bench import rollout as bench_rollout
+    return bench_rollout.run(config)
   if config.kind == "tool_decode":
     from lm.bench import tool_decode
     return tool_decode.run(config)

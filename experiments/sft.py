@@ -67,9 +67,15 @@ def parse_sources(spec: str) -> list[tuple[str, str, float]]:
   return out
 
 
+def is_task_source(kind: str, path: str) -> bool:
+  """A task's generated examples, or a file's conversations: "gsm8k" is both a task and a source
+  kind, and "gsm8k:file.jsonl" (with a path) stays the file, read with its tool calls."""
+  return kind in tasks.NAMES and not (path and kind in sources_lib.kinds())
+
+
 def make_tasks(config) -> dict:
   """Every task the sources and the evaluation name, built once (the world is read or generated once)."""
-  names = {kind for kind, _, _ in parse_sources(config.data.sources) if kind in tasks.NAMES}
+  names = {kind for kind, path, _ in parse_sources(config.data.sources) if is_task_source(kind, path)}
   for n in filter(None, config.eval.tasks.split(",")):
     if n not in tasks.NAMES:
       raise UserError(f"config.eval.tasks: unknown task {n!r} (one of {', '.join(tasks.NAMES)})")
@@ -99,7 +105,7 @@ def read_conversations(config, task_objs: dict, tools: dict | None = None) -> li
   mixed = []
   tools = tools or {}
   for kind, path, weight in parse_sources(d.sources):
-    if kind in task_objs:
+    if is_task_source(kind, path):
       examples = task_objs[kind].examples("train", d.examples_per_task, config.seed)
       if "python" in tools:
         convs = [tool_use.conversation(ex, tools.get("search")) for ex in examples]

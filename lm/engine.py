@@ -299,9 +299,11 @@ def stream(model, params, tok, prompts: Sequence[Sequence[int]], max_new_tokens:
       f.cancel()
     pool.shutdown(wait=False, cancel_futures=True)
   if _result is not None:
-    _result.append(Rollout(np.asarray(state.tokens_BN), np.asarray(state.logprobs_BN),
-                           np.asarray(state.forced_BN), np.asarray(state.n_B).astype(np.int32), calls,
-                           finished_s, int(state.step)))
+    lengths_B = np.asarray(state.n_B).astype(np.int32)
+    # The decode loop writes only a row's own tokens; past its end the buffer still holds its zeros.
+    ended_BN = np.arange(state.tokens_BN.shape[1])[None, :] >= lengths_B[:, None]
+    _result.append(Rollout(np.where(ended_BN, pad_id, np.asarray(state.tokens_BN)), np.asarray(state.logprobs_BN),
+                           np.asarray(state.forced_BN), lengths_B, calls, finished_s, int(state.step)))
 
 
 def rollout(model, params, tok, prompts: Sequence[Sequence[int]], max_new_tokens: int, **kwargs) -> Rollout:

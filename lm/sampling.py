@@ -69,10 +69,47 @@ def filter_logits(logits_BV: jax.Array, temperature, top_k=0, top_p=1.0):
   return jax.lax.cond(top_p < 1.0, keep_top_p, lambda l: l, logits_BV)
 
 
+def inverse_cdf(probs_BV: jax.Array, rng: jax.Array) -> jax.Array:
+  """One draw per row from `probs_BV` (rows sum to ~1, zeros allowed) with two uniform numbers:
+  a block of ~√V tokens by the blocks' masses, then a token inside it.
+
+  Each cumulative sum runs over ~√V terms: float32 rounding moves the sampled distribution
+  by ~1e-6 (V = 4096) to ~5e-6 (V = 128k) in total variation, where one cumsum over all V
+  entries moved it by ~3e-5 to ~1e-3. A token of zero probability (a top-k/top-p cut) is
+  never drawn: in the rare row where rounding would land on one, the row takes the last
+  token of positive probability in its heaviest block instead.
+  """
+  B, V = probs_BV.shape
+  K = 1 << ((max(V, 2) - 1).bit_length() // 2)  # block size, a power of two near √V
+  N = -(-V // K)
+  p_BNK = jnp.pad(probs_BV, ((0, 0), (0, N * K - V))).reshape(B, N, K)
+  u_B2 = jax.random.uniform(rng, (B, 2), minval=jnp.finfo(jnp.float32).tiny)
+
+  def pick(mass_BX, u_B):  # the first entry whose cumulative mass exceeds u × total
+    cum_BX = jnp.cumsum(mass_BX, -1)
+    return jnp.minimum(jnp.sum(cum_BX < u_B[:, None] * cum_BX[:, -1:], -1), mass_BX.shape[-1] - 1)
+
+  def token_in(block_B, u_B):
+    return block_B * K + pick(jnp.take_along_axis(p_BNK, block_B[:, None, None], 1)[:, 0], u_B)
+
+  mass_BN = p_BNK.sum(-1)
+  token_B = jnp.minimum(token_in(pick(mass_BN, u_B2[:, 0]), u_B2[:, 1]), V - 1).astype(jnp.int32)
+  # Per row, not a batch-wide branch, so that a sharded batch needs no collective here.
+  likely_B = token_in(jnp.argmax(mass_BN, -1), jnp.ones_like(u_B2[:, 1])).astype(jnp.int32)
+  ok_B = jnp.take_along_axis(probs_BV, token_B[:, None], -1)[:, 0] > 0
+  return jnp.where(ok_B, token_B, likely_B)
+
+
 def choose(logits_BV: jax.Array, rng: jax.Array, temperature, top_k=0, top_p=1.0) -> jax.Array:
-  """Next token per row: argmax when temperature is 0, else a draw from the filtered softmax."""
+  """Next token per row: argmax when temperature is 0, else a draw from the filtered softmax.
+
+  The draw inverts the cumulative distribution (`inverse_cdf`: two uniform numbers per
+  row). The Gumbel-max draw (`jax.random.categorical`) needs one per vocabulary entry, and
+  making 64 × 4096 of them took ~7 of the ~21 CPU-ms of a decode step in the rollout
+  benchmark (B=64, V=4096, on CPU); with this the step takes ~14.
+  """
   def draw(l_BV):
-    return jax.random.categorical(rng, filter_logits(l_BV, temperature, top_k, top_p)).astype(jnp.int32)
+    return inverse_cdf(jax.nn.softmax(filter_logits(l_BV, temperature, top_k, top_p), -1), rng)
   return jax.lax.cond(temperature == 0.0, lambda l: jnp.argmax(l, -1).astype(jnp.int32), draw, logits_BV)
 
 

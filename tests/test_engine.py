@@ -130,6 +130,18 @@ def test_a_slow_tool_does_not_hold_back_the_other_rows():
   assert out.lengths_B[others].min() > 0
 
 
+def test_rows_that_stop_early_are_padded_as_the_sampler_pads():
+  model, params = make()
+  tok = ByteTokenizer()
+  free = np.asarray(sampling.generate(model, params, PROMPTS, N, temperature=0.0).tokens)
+  stop = int(free[0, 3])  # row 0 stops at its 4th token; the buffer past it must hold pad_id, not zeros
+  ref = sampling.generate(model, params, PROMPTS, N, temperature=0.0, stop_ids=[stop], pad_id=tok.pad_id)
+  out = engine.rollout(model, params, tok, PROMPTS, N, temperature=0.0, stop_ids=[stop])
+  np.testing.assert_array_equal(out.lengths_B, np.asarray(ref.lengths))
+  assert out.lengths_B[0] <= 4 and (out.tokens_BN[0, 4:] == tok.pad_id).all()
+  np.testing.assert_array_equal(out.tokens_BN, np.asarray(ref.tokens))
+
+
 def test_group_rows_share_one_prefill():
   model, params = make()
   tok = ByteTokenizer()

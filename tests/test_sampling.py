@@ -135,6 +135,23 @@ def test_samples_follow_requested_support(top_k, top_p, support):
   np.testing.assert_allclose(np.asarray(out.logprobs).ravel(), np.log(probs)[tokens], atol=1e-5)
 
 
+@pytest.mark.parametrize("V", [1000, 4096])
+def test_inverse_cdf_draws_the_distribution_and_never_a_zero(V):
+  # Every third token has probability 0 (a filter's cut), V need not fill the last block.
+  rng = np.random.default_rng(0)
+  p_V = rng.random(V) ** 3 * (np.arange(V) % 3 != 0)
+  p_V /= p_V.sum()
+  probs_BV = jnp.broadcast_to(jnp.asarray(p_V, jnp.float32), (512, V))
+  draw = jax.jit(sampling.inverse_cdf)
+  counts_V = sum(np.bincount(np.asarray(draw(probs_BV, jax.random.key(i))), minlength=V) for i in range(40))
+  assert counts_V[p_V == 0].sum() == 0
+  # Chi-square over 100 bins of scattered tokens (~200 draws each): ~1 per degree of freedom.
+  bin_V = np.arange(V) * 7919 % 100
+  got, expect = np.bincount(bin_V, counts_V), np.bincount(bin_V, p_V) * counts_V.sum()
+  chi2 = ((got - expect) ** 2 / expect).sum() / 99
+  assert 0.6 < chi2 < 1.5, chi2
+
+
 def test_seed_reproducibility_and_streaming_equals_one_shot():
   model, params = make("llama")
   kw = dict(temperature=1.0, top_p=0.9, stop_ids=[7])

@@ -1,4 +1,5 @@
 """Verifiable tasks: deterministic, splits disjoint, rewards right on right/wrong/verbose answers, steps correct."""
+import concurrent.futures as cf
 import json
 import re
 
@@ -6,7 +7,9 @@ import pytest
 
 from lm import tasks
 from lm.prep import synthetic
-from lm.tasks import arithmetic, spelling, world
+from lm.tasks import arithmetic, gsm8k, spelling, world
+from lm.tasks.base import Example
+from tests.conftest import shared_file
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,7 @@ def test_deterministic_and_targets_score_one(name):
 
 
 def test_registry():
-  assert set(tasks.NAMES) >= {"world", "arithmetic", "spelling"}
+  assert set(tasks.NAMES) >= {"world", "arithmetic", "spelling", "gsm8k"}
   for name in tasks.NAMES:  # one call shape for every task
     assert tasks.get(name, world=None, seed=1).name == name
   assert tasks.get("world", seed=1).world.people == synthetic.make_world(1).people
@@ -161,3 +164,106 @@ def test_spelling_steps_splits_and_reward():
   assert task.reward(f"Sure: {'-'.join(word.upper())}!", ex) == 1.0
   assert task.reward(f"It is spelled {'-'.join(word[:-1])}.", ex) == 0.0
   assert task.reward(f"{'-'.join(word)}, no wait, {'-'.join(word[::-1])}", ex) == float(word == word[::-1])
+
+
+# Hand-checked: (reference, completion, reward). The answer is the last \\boxed{} or else the last number.
+SPELLING_COUNT = [
+    ("3", "There are 3 rs in strawberry.", 1.0), ("3", "The letter r appears 3 times in strawberry.", 1.0),
+    ("3", "**3**", 1.0), ("3", "3.", 1.0), ("3", "s-t-r-a-w-b-e-r-r-y: r (1), r (2), r (3).\nAnswer: 3", 1.0),
+    ("3", "2", 0.0), ("3", "It has 3 r's, not 2.", 0.0), ("3", "three", 0.0),  # digits only: the target's format
+    ("3", "It appears 3 times in the 10-letter word.", 0.0), ("0", "z does not appear in it: 0 times.", 1.0),
+    ("0", "Answer: 0", 1.0), ("0", "none", 0.0), ("0", "1", 0.0),
+]
+SPELLING_SPELL = [
+    ("S-T-R-A-W-B-E-R-R-Y", 1.0), ("Sure: s-t-r-a-w-b-e-r-r-y.", 1.0),
+    ("The word strawberry has 10 letters: s-t-r-a-w-b-e-r-r-y.\nAnswer: s-t-r-a-w-b-e-r-r-y", 1.0),
+    ("s-t-r-a-w-b-e-r-y", 0.0), ("strawberry", 0.0), ("x-s-t-r-a-w-b-e-r-r-y", 0.0),
+    ("s-t-r-a-w-b-e-r-r-y, or s-t-r-a-w-b-e-r-r-i-e-s", 0.0), ("s - t - r - a - w - b - e - r - r - y", 0.0),
+]
+
+
+@pytest.mark.parametrize("reference,completion,expected", SPELLING_COUNT)
+def test_spelling_count_reward_hand_checked(reference, completion, expected):
+  ex = Example("spelling", [], reference, "", {"kind": "count"})
+  assert spelling.SpellingTask().reward(completion, ex) == expected
+
+
+@pytest.mark.parametrize("completion,expected", SPELLING_SPELL)
+def test_spelling_spell_reward_hand_checked(completion, expected):
+  ex = Example("spelling", [], "s-t-r-a-w-b-e-r-r-y", "", {"kind": "spell"})
+  assert spelling.SpellingTask().reward(completion, ex) == expected
+
+
+GSM8K_REWARDS = [
+    ("1200", "So the total is 1,200.", 1.0), ("1200", "She pays $1,200 in all.", 1.0),
+    ("1200", "\\boxed{1,200}", 1.0), ("1200", "That is 1200.00 dollars", 1.0), ("1080", "1,080 apples", 1.0),
+    ("18", "The answer is 18.", 1.0), ("18", "18 dollars", 1.0), ("18", "It is 18 cm long.", 1.0),
+    ("18", "$18", 1.0), ("18", "18.0", 1.0), ("18", "#### 18", 1.0), ("18", "Answer: 18", 1.0),
+    ("18", "The area is 18 m^2.", 1.0),  # the exponent is not the answer
+    ("18", "\\boxed{18}", 1.0), ("18", "\\boxed{\\$18}", 1.0), ("18", "\\boxed{18 dollars}", 1.0),
+    ("18", "\\boxed{18\\text{ cm}}", 1.0), ("18", "Thus $\\boxed{\\frac{36}{2}}$.", 1.0),  # math-verify
+    ("18", "\\boxed{18}, since 3 * 6 = 18 and 2 + 1 = 3", 1.0),  # a boxed answer wins over later numbers
+    ("-7", "The temperature changed by -7 degrees.", 1.0), ("-7", "\\boxed{-7}", 1.0), ("-7", "-$7", 1.0),
+    ("0.5", "It takes 0.5 hours.", 1.0),
+    ("18", "The answer is 17.", 0.0), ("18", "18, no wait, it is 19", 0.0), ("18", "18.5", 0.0),
+    ("18", "\\boxed{17}", 0.0), ("18", "\\boxed{18^2}", 0.0), ("18", "\\boxed{18, 19}", 0.0),
+    ("18", "I think 18 plus 2 cookies", 0.0), ("18", "eighteen", 0.0), ("18", "", 0.0),
+    ("-7", "It went down by 7.", 0.0), ("-7", "10-7 = 3", 0.0), ("7", "The answer is -7.", 0.0),
+    ("1200", "1.200", 0.0), ("5", "5 - 3 = 2", 0.0),
+]
+
+
+@pytest.mark.parametrize("reference,completion,expected", GSM8K_REWARDS)
+def test_gsm8k_reward_hand_checked(reference, completion, expected):
+  assert gsm8k.GSM8KTask().reward(completion, Example("gsm8k", [], reference, "")) == expected
+
+
+def test_gsm8k_reward_off_the_main_thread():
+  # math-verify's own timeout needs the main thread; the reward must work from worker threads too.
+  ex = Example("gsm8k", [], "18", "")
+  with cf.ThreadPoolExecutor(2) as pool:
+    got = list(pool.map(lambda c: gsm8k.GSM8KTask().reward(c, ex), ["\\boxed{\\frac{36}{2}}", "\\boxed{17}"]))
+  assert got == [1.0, 0.0]
+
+
+def _gsm8k_file(path, rows):
+  path.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in rows))
+  return str(path)
+
+
+def test_gsm8k_task_on_a_small_file(tmp_path):
+  rows = [(f"Sam has {i} apples and buys {i * 100} more. How many now?",
+           f"He has {i} + {i * 100} = <<{i}+{i * 100}={i * 101}>>{i * 101} apples.\n#### {i * 101:,}")
+          for i in range(1, 41)]
+  rows.append(("It was 3 degrees and fell by 10. What is it now?", "3 - 10 = <<3-10=-7>>-7\n#### -7"))
+  task = tasks.get("gsm8k", path=_gsm8k_file(tmp_path / "g.jsonl", rows), eval_every=3)
+  train, held = task.examples("train"), task.examples("eval")
+  assert len(train) + len(held) == 41 and held and not {e.messages[0]["content"] for e in held} & {
+      e.messages[0]["content"] for e in train}
+  assert all(task.split_of(e.messages[0]["content"]) == "eval" for e in held)
+  assert task.examples("train", n=100, seed=1) == task.examples("train", n=100, seed=1) != task.examples(
+      "train", n=100, seed=2)
+  by_q = {e.messages[0]["content"]: e for e in train + held}
+  ex = by_q["Sam has 30 apples and buys 3000 more. How many now?"]
+  assert ex.reference == "3030" and ex.target == "He has 30 + 3000 = 3030 apples.\n#### 3,030"
+  assert ex.meta["line"] == 30 and ex.conversation()[-1] == {"role": "assistant", "content": ex.target}
+  assert by_q["It was 3 degrees and fell by 10. What is it now?"].reference == "-7"
+  for e in train + held:
+    assert task.reward(e.target, e) == 1.0 and "<<" not in e.target
+  bad = _gsm8k_file(tmp_path / "bad.jsonl", rows[:2] + [("Q?", "so\n#### about 5")])
+  with pytest.raises(ValueError, match=r"bad.jsonl:3: the final answer 'about 5'"):
+    tasks.get("gsm8k", path=bad).examples("train")
+  with pytest.raises(FileNotFoundError, match="gsm8k task: no such file .*nowhere.jsonl"):
+    tasks.get("gsm8k", path=str(tmp_path / "nowhere.jsonl")).examples("eval")
+
+
+def test_gsm8k_real_file_loads():
+  task = gsm8k.GSM8KTask(path=shared_file("gsm8k-train.jsonl"))
+  train, held = task.problems("train"), task.problems("eval")
+  assert len(train) + len(held) == 7473 and 600 < len(held) < 900
+  assert not {e.messages[0]["content"] for e in train} & {e.messages[0]["content"] for e in held}
+  assert {e.reference for e in held + train} >= {"72", "1080", "-7"}
+  for e in train + held:  # every worked solution earns its own reward, calculator annotations gone
+    assert "<<" not in e.target and re.search(r"\n#### (\S+)$", e.target)[1].replace(",", "") == e.reference
+    assert task.reward(e.target, e) == 1.0, e
+  assert task.examples("eval", n=50, seed=0) == gsm8k.GSM8KTask(path=task.path).examples("eval", n=50, seed=0)

@@ -64,7 +64,7 @@ def check_tokens(ours: np.ndarray, theirs: np.ndarray, mode: str) -> float:
   return float(prefix.mean())
 
 
-def _cpu_setup(n_devices: int, xla_flags: str) -> None:
+def cpu_setup(n_devices: int, xla_flags: str) -> None:
   """Must run before JAX starts its backend; a process that already started it keeps its setup."""
   if xla_flags:
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {xla_flags}".strip()
@@ -75,15 +75,17 @@ def _cpu_setup(n_devices: int, xla_flags: str) -> None:
       print(f"cpu_devices={n_devices} not applied: {e}", flush=True)
 
 
-def run(config) -> dict:
-  _cpu_setup(config.cpu_devices, config.xla_cpu_flags)
+def setup(config, modes: tuple, what: str = "decode"):
+  """The checks, model, sharded parameters and random (batch, prompt_len) prompts both sides start from.
+
+  → (model, params, mesh, rule_pairs, prompts). `modes` are the transformers modes to be run (empty:
+  none), `what` the benchmark's name in errors. Call `cpu_setup` first."""
   cfg = config.model
-  modes = tuple(config.peer_modes) if config.peer else ()
   if modes:
     try:
       hf.family_of(cfg)
     except ValueError as e:
-      raise peer_lib.NotSameWork(f"decode: transformers cannot run this model ({e}); set config.peer=False") from None
+      raise peer_lib.NotSameWork(f"{what}: transformers cannot run this model ({e}); set config.peer=False") from None
   if cfg.positions == "learned" and config.prompt_len + config.new_tokens > cfg.max_len:
     raise UserError(f"config.model.max_len={cfg.max_len} < prompt_len + new_tokens "
                      f"= {config.prompt_len + config.new_tokens}")
@@ -98,6 +100,14 @@ def run(config) -> dict:
                      out_shardings=param_sh)(jax.random.key(config.seed))
   rng = np.random.default_rng(config.seed)
   prompts = rng.integers(0, cfg.vocab_size, (config.batch_size, config.prompt_len)).astype(np.int32)
+  return model, params, mesh, rule_pairs, prompts
+
+
+def run(config) -> dict:
+  cpu_setup(config.cpu_devices, config.xla_cpu_flags)
+  cfg = config.model
+  modes = tuple(config.peer_modes) if config.peer else ()
+  model, params, mesh, rule_pairs, prompts = setup(config, modes)
 
   ours_run, our_tokens, compile_s = time_ours(config, model, params, prompts, mesh, rule_pairs)
   result = dict(batch_size=config.batch_size, prompt_len=config.prompt_len, new_tokens=config.new_tokens,

@@ -2,12 +2,14 @@
 
     python lm/bench/torch_peer.py train  --weights DIR --tokens FILE.npy --mode compiled --threads 2 ...
     python lm/bench/torch_peer.py decode --weights DIR --prompts FILE.npy --new_tokens 256 --mode static_compiled
+    python lm/bench/torch_peer.py rollout --weights DIR --prompts FILE.npy --new_tokens 128 --samples 8 --mode default
 
 Standalone on purpose (imports torch, never JAX or `lm`), so that the two sides
 share no threads, allocator or import-time state. `--weights` is a Hugging Face
 GPT-2 folder that `lm.hf.export_checkpoint` wrote from our parameters, so both
 sides start from the same weights and the same batch: same work, checked by the
-parent from the losses (train) or the greedy tokens (decode).
+parent from the losses (train), the greedy tokens (decode) or the shape of the
+sampled tokens (rollout: random, so only the amount of work can be compared).
 
 train modes (a nanoGPT-style step written against the same checkpoint layout):
   compiled  torch.compile of the model, AdamW(fused=True): how nanoGPT and the
@@ -17,11 +19,15 @@ decode modes (transformers `generate`, greedy, SDPA attention):
   static_compiled  cache_implementation="static" and torch.compile(model.forward),
                    as the transformers "optimizing inference" guide does
   default          the dynamic cache, eager
+rollout: the same two modes, sampling instead (do_sample, temperature 1, top_k=0
+  and top_p=1 so the whole softmax is sampled as on our side; transformers'
+  own default would be top-k 50), num_return_sequences=--samples per prompt,
+  min_new_tokens = max_new_tokens so every row makes exactly --new_tokens tokens.
 
 Protocol: one JSON object per line on stdout. After set-up and warm-up the child
 prints {"ready": true, ...settings, warm-up losses or tokens}; then, for each
 line "run <n>" read on stdin, it runs n steps (train) or n generate calls
-(decode) and prints {"times": [...seconds...], ...}. EOF on stdin ends it.
+(decode, rollout) and prints {"times": [...seconds...], ...}. EOF on stdin ends it.
 """
 from __future__ import annotations
 
@@ -127,11 +133,17 @@ def train_peer(a) -> None:
 
 
 def decode_peer(a) -> None:
+  """decode (greedy) and rollout (sampled, --samples rows per prompt): one generate call per step."""
   import transformers
   model = transformers.AutoModelForCausalLM.from_pretrained(a.weights, attn_implementation="sdpa").eval()
   ids = torch.from_numpy(np.load(a.prompts).astype(np.int64))
   kwargs = dict(attention_mask=torch.ones_like(ids), max_new_tokens=a.new_tokens, min_new_tokens=a.new_tokens,
                 do_sample=False, pad_token_id=0, use_cache=True)
+  sampled = {}
+  if a.kind == "rollout":
+    # top_k=0 spelled out: transformers would otherwise fill in its default top-k of 50.
+    sampled = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, num_return_sequences=a.samples)
+    kwargs.update(sampled)
   if a.mode == "static_compiled":
     kwargs["cache_implementation"] = "static"
     model.forward = torch.compile(model.forward, fullgraph=True)
@@ -146,7 +158,7 @@ def decode_peer(a) -> None:
     generate()
   _reply({"ready": True, "warmup_s": time.perf_counter() - t, "tokens": tokens.tolist(),
           "settings": settings(a, cache="static" if a.mode == "static_compiled" else "dynamic",
-                               attention="sdpa", transformers=transformers.__version__)})
+                               attention="sdpa", transformers=transformers.__version__, **sampled)})
   serve(generate)
 
 
@@ -154,7 +166,8 @@ def settings(a, **extra) -> dict:
   return {"mode": a.mode, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
           "torch_interop_threads": torch.get_num_interop_threads(),
           "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-          **extra}
+          # OpenMP's busy-waiting makes torch many times slower on a loaded machine; PASSIVE avoids it.
+          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"), **extra}
 
 
 def serve(work) -> None:
@@ -175,7 +188,7 @@ def serve(work) -> None:
 
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("kind", choices=("train", "decode"))
+  p.add_argument("kind", choices=("train", "decode", "rollout"))
   p.add_argument("--weights", required=True, help="HF GPT-2 folder (config.json + model.safetensors)")
   p.add_argument("--mode", required=True, choices=("compiled", "eager", "static_compiled", "default"))
   p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
@@ -184,8 +197,9 @@ def main(argv=None) -> None:
   for name, default in (("lr", 1e-3), ("b1", 0.9), ("b2", 0.999), ("eps", 1e-8), ("weight_decay", 0.01),
                         ("clip_norm", 0.0)):
     p.add_argument(f"--{name}", type=float, default=default)
-  p.add_argument("--prompts", help="decode: (batch, prompt_len) int .npy")
+  p.add_argument("--prompts", help="decode, rollout: (batch, prompt_len) int .npy")
   p.add_argument("--new_tokens", type=int, default=0)
+  p.add_argument("--samples", type=int, default=1, help="rollout: sequences sampled per prompt")
   a = p.parse_args(argv)
   if a.threads > 0:
     torch.set_num_threads(a.threads)

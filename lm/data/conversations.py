@@ -152,14 +152,14 @@ def oasst(path: str, lang: str | None = None) -> Iterator[Conversation]:
       yield _checked(messages, path, lineno)
 
 
-_CALC = re.compile(r"<<([^<>]*)>>")
+CALCULATOR = re.compile(r"<<([^<>]*)>>")  # GSM8K's calculator annotations, "<<48/2=24>>"
 
 
 def gsm8k_messages(question: str, answer: str) -> Conversation:
   """One GSM8K problem → user question + assistant turn with a python call per annotation."""
   messages: list[dict] = [{"role": "user", "content": question}]
   pos = 0
-  for m in _CALC.finditer(answer):
+  for m in CALCULATOR.finditer(answer):
     expr, sep, result = m.group(1).rpartition("=")
     if not sep:
       raise UserError(f"calculator annotation <<{m.group(1)}>> has no '=result'")
@@ -171,13 +171,20 @@ def gsm8k_messages(question: str, answer: str) -> Conversation:
   return messages
 
 
-def gsm8k(path: str) -> Iterator[Conversation]:
+def gsm8k_rows(path: str) -> Iterator[tuple[int, str, str]]:
+  """(line number, question, answer) of a GSM8K JSONL file, each answer with its "#### " line;
+  shared by the conversation source here and the GSM8K task (lm/tasks/gsm8k.py)."""
   for lineno, row in _jsonl(path, '{"question", "answer"}'):
     q, a = row.get("question"), row.get("answer")
     if not isinstance(q, str) or not isinstance(a, str):
       raise UserError(f'{path}:{lineno}: needs string "question" and "answer" fields')
     if "####" not in a:
       raise UserError(f'{path}:{lineno}: answer has no "#### <final answer>" line')
+    yield lineno, q, a
+
+
+def gsm8k(path: str) -> Iterator[Conversation]:
+  for lineno, q, a in gsm8k_rows(path):
     try:
       messages = gsm8k_messages(q, a)
     except UserError as e:

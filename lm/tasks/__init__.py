@@ -8,8 +8,10 @@
 
 Tasks (`NAMES`, a live view of the registry): "world" (facts of the synthetic
 world, `world.py`), "arithmetic" (`arithmetic.py`), "spelling"
-(`spelling.py`). `get` takes the same `world`/`seed` for every task so callers
-can loop over names; tasks that do not ask about the world ignore them. A new
+(`spelling.py`), "gsm8k" (grade-school word problems from GSM8K's JSONL,
+`gsm8k.py`; `path=` names the file). `get` takes the same `world`/`seed` for
+every task so callers can loop over names; tasks that do not ask about the
+world ignore them. A new
 task registers itself with `register(name, factory, uses_world=...)`;
 `Example` and the `Task` protocol are in `base.py`.
 """
@@ -54,10 +56,11 @@ def from_config(names, options, world=None, seed: int = 0, exposures: str | None
 
 
 def _builtin() -> None:
-  from lm.tasks import arithmetic, spelling, world
+  from lm.tasks import arithmetic, gsm8k, spelling, world
   register(world.NAME, world.WorldTask, uses_world=True)
   register(arithmetic.NAME, arithmetic.ArithmeticTask)
   register(spelling.NAME, spelling.SpellingTask)
+  register(gsm8k.NAME, gsm8k.GSM8KTask)
 
 
 _builtin()

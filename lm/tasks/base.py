@@ -1,6 +1,6 @@
 """What every verifiable task provides: examples with a reference answer, and a reward.
 
-A task (`lm/tasks/world.py`, `arithmetic.py`, `spelling.py`; looked up by name
+A task (`lm/tasks/world.py`, `arithmetic.py`, `spelling.py`, `gsm8k.py`; looked up by name
 with `lm.tasks.get`) hands out `Example`s and scores completions:
 
   task.examples(split, n, seed) → [Example]     split: "train" (SFT, GRPO prompts) | "eval" (held out)
