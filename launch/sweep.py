@@ -239,6 +239,20 @@ def final_val_loss(workdir: str) -> tuple[int, float] | None:
   return last
 
 
+def _metric_rows(workdir: str) -> list[dict]:
+  """The rows of <workdir>/metrics.jsonl that parse (a killed run may leave a partial last line)."""
+  path = os.path.join(_local(workdir), "metrics.jsonl")
+  rows = []
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        try:
+          rows.append(json.loads(line))
+        except json.JSONDecodeError:
+          continue
+  return rows
+
+
 def final_metrics(workdir: str) -> dict[str, float]:
   """The last value of every metric in <workdir>/metrics.jsonl."""
   path = os.path.join(_local(workdir), "metrics.jsonl")
@@ -306,8 +320,7 @@ def _seed_curves(path: str, names: list[str], workdirs: list[str]) -> str | None
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  from lm.metrics import read_metrics
-  runs = [read_metrics(_local(w)) for w in workdirs]
+  runs = [_metric_rows(w) for w in workdirs]
   metric = next((m for m in CURVE_METRICS if any(m in r for rows in runs for r in rows)), None)
   if metric is None:
     return None
