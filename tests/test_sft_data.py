@@ -232,15 +232,26 @@ def test_hosts_get_disjoint_rows():
 
 def test_gsm8k_with_a_path_is_the_file_bare_gsm8k_the_task(tmp_path):
   # "gsm8k" names both a conversation source and a task: a path keeps the file (with its tool calls).
-  from configs import sft as sft_config
-  from experiments import sft as sft_exp
+  # In a child process: experiments.sft defines absl flags that experiments.chat (imported by other
+  # test files in this process) defines too.
+  import subprocess
+  import sys
+  from tests.conftest import ROOT, env
   path = write_lines(tmp_path / "g.jsonl", [json.dumps({"question": "q", "answer": "1+1 = <<1+1=2>>2\n#### 2"})])
-  config = sft_config.get_config("tiny")
-  config.data.sources, config.eval.tasks = f"gsm8k:{path}*1,arithmetic*1", ""
-  config.data.examples_per_task = 3
-  task_objs = sft_exp.make_tasks(config)
-  assert sorted(task_objs) == ["arithmetic"]
-  got = sft_exp.read_conversations(config, task_objs)
-  assert sum(any("tool_call" in m for m in c) for c in got) == 1 and len(got) == 4
-  assert sft_exp.is_task_source("gsm8k", "") and not sft_exp.is_task_source("gsm8k", path)
-  assert sft_exp.is_task_source("arithmetic", "") and not sft_exp.is_task_source("oasst", path)
+  code = f"""
+from configs import sft as sft_config
+from experiments import sft as sft_exp
+path = {str(path)!r}
+config = sft_config.get_config("tiny")
+config.data.sources, config.eval.tasks = f"gsm8k:{{path}}*1,arithmetic*1", ""
+config.data.examples_per_task = 3
+task_objs = sft_exp.make_tasks(config)
+assert sorted(task_objs) == ["arithmetic"], sorted(task_objs)
+got = sft_exp.read_conversations(config, task_objs)
+assert sum(any("tool_call" in m for m in c) for c in got) == 1 and len(got) == 4
+assert sft_exp.is_task_source("gsm8k", "") and not sft_exp.is_task_source("gsm8k", path)
+assert sft_exp.is_task_source("arithmetic", "") and not sft_exp.is_task_source("oasst", path)
+"""
+  out = subprocess.run([sys.executable, "-c", code], env=env(), cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
