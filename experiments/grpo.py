@@ -36,7 +36,7 @@ from absl import flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from lm import chat_template, cli, conversation, engine, evaluation, grpo, init_from, loop, losses, report, sharding, tasks
+from lm import chat_template, cli, engine, evaluation, grpo, init_from, loop, losses, report, sharding, tasks
 from lm import model as model_lib
 from lm import tools as tools_lib
 from lm.errors import UserError
@@ -54,6 +54,7 @@ class Run:
   train_examples: list
   train_prompts: list            # rendered prompt ids, one per train example
   eval_examples: list
+  eval_prompts: list             # rendered prompt ids, one per eval example
   tools: dict
   warnings: list = dataclasses.field(default_factory=list)
   history: list = dataclasses.field(default_factory=list)  # (step, mean train reward since last eval, pass@1)
@@ -133,12 +134,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
                     f"{max(len(prompts[i]) for i in too_long)}); raise seq_len or lower rl.max_new_tokens")
   eval_examples = [ex for n in config.eval.tasks.split(",") if n
                    for ex in task_objs[n].examples("eval", config.eval.examples, 0)]
+  eval_prompts = [fmt.render_prompt(ex.messages).tolist() for ex in eval_examples]  # once, not per evaluation
   use = [n for n in config.tools.use.split(",") if n]
   tools = tools_lib.for_conversation(use, key="config.tools.use", world_seed=config.data.world_seed) if use else {}
   loop.lock_workdir(workdir)
   print(f"grpo: {len(train_examples)} training prompts ({', '.join(names)}), {len(eval_examples)} held out, "
         f"{config.rl.prompts_per_step} × {config.rl.group} completions per iteration", flush=True)
-  return Run(config, workdir, mesh, source, tok, task_objs, train_examples, prompts, eval_examples, tools)
+  return Run(config, workdir, mesh, source, tok, task_objs, train_examples, prompts, eval_examples,
+             eval_prompts, tools)
 
 
 def prompt_iterator(n: int, per_step: int, seed: int):
@@ -180,12 +183,11 @@ def evaluate(run: Run, stage: loop.Stage, params) -> dict:
   out = {k.replace("eval/", "eval/greedy_", 1) if k.endswith("accuracy") else k: v
          for k, v in evaluation.summarize(rows).items()}
   k = cfg.eval.samples
-  fmt = chat_template.OwnFormat(run.tokenizer)
   correct, lengths = [], []
   for start in range(0, len(run.eval_examples), rl.prompts_per_step):
     chunk = run.eval_examples[start:start + rl.prompts_per_step]
-    prompts = [fmt.render_prompt(ex.messages).tolist() for ex in chunk]
-    prompts += [prompts[-1]] * (rl.prompts_per_step - len(prompts))  # one compiled shape
+    prompts = run.eval_prompts[start:start + rl.prompts_per_step]
+    prompts = prompts + [prompts[-1]] * (rl.prompts_per_step - len(prompts))  # one compiled shape
     ro = engine.rollout(stage.model, params, run.tokenizer, prompts, cfg.eval.max_new_tokens,
                         tools=run.tools, temperature=rl.temperature, seed=1_000_003 + start,
                         samples_per_prompt=k, pad_multiple=32, max_tool_tokens=cfg.tools.max_tool_tokens,
@@ -193,8 +195,7 @@ def evaluate(run: Run, stage: loop.Stage, params) -> dict:
     for i, ex in enumerate(chunk):
       for j in range(k):
         r = i * k + j
-        turn = conversation.parse_turn(ro.tokens_BN[r, :ro.lengths_B[r]].tolist(), run.tokenizer)
-        text = "\n".join(m["content"] for m in turn["messages"] if m["role"] == "assistant" and m["content"])
+        text, _ = grpo.completion_text(ro, r, run.tokenizer)
         correct.append(reward(text, ex) > 0.5)
         lengths.append(int(ro.lengths_B[r]))
   c_EK = np.array(correct).reshape(-1, k)

@@ -21,7 +21,6 @@ import math
 import time
 from typing import Any, Callable, Sequence
 
-import jax
 import numpy as np
 
 from lm import conversation, engine, sharding
@@ -75,6 +74,14 @@ def training_rows(prompts: Sequence[Sequence[int]], group: int, tokens_RN: np.nd
           "segment_ids": seg[:, :-1], "loss_mask": sampled[:, 1:]}
 
 
+def completion_text(out: engine.Rollout, r: int, tok) -> tuple[str, bool]:
+  """Row r's own words (tool outputs excluded: the verifier reads what the model said) and whether
+  its turn ended before the limit."""
+  turn = conversation.parse_turn(out.tokens_BN[r, :out.lengths_B[r]].tolist(), tok)
+  said = [m["content"] for m in turn["messages"] if m["role"] == "assistant" and m["content"]]
+  return "\n".join(said), bool(turn["ended"])
+
+
 @dataclasses.dataclass
 class Rollouts:
   """Samples a group per prompt with the current parameters and turns it into a GRPO batch."""
@@ -102,13 +109,7 @@ class Rollouts:
                          rule_pairs=self.rules)
     t_rollout = time.perf_counter() - t0
     G = self.group
-    texts, ended = [], []
-    for r in range(len(out.lengths_B)):
-      ids = out.tokens_BN[r, :out.lengths_B[r]].tolist()
-      turn = conversation.parse_turn(ids, self.tok)
-      said = [m for m in turn["messages"] if m["role"] == "assistant"]
-      texts.append("\n".join(m["content"] for m in said if m["content"]))
-      ended.append(bool(turn["ended"]))
+    texts, ended = zip(*(completion_text(out, r, self.tok) for r in range(len(out.lengths_B))))
     rewards_BG = np.array([self.reward(texts[r], examples[r // G]) for r in range(len(texts))],
                           np.float32).reshape(-1, G)
     adv_BG = group_advantages(rewards_BG, self.scale_by_std)
