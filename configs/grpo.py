@@ -60,7 +60,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.rl.clip_low = 0.2             # ratio clipped below at 1 - clip_low
   c.rl.clip_high = 0.2            # and above at 1 + clip_high (DAPO's clip-higher: 0.28)
   c.rl.kl_coef = 0.0              # k3 KL penalty to the frozen reference (0: not in the loss)
-  c.rl.measure_kl = True          # keep the reference to report KL even when kl_coef is 0
+  c.rl.measure_kl = True          # kl_coef 0: keep the reference to measure KL at each evaluation
   c.rl.truncation_warning = 0.2   # warn when more than this share of completions hit the limit
 
   c.tools = ml_collections.ConfigDict()

@@ -5,8 +5,9 @@ Each iteration samples `rl.group` completions for each of `rl.prompts_per_step`
 training prompts with the current parameters (the rollout engine: one prefill
 per prompt, tools when `tools.use` is set), scores them with the task's
 verifier, turns the rewards into group-relative advantages, recomputes the
-rollout policy's log-probs with the training forward (and the frozen
-reference's), and takes `rl.passes` optimizer steps of the clipped objective
+rollout policy's log-probs with the training forward when `rl.passes` > 1
+(and the frozen reference's when the KL is in the loss), and takes
+`rl.passes` optimizer steps of the clipped objective
 (lm/losses.py:grpo) on the shared loop. The prompt iterator is a Grain iterator
 saved with every checkpoint, the sampling stream is a function of (seed, step),
 and the reference sits in `<workdir>/reference`: a killed run resumes exactly.
@@ -14,7 +15,8 @@ and the reference sits in `<workdir>/reference`: a killed run resumes exactly.
 Evaluation, independent of the training reward, every `train.eval_every`
 iterations on held-out prompts: greedy accuracy and format, pass@1 and pass@k
 from `eval.samples` samples at the rollout temperature, mean length of correct
-and of wrong answers. A warning is printed and written to the report when the
+and of wrong answers, and the KL from the reference on those samples
+(`rl.measure_kl`: measured here rather than paying two forward passes per iteration). A warning is printed and written to the report when the
 training reward rises while held-out pass@1 falls, and when many completions
 are cut by the length limit. report.md has the curves (accuracy and length
 against step) and the share of each iteration spent in rollout vs update.
@@ -55,6 +57,7 @@ class Run:
   train_prompts: list            # rendered prompt ids, one per train example
   eval_examples: list
   eval_prompts: list             # rendered prompt ids, one per eval example
+  eval_seq_len: int              # row length of the held-out samples' KL forward (one shape)
   tools: dict
   warnings: list = dataclasses.field(default_factory=list)
   history: list = dataclasses.field(default_factory=list)  # (step, mean train reward since last eval, pass@1)
@@ -135,13 +138,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   eval_examples = [ex for n in config.eval.tasks.split(",") if n
                    for ex in task_objs[n].examples("eval", config.eval.examples, 0)]
   eval_prompts = [fmt.render_prompt(ex.messages).tolist() for ex in eval_examples]  # once, not per evaluation
+  eval_seq_len = -(-(max(map(len, eval_prompts)) + config.eval.max_new_tokens) // 32) * 32
   use = [n for n in config.tools.use.split(",") if n]
   tools = tools_lib.for_conversation(use, key="config.tools.use", world_seed=config.data.world_seed) if use else {}
   loop.lock_workdir(workdir)
   print(f"grpo: {len(train_examples)} training prompts ({', '.join(names)}), {len(eval_examples)} held out, "
         f"{config.rl.prompts_per_step} × {config.rl.group} completions per iteration", flush=True)
   return Run(config, workdir, mesh, source, tok, task_objs, train_examples, prompts, eval_examples,
-             eval_prompts, tools)
+             eval_prompts, eval_seq_len, tools)
 
 
 def prompt_iterator(n: int, per_step: int, seed: int):
@@ -172,8 +176,9 @@ def reference(run: Run, stage: loop.Stage, start_params_fn):
   return params
 
 
-def evaluate(run: Run, stage: loop.Stage, params) -> dict:
-  """Greedy accuracy and format, sampled pass@1 / pass@k and lengths, on held-out prompts."""
+def evaluate(run: Run, stage: loop.Stage, params, ref=None) -> dict:
+  """Greedy accuracy and format, sampled pass@1 / pass@k and lengths, on held-out prompts; with a
+  reference, the KL from it per sampled token (k3, on the same held-out samples)."""
   cfg, rl = run.config, run.config.rl
   reward = reward_of(run)
   rows = evaluation.run_tasks(stage.model, params, run.tokenizer, run.eval_examples, reward,
@@ -183,7 +188,7 @@ def evaluate(run: Run, stage: loop.Stage, params) -> dict:
   out = {k.replace("eval/", "eval/greedy_", 1) if k.endswith("accuracy") else k: v
          for k, v in evaluation.summarize(rows).items()}
   k = cfg.eval.samples
-  correct, lengths = [], []
+  correct, lengths, kl_sum, kl_tokens = [], [], 0.0, 0.0
   for start in range(0, len(run.eval_examples), rl.prompts_per_step):
     chunk = run.eval_examples[start:start + rl.prompts_per_step]
     prompts = run.eval_prompts[start:start + rl.prompts_per_step]
@@ -198,6 +203,12 @@ def evaluate(run: Run, stage: loop.Stage, params) -> dict:
         text, _ = grpo.completion_text(ro, r, run.tokenizer)
         correct.append(reward(text, ex) > 0.5)
         lengths.append(int(ro.lengths_B[r]))
+    if ref is not None:
+      rows = grpo.training_rows(prompts, k, ro.tokens_BN, ro.forced_BN, ro.lengths_B, run.eval_seq_len,
+                                run.tokenizer.pad_id)
+      s_R, n_R = grpo.kl_terms(stage.forward_step, params, ref, sharding.host_batch_to_global(rows, run.mesh))
+      kl_sum += s_R[:len(chunk) * k].sum()  # not the repeated rows that fill the last chunk
+      kl_tokens += n_R[:len(chunk) * k].sum()
   c_EK = np.array(correct).reshape(-1, k)
   len_EK = np.array(lengths, np.float64).reshape(-1, k)
   out["eval/pass@1"] = float(c_EK.mean())
@@ -211,6 +222,8 @@ def evaluate(run: Run, stage: loop.Stage, params) -> dict:
     first = [r for r in read_metrics(run.workdir) if r.get("step") == 0 and "eval/pass@1" in r]
     run.start_pass1 = first[0]["eval/pass@1"] if first else out["eval/pass@1"]
   out["eval/pass@1_gain"] = out["eval/pass@1"] - run.start_pass1
+  if kl_tokens:
+    out["eval/kl"] = float(kl_sum / kl_tokens)
   return out
 
 
@@ -252,9 +265,11 @@ def train_loop(run: Run) -> dict:
   stage = dataclasses.replace(stage, train_step=k_passes(run, stage.train_step))
   start_params = lambda: init_from.load_params(run.source, cfg.model, stage.abstract_state().params)
   ref = reference(run, stage, start_params)
+  keys = grpo.forward_keys(rl)
   rollouts = grpo.Rollouts(stage.model, run.tokenizer, run.mesh, stage.rules, stage.forward_step,
                            reward_of(run), rl.group, rl.max_new_tokens, cfg.train.seq_len, rl.temperature,
-                           rl.scale_by_std, run.tools, cfg.tools.max_tool_tokens, ref)
+                           rl.scale_by_std, run.tools, cfg.tools.max_tool_tokens,
+                           ref_params=ref if keys["ref_logprobs"] else None, old_logprobs=keys["old_logprobs"])
   prompts_it = prompt_iterator(len(run.train_prompts), rl.prompts_per_step, cfg.seed)
   warned_at = [-10**9]
 
@@ -279,7 +294,7 @@ def train_loop(run: Run) -> dict:
 
   hooks = loop.Hooks(
       batches=prompts_it, tokens_in=lambda b: 0, batch_for=batch_for,
-      evaluate=lambda params: evaluate(run, stage, params),
+      evaluate=lambda params: evaluate(run, stage, params, ref),
       init_params=start_params if ref is None else (lambda: jax.tree.map(jnp.copy, ref)),
       train_metrics=("loss", "kl", "entropy", "clip_fraction", "ratio"),
       title="GRPO", report_sections=lambda final: report_sections(run, final))
@@ -289,7 +304,7 @@ def train_loop(run: Run) -> dict:
 PANELS = (("held-out accuracy", ("eval/pass@1", "eval/greedy_{task}/accuracy")),
           ("training reward", ("rollout/reward",)),
           ("response length (tokens)", ("eval/length_correct", "eval/length_wrong", "rollout/response_tokens")),
-          ("KL to reference / entropy", ("train/kl", "train/entropy")))
+          ("KL to reference / entropy", ("train/kl", "eval/kl", "train/entropy")))
 
 
 def report_sections(run: Run, final: dict) -> str:
@@ -315,8 +330,8 @@ def report_sections(run: Run, final: dict) -> str:
   total = run.timing["rollout"] + run.timing["update"]
   if total:
     lines += ["", f"Time per iteration (this process): rollout {run.timing['rollout'] / total:.0%}, "
-                  f"update {run.timing['update'] / total:.0%} (rollout includes reward and the "
-                  "old/reference log-prob forwards)."]
+                  f"update {run.timing['update'] / total:.0%} (rollout: sampling, reward and rows; update: "
+                  "the old/reference log-prob forwards, when used, and the optimizer steps)."]
   if run.warnings:
     lines += ["", "## Warnings", ""] + [f"- {w}" for w in run.warnings]
   return "\n".join(lines)

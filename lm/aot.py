@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from lm import loop, losses, sharding
+from lm import grpo, loop, losses, sharding
 
 NEXT_TOKEN_BATCH = {"inputs": np.int32, "targets": np.int32, "loss_mask": np.float32}
 PACKED_BATCH = dict(NEXT_TOKEN_BATCH, positions=np.int32, segment_ids=np.int32)
@@ -65,9 +65,7 @@ def compile_grpo_step(config, mesh) -> tuple[object, dict]:
                                    aggregation=rl.aggregation, max_new_tokens=rl.max_new_tokens)
   stage = loop.stage_from_config(config, mesh, loss)
   B, T = config.train.batch_size, config.train.seq_len
-  keys = dict(PACKED_BATCH, old_logprobs=np.float32)
-  if rl.kl_coef > 0 or rl.measure_kl:
-    keys["ref_logprobs"] = np.float32
+  keys = dict(PACKED_BATCH, **{k: np.float32 for k, used in grpo.forward_keys(rl).items() if used})
   batch = stage.abstract_batch(B, T, keys)
   batch["advantages"] = jax.ShapeDtypeStruct((B,), np.float32, sharding=sharding.batch_sharding(mesh))
   return compile_stage_step(stage, batch)

@@ -5,8 +5,12 @@ One GRPO iteration (experiments/grpo.py drives it through the shared loop):
   prompts (B) ──engine, G samples each, one prefill per prompt──▶ completions (B·G)
     ──reward(text, example)──▶ rewards (B, G) ──group_advantages──▶ advantages (B·G,)
     ──training_rows──▶ fixed-shape rows (prompt left-padded, completion, right padding)
-    ──forward step (policy now, reference)──▶ old_logprobs, ref_logprobs
+    ──forward step (policy now, reference)──▶ old_logprobs (K > 1), ref_logprobs (KL in the loss)
     ──K × train step (losses.grpo)──▶ new parameters
+
+With K = 1 the old policy is the current one, so the loss takes π_old = stop_grad(π) and no
+forward pass is spent recomputing it; with a KL coefficient of 0 the reference is not run per
+iteration (the KL is measured at evaluation instead, experiments/grpo.py).
 
 `Rollouts` does everything up to the train step. The reward is a function of
 (completion text, example), so RLHF plugs a reward model in where GRPO has a
@@ -24,6 +28,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from lm import conversation, engine, sharding
+
+
+def forward_keys(rl) -> dict[str, bool]:
+  """Which per-token log-probs a GRPO batch carries for config block `rl` (rollouts and AOT agree):
+  the old policy's only for K > 1 passes, the reference's only when the KL is in the loss."""
+  return {"old_logprobs": rl.passes > 1, "ref_logprobs": rl.kl_coef > 0}
 
 
 def group_advantages(rewards_BG: np.ndarray, scale_by_std: bool, eps: float = 1e-6) -> np.ndarray:
@@ -82,6 +92,16 @@ def completion_text(out: engine.Rollout, r: int, tok) -> tuple[str, bool]:
   return "\n".join(said), bool(turn["ended"])
 
 
+def kl_terms(forward_step, params, ref_params, batch) -> tuple[np.ndarray, np.ndarray]:
+  """Per row of `batch` (training rows): the sum of k3 KL(π ‖ π_ref) over its sampled completion
+  tokens, and their count. Two forward passes; for KL measured outside the loss."""
+  logp = np.asarray(forward_step(params, batch)["logprobs"], np.float64)
+  ref = np.asarray(forward_step(ref_params, batch)["logprobs"], np.float64)
+  mask = np.asarray(batch["loss_mask"], np.float64)
+  d = ref - logp
+  return ((np.exp(d) - d - 1.0) * mask).sum(-1), mask.sum(-1)
+
+
 @dataclasses.dataclass
 class Rollouts:
   """Samples a group per prompt with the current parameters and turns it into a GRPO batch."""
@@ -98,7 +118,8 @@ class Rollouts:
   scale_by_std: bool = True
   tools: dict | None = None
   max_tool_tokens: int = 64
-  ref_params: Any = None            # frozen reference (None when the KL coefficient is 0)
+  ref_params: Any = None            # frozen reference: its log-probs go in the batch (KL in the loss)
+  old_logprobs: bool = True         # recompute the rollout policy's log-probs (needed for K > 1 passes)
 
   def __call__(self, params, examples: Sequence[Any], prompts: Sequence[Sequence[int]], seed: int):
     """→ (global batch for the train step, host metrics). `seed` fixes the sampling stream."""
@@ -117,7 +138,8 @@ class Rollouts:
                          self.tok.pad_id)
     rows["advantages"] = adv_BG.reshape(-1)
     batch = sharding.host_batch_to_global(rows, self.mesh)
-    batch["old_logprobs"] = self.forward_step(params, batch)["logprobs"]
+    if self.old_logprobs:
+      batch["old_logprobs"] = self.forward_step(params, batch)["logprobs"]
     if self.ref_params is not None:
       batch["ref_logprobs"] = self.forward_step(self.ref_params, batch)["logprobs"]
     lengths = out.lengths_B.astype(np.float64)

@@ -63,7 +63,9 @@ def grpo(model: nn.Module, *, clip_low: float, clip_high: float, kl_coef: float,
 
   The batch has inputs, targets, positions, segment_ids, loss_mask (1 on the completion's sampled
   tokens only: prompt, padding and forced tool-output tokens are 0), advantages (B,),
-  old_logprobs (B, T) (the rollout policy's, recomputed with the training forward) and, when
+  old_logprobs (B, T) (the rollout policy's, recomputed with the training forward; absent for
+  on-policy K=1 updates, where π_old is the current policy: ratio = exp(logp − stop_grad(logp)) = 1
+  with the REINFORCE gradient, and the forward pass that would recompute it is saved) and, when
   kl_coef > 0, ref_logprobs (B, T). Per token, with ratio r = π/π_old:
 
       l = −min(r·A, clip(r, 1 − clip_low, 1 + clip_high)·A) + kl_coef · k3(π_ref ‖ π)
@@ -87,9 +89,11 @@ def grpo(model: nn.Module, *, clip_low: float, clip_high: float, kl_coef: float,
     logz_BT = jax.nn.logsumexp(logits_BTV, -1)
     mask_BT = batch["loss_mask"].astype(jnp.float32)
     adv_B1 = batch["advantages"].astype(jnp.float32)[:, None]
-    ratio_BT = jnp.exp(logp_BT - batch["old_logprobs"])
+    old_BT = batch["old_logprobs"] if "old_logprobs" in batch else jax.lax.stop_gradient(logp_BT)
+    ratio_BT = jnp.exp(logp_BT - old_BT)
     clipped_BT = jnp.clip(ratio_BT, 1.0 - clip_low, 1.0 + clip_high)
     per_token_BT = -jnp.minimum(ratio_BT * adv_B1, clipped_BT * adv_B1)
+    kl_BT = None
     if "ref_logprobs" in batch:  # measured whenever the reference is there, in the loss when kl_coef > 0
       d_BT = batch["ref_logprobs"] - logp_BT
       kl_BT = jnp.exp(d_BT) - d_BT - 1.0
@@ -97,8 +101,6 @@ def grpo(model: nn.Module, *, clip_low: float, clip_high: float, kl_coef: float,
         per_token_BT = per_token_BT + kl_coef * kl_BT
     elif kl_coef > 0:
       raise ValueError("grpo loss: kl_coef > 0 needs ref_logprobs in the batch")
-    else:
-      kl_BT = jnp.zeros_like(logp_BT)
     n_B = mask_BT.sum(-1)
     token_sum_B = (per_token_BT * mask_BT).sum(-1)
     rows = (n_B > 0).astype(jnp.float32)
@@ -113,10 +115,11 @@ def grpo(model: nn.Module, *, clip_low: float, clip_high: float, kl_coef: float,
     outside_BT = ((ratio_BT < 1.0 - clip_low) & (adv_B1 < 0)) | ((ratio_BT > 1.0 + clip_high) & (adv_B1 > 0))
     tokens = mask_BT.sum()
     aux = {"weight": weight,
-           "kl": (kl_BT * mask_BT).sum(), "kl/weight": tokens,
            "entropy": (entropy_BT * mask_BT).sum(), "entropy/weight": tokens,
            "clip_fraction": (outside_BT * mask_BT).sum(), "clip_fraction/weight": tokens,
            "ratio": (ratio_BT * mask_BT).sum(), "ratio/weight": tokens}
+    if kl_BT is not None:  # absent, not a fake 0, when no reference log-probs came in
+      aux.update({"kl": (kl_BT * mask_BT).sum(), "kl/weight": tokens})
     return loss, aux
   return loss_fn
 

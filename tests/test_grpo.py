@@ -47,9 +47,14 @@ def test_group_advantages_sum_to_zero_and_equal_rewards_give_none():
   np.testing.assert_allclose(grpo.group_advantages(r, False)[0], [0.5, -0.5, -0.5, 0.5])
 
 
+@pytest.mark.parametrize("old", ["recomputed", "absent"])
 @pytest.mark.parametrize("aggregation", losses.AGGREGATIONS)
-def test_on_policy_clipped_gradient_is_the_reinforce_gradient(aggregation):
+def test_on_policy_clipped_gradient_is_the_reinforce_gradient(aggregation, old):
+  """K=1, with the old log-probs recomputed by a forward pass or left out (the loss then takes
+  stop_grad of its own, as experiments.grpo does for rl.passes = 1): the REINFORCE gradient."""
   params, batch, _ = mock_batch()
+  if old == "absent":
+    del batch["old_logprobs"]
   L = 7
   fn = losses.grpo(MockModel(), clip_low=0.2, clip_high=0.28, kl_coef=0.0, aggregation=aggregation,
                    max_new_tokens=L)
