@@ -25,6 +25,8 @@ def test_reports_tokens_per_sec_and_rejects_short_max_len():
     bench_decode.run(c)
 
 
+@pytest.mark.slow  # transformers' static-cache compile: ~35 s; greedy parity with transformers is also
+# checked fast by tests/test_hf.py (same logits)
 def test_transformers_side_uses_the_same_weights():
   pytest.importorskip("transformers")
   out = bench_decode.run(tiny(peer=True))

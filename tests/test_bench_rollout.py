@@ -15,6 +15,7 @@ def tiny(peer: bool, modes=("default",)):
   return c
 
 
+@pytest.mark.slow  # both sides' compile and 3 rounds: ~20 s; run with the benchmark
 def test_group_rollout_beside_transformers_sampling():
   pytest.importorskip("transformers")
   out = bench_rollout.run(tiny(peer=True))

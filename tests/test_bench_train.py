@@ -27,6 +27,7 @@ def test_reports_throughput_and_mfu():
   assert out["machine"]["cores_used"] >= 1 and "jax" in out["machine"]["versions"]
 
 
+@pytest.mark.slow  # torch.compile of the peer: ~40 s; the guards below stay fast
 def test_peer_side_by_side_from_the_same_weights():
   pytest.importorskip("torch")
   out = bench_train.run(tiny(peer=True))

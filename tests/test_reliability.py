@@ -275,7 +275,8 @@ def wait_for_training(wd, proc, timeout=300):
   pytest.fail("training did not start")
 
 
-@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 0),  # SIGINT takes the same path: slow
+                                      pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow)])
 def test_signal_saves_and_exits(corpus, tmp_path, sig, code):
   wd = tmp_path / "run"
   proc = start(wd, corpus)
