@@ -65,6 +65,8 @@ class Run:
   timing: dict = dataclasses.field(default_factory=lambda: {"rollout": 0.0, "update": 0.0})
   step: int = 0                  # iterations done (the step an evaluation belongs to)
   start_pass1: float | None = None  # held-out pass@1 of the starting model (gains are against it)
+  started: float = dataclasses.field(default_factory=time.perf_counter)  # set up (after imports, data)
+  minutes_before: float | None = None  # wall minutes of earlier processes of this run (resumed)
 
 
 def validate(config) -> None:
@@ -222,6 +224,10 @@ def evaluate(run: Run, stage: loop.Stage, params, ref=None) -> dict:
     first = [r for r in read_metrics(run.workdir) if r.get("step") == 0 and "eval/pass@1" in r]
     run.start_pass1 = first[0]["eval/pass@1"] if first else out["eval/pass@1"]
   out["eval/pass@1_gain"] = out["eval/pass@1"] - run.start_pass1
+  if run.minutes_before is None:  # a resumed run goes on from the wall time its metrics reached
+    run.minutes_before = max((r["time/minutes"] for r in read_metrics(run.workdir) if "time/minutes" in r),
+                             default=0.0)
+  out["time/minutes"] = run.minutes_before + (time.perf_counter() - run.started) / 60
   if kl_tokens:
     out["eval/kl"] = float(kl_sum / kl_tokens)
   return out

@@ -271,13 +271,40 @@ def seed_table(workdirs: list[str]) -> list[str]:
   """Markdown rows: each held-out metric's mean ± standard deviation over the runs (seeds)."""
   import statistics
   finals = [final_metrics(w) for w in workdirs]
-  keys = sorted({k for m in finals for k in m if k.startswith(("val/", "eval/"))})
+  keys = sorted({k for m in finals for k in m if k.startswith(("val/", "eval/", "time/"))})
   lines = ["| metric | mean | std | runs | per run |", "|---|---|---|---|---|"]
   for k in keys:
     vals = [m[k] for m in finals if k in m]
     std = statistics.pstdev(vals) if len(vals) > 1 else 0.0
     lines.append(f"| {k} | {statistics.mean(vals):.3f} | {std:.3f} | {len(vals)} | "
                  + ", ".join(f"{v:.3f}" for v in vals) + " |")
+  return lines
+
+
+def start_final_table(workdirs: list[str]) -> list[str]:
+  """Markdown rows: each held-out metric at the first evaluation (step 0: the starting model, e.g.
+  SFT alone) and at the last (e.g. SFT then RL), and the change, mean ± std over the runs.
+  Empty when the runs evaluated no step 0."""
+  import statistics
+
+  def ms(vals):
+    return f"{statistics.mean(vals):.3f} ± {statistics.pstdev(vals) if len(vals) > 1 else 0.0:.3f}"
+
+  starts, finals = [], []
+  for w in workdirs:
+    rows = _metric_rows(w)
+    start = {k: v for r in rows if r.get("step") == 0 for k, v in r.items() if k.startswith(("val/", "eval/"))}
+    if start:
+      starts.append(start)
+      finals.append(final_metrics(w))
+  keys = sorted(k for k in set.intersection(*map(set, starts)) if all(k in f for f in finals)
+                and not k.endswith("_gain")) if starts else []
+  if not keys:
+    return []
+  lines = ["| metric | start (step 0) | end | change |", "|---|---|---|---|"]
+  for k in keys:
+    a, b = [s[k] for s in starts], [f[k] for f in finals]
+    lines.append(f"| {k} | {ms(a)} | {ms(b)} | {ms([y - x for x, y in zip(a, b)])} |")
   return lines
 
 
@@ -365,6 +392,9 @@ def write_summary(sweep_dir: str, points: list[dict[str, Any]], workdirs: list[s
     lines += ["", "![final val/loss per point](sweep.png)"]
   if keys == ["seed"] and len(points) > 1:  # a seed sweep: the spread is the result
     lines += ["", f"## Across {len(points)} seeds (final values)", ""] + seed_table(workdirs)
+    start_end = start_final_table(workdirs)
+    if start_end:
+      lines += ["", f"## Start (step 0) against end, mean ± std over the seeds", ""] + start_end
     curve = _seed_curves(os.path.join(sweep_dir, "seeds.png"), names, workdirs)
     if curve:
       lines += ["", f"![{curve} per seed against step](seeds.png)"]

@@ -274,6 +274,22 @@ def test_collect_tables_seed_workdirs_made_elsewhere(tmp_path, capsys):
   assert "| eval/world/accuracy | 0.600 | 0.100 | 2 | 0.500, 0.700 |" in text and "seed=x" not in text
 
 
+def test_collect_tables_start_against_end(tmp_path):
+  """Runs that evaluate their starting model at step 0 (GRPO from SFT) get the start/end table:
+  ablation (a), SFT alone against SFT then RL, as mean ± std over seeds."""
+  for s, (a, b) in enumerate([(0.40, 0.60), (0.44, 0.58)]):
+    wd = tmp_path / f"seed={s}"
+    wd.mkdir()
+    rows = [{"step": 0, "eval/pass@1": a, "eval/pass@1_gain": 0.0}, {"step": 3, "train/loss": 1.0},
+            {"step": 6, "eval/pass@1": b, "eval/pass@1_gain": b - a, "time/minutes": 2.5 + s}]
+    (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 7, "tr')
+  assert sweep.main(["--collect", f"--workdir={tmp_path}"]) == 0
+  text = (tmp_path / "sweep.md").read_text()
+  assert "| eval/pass@1 | 0.420 ± 0.020 | 0.590 ± 0.010 | 0.170 ± 0.030 |" in text
+  assert "| time/minutes | 3.000 | 0.500 | 2 | 2.500, 3.500 |" in text
+  assert "eval/pass@1_gain |" not in text.split("Start (step 0)")[1]  # a gain has no start/end pair
+
+
 def test_sweep_needs_config_and_sweep_without_collect(capsys):
   assert sweep.main(["--workdir=/tmp/x"]) == 2
   assert "--config and --sweep are required" in capsys.readouterr().err
