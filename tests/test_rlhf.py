@@ -210,7 +210,7 @@ def test_tiny_rlhf_run_writes_the_over_optimisation_report(tmp_path):
   run("experiments.pretrain", tmp_path / "base", "configs/pretrain.py:tiny", *BASE, f"--config.data.path={corpus}")
   for seed in (0, 1):
     out = subprocess.run([sys.executable, "-m", "experiments.gold_rankings", f"--policy={tmp_path / 'base'}",
-                          f"--out={tmp_path / f'r{seed}.jsonl'}", "--prompts=24", "--k=4", "--batch=8",
+                          f"--out={tmp_path / f'r{seed}.jsonl'}", "--prompts=64", "--k=4", "--batch=16",
                           "--max_new_tokens=12", f"--seed={seed}"], env=env(), cwd=ROOT, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
