@@ -72,6 +72,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.reward.gold = False           # log the hidden gold reward (lm/gold.py, world questions) at each evaluation
   c.reward.stop_workdir = ""      # a second reward model (other rankings) for the early-stopping rule ("": none)
   c.reward.stop_patience = 2      # evaluations without a new best second-model score before the rule fires
+  c.reward.stop_drop = 0.15       # agreement rule: stop before the two models' correlation falls this far
 
   c.tools = ml_collections.ConfigDict()
   c.tools.use = ""                # "python": the calculator / sandboxed Python inside rollouts

@@ -42,12 +42,13 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.eval.tasks = "world"
   c.reward.update(kind="model", workdir="runs/rm", stop_workdir="runs/rm_b", gold=True, seq_len=96,
                   batch_size=64, stop_patience=2)
-  c.rl.update(prompts_per_step=8, group=8, max_new_tokens=48, kl_coef=0.02)
-  # A large step for a 3.7M model: the point is to push the policy far enough from the start for
-  # the proxy and the gold reward to part.
-  c.opt.update(lr=1e-4, warmup_steps=3)
-  c.train.update(steps=60, batch_size=64, seq_len=96, eval_every=10, ckpt_every=30)
-  c.eval.update(examples=32, samples=4, max_new_tokens=48, best_of_n=64, bon_prompts=32, show=3)
+  c.rl.update(prompts_per_step=8, group=8, max_new_tokens=48, kl_coef=0.05)
+  # lr 1e-4 with kl_coef 0.02 jumps to 2.2 nats per reply in 10 steps, past the region where the gold
+  # reward rises (best-of-n's gold peaks near 0.6 nats); 3e-5 reaches it in ~16 steps.
+  c.opt.update(lr=3e-5, warmup_steps=3)
+  c.train.update(steps=80, batch_size=64, seq_len=96, eval_every=8, ckpt_every=40)
+  # 8 samples on each of 32 held-out prompts: the gold mean's standard error is about 0.035.
+  c.eval.update(examples=32, samples=8, max_new_tokens=48, best_of_n=64, bon_prompts=32, show=3)
   return c
 
 

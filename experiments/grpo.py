@@ -259,12 +259,15 @@ def judge_rlhf(run: Run, stage: loop.Stage, params, said: list, ended: list, out
   examples = [ex for ex in run.eval_examples for _ in range(k)]
   scores = run.judges(examples, said, ended)
   out.update({f"eval/{name}": float(np.mean(v)) for name, v in scores.items()})
+  if "proxy" in scores and "proxy2" in scores and np.std(scores["proxy"]) > 0 and np.std(scores["proxy2"]) > 0:
+    # How far the two reward models agree on the policy's own replies (falls as one is exploited).
+    out["eval/rm_agreement"] = float(np.corrcoef(scores["proxy"], scores["proxy2"])[0, 1])
   rlhf.log_samples(run.workdir, run.step, run.eval_examples, said, scores, k, cfg.eval.show)
   if cfg.eval.best_of_n and run.step == 0:
     n = cfg.eval.bon_prompts
     bon = rlhf.best_of_n(stage.model, params, run.tokenizer, run.mesh, stage.rules, run.eval_examples[:n],
                          run.eval_prompts[:n], run.judges, cfg.eval.best_of_n, cfg.eval.max_new_tokens,
-                         cfg.rl.prompts_per_step, cfg.rl.temperature, run.workdir)
+                         cfg.rl.prompts_per_step, cfg.rl.temperature, run.workdir, seed=cfg.seed)
     out.update({f"eval/bon{bon['n'][-1]}_{name}": bon[name][-1] for name in ("proxy", "gold") if name in bon})
 
 
@@ -375,7 +378,7 @@ def report_sections(run: Run, final: dict) -> str:
                   f"update {run.timing['update'] / total:.0%} (rollout: sampling, reward and rows; update: "
                   "the old/reference log-prob forwards, when used, and the optimizer steps)."]
   if run.judges is not None:
-    lines += ["", rlhf.section(run.workdir, run.config.reward.stop_patience)]
+    lines += ["", rlhf.section(run.workdir, run.config.reward.stop_patience, run.config.reward.stop_drop)]
   if run.warnings:
     lines += ["", "## Warnings", ""] + [f"- {w}" for w in run.warnings]
   return "\n".join(lines)

@@ -4,8 +4,9 @@
 
 Reads each run's metrics.jsonl and best_of_n.json (experiments.grpo with
 configs/rlhf.py) and writes <out>/overoptimisation.md and overoptimisation_seeds.png:
-per run the early-stopping rule's chosen step (second reward model, no gold
-labels), the gold reward there, the best gold reward and its step, the gold at
+per run the steps the two early-stopping rules choose (both from the second
+reward model, no gold labels: its agreement with the first, its peak) and the
+gold reward there, the best gold reward and its step, the gold at the start and
 the end, and the Gao et al. fits (α, β) for RL and best-of-n; then their means.
 """
 from __future__ import annotations
@@ -30,24 +31,24 @@ def load(workdir: str) -> dict:
   bon_path = os.path.join(workdir, rlhf.BON_FILE)
   bon = json.load(open(bon_path)) if os.path.exists(bon_path) else None
   cfg = json.load(open(os.path.join(workdir, "config.json")))
-  return rlhf.analyse(rows, bon, cfg["reward"]["stop_patience"])
+  return rlhf.analyse(rows, bon, cfg["reward"]["stop_patience"], cfg["reward"].get("stop_drop", 0.15))
 
 
 def table(runs: dict[str, dict]) -> list[str]:
-  lines = ["| run | chosen step | gold there | best gold (step) | gold at end | gold at start | "
-           "RL α, β | best-of-n α, β |", "|---|---|---|---|---|---|---|---|"]
+  lines = ["| run | agreement rule: step, gold | peak rule: step, gold | best gold (step) | gold at end | "
+           "gold at start | RL α, β | best-of-n α, β |", "|---|---|---|---|---|---|---|---|"]
   picks = []
   for name, a in runs.items():
     steps, g = a["steps"], a["raw_gold"]
-    i, j = steps.index(a["stop"]), steps.index(a["gold_best_step"])
-    picks.append((g[i], g[j], g[-1], g[0]))
-    fit = lambda k: "{:.3f}, {:.3f}".format(*a["fits"][k]) if k in a["fits"] else "–"
-    lines.append(f"| {name} | {a['stop']} | {g[i]:.3f} | {g[j]:.3f} ({a['gold_best_step']}) | {g[-1]:.3f} | "
-                 f"{g[0]:.3f} | {fit('rl')} | {fit('bon')} |")
+    i, k, j = steps.index(a["astop"]), steps.index(a["stop"]), steps.index(a["gold_best_step"])
+    picks.append((g[i], g[k], g[j], g[-1], g[0]))
+    fit = lambda key: "{:.3f}, {:.3f}".format(*a["fits"][key]) if key in a["fits"] else "–"
+    lines.append(f"| {name} | {a['astop']}, {g[i]:.3f} | {a['stop']}, {g[k]:.3f} | {g[j]:.3f} ({a['gold_best_step']}) "
+                 f"| {g[-1]:.3f} | {g[0]:.3f} | {fit('rl')} | {fit('bon')} |")
   m = np.array(picks)
   mean, std = m.mean(0), m.std(0)
-  lines.append(f"| mean ± std | | {mean[0]:.3f} ± {std[0]:.3f} | {mean[1]:.3f} ± {std[1]:.3f} | "
-               f"{mean[2]:.3f} ± {std[2]:.3f} | {mean[3]:.3f} ± {std[3]:.3f} | | |")
+  cells = [f"{x:.3f} ± {y:.3f}" for x, y in zip(mean, std)]
+  lines.append(f"| mean ± std | {cells[0]} | {cells[1]} | {cells[2]} | {cells[3]} | {cells[4]} | | |")
   return lines
 
 
@@ -61,10 +62,10 @@ def plot(runs: dict[str, dict], path: str) -> str:
       ax.plot(a["d"], a[key], "o-", color=c, ms=3, label=f"{name} RL")
       if "bon" in a:
         ax.plot(np.sqrt(a["bon"]["kl"]), a["bon"][key], "--", color=c, alpha=0.7, label=f"{name} best-of-n")
-      if key == "gold" and "stop" in a:
-        i = a["steps"].index(a["stop"])
+      if key == "gold" and "astop" in a:
+        i = a["steps"].index(a["astop"])
         ax.plot([a["d"][i]], [a["gold"][i]], "*", color=c, ms=12)
-  for ax, title in zip(axes, ("proxy (training reward model)", "gold (hidden labeller); ★ stopping rule")):
+  for ax, title in zip(axes, ("proxy (training reward model)", "gold (hidden labeller); ★ agreement stopping rule")):
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("√KL from the start (nats per reply)")
     ax.grid(alpha=0.3)
@@ -84,8 +85,10 @@ def main() -> None:
   os.makedirs(_OUT.value, exist_ok=True)
   png = plot(runs, os.path.join(_OUT.value, "overoptimisation_seeds.png"))
   lines = ["# RLHF over-optimisation across runs", "",
-           "Gold is the hidden labeller's mean score on held-out samples; the chosen step is the early-stopping "
-           "rule's (the second reward model's held-out score, no gold labels). Fits are of the gold gain "
+           "Gold is the hidden labeller's mean score on held-out samples. Both stopping rules use a second reward "
+           "model (other rankings) and no gold labels: the agreement rule stops before the correlation of the two "
+           "models' scores on the policy's samples falls `reward.stop_drop` below its start; the peak rule at the "
+           "second model's best mean score (patience `reward.stop_patience`). Fits are of the gold gain "
            "(standardised) against d = √KL: RL d(α − β log d), best-of-n d(α − β d).", "", *table(runs), "",
            f"![proxy and gold against √KL]({os.path.basename(png)})"]
   path = os.path.join(_OUT.value, "overoptimisation.md")

@@ -10,10 +10,13 @@ and the proxy (the reward model optimised against) keeps rising. `best_of_n`
 computes the exact expected proxy and gold of best-of-n for every n ≤ m from m
 samples per prompt (no resampling noise: the chance that the sample of proxy
 rank i is the best of a random n-subset is C(i−1, n−1)/C(m, n)). `fit_bon` and
-`fit_rl` are least squares in α, β (both forms are linear in them). `early_stop`
-is the stopping rule that needs no gold labels: follow a second reward model
-(trained on other rankings) and stop once it has not improved for `patience`
-evaluations, keeping the step where it peaked.
+`fit_rl` are least squares in α, β (both forms are linear in them). Two stopping
+rules that need no gold labels, both from a second reward model trained on other
+rankings: `early_stop` follows its score and stops once it has not improved for
+`patience` evaluations, keeping the step where it peaked; `agreement_stop` watches
+the correlation of the two reward models' scores on the policy's own samples and
+keeps the last step before it falls more than `drop` below its start (the policy
+exploiting one model's quirks makes them disagree).
 """
 from __future__ import annotations
 
@@ -94,6 +97,17 @@ def early_stop(steps: Sequence[int], scores: Sequence[float], patience: int) -> 
       if waited >= patience:
         return int(steps[best_i]), int(steps[i])
   return int(steps[best_i]), None
+
+
+def agreement_stop(steps: Sequence[int], agreement: Sequence[float], drop: float) -> tuple[int, int | None]:
+  """(chosen step, step at which the rule fired or None): the evaluation before the first whose
+  agreement is below agreement[0] − drop; the last step when that never happens."""
+  if not steps:
+    raise ValueError("agreement_stop needs at least one evaluation")
+  for i in range(1, len(steps)):
+    if agreement[i] < agreement[0] - drop:
+      return int(steps[i - 1]), int(steps[i])
+  return int(steps[-1]), None
 
 
 def plot(path: str, rl: dict, bon: dict | None, fits: dict, title: str = "") -> str | None:

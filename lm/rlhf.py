@@ -89,7 +89,7 @@ class Judges:
 
 
 def best_of_n(model, params, tok, mesh, rules, examples, prompts, judges: Judges, m: int, max_new_tokens: int,
-              batch: int, temperature: float, workdir: str) -> dict:
+              batch: int, temperature: float, workdir: str, seed: int = 0) -> dict:
   """m samples per prompt from `params` (the start), judged; best-of-n for n = 1, 2, 4, …, m (and m)
   written to <workdir>/best_of_n.json together with the start's per-sample spread."""
   path = os.path.join(workdir, BON_FILE)
@@ -101,7 +101,7 @@ def best_of_n(model, params, tok, mesh, rules, examples, prompts, judges: Judges
     chunk = list(examples[start:start + batch])
     ps = list(prompts[start:start + batch])
     ps += [ps[-1]] * (batch - len(ps))
-    ro = engine.rollout(model, params, tok, ps, max_new_tokens, temperature=temperature, seed=2_000_003 + start,
+    ro = engine.rollout(model, params, tok, ps, max_new_tokens, temperature=temperature, seed=2_000_003 + 1_000 * seed + start,
                         samples_per_prompt=m, pad_multiple=32, mesh=mesh, rule_pairs=rules)
     texts, ended = zip(*(grpo.completion_text(ro, r, tok) for r in range(len(chunk) * m)))
     got = judges([ex for ex in chunk for _ in range(m)], texts, ended)
@@ -135,7 +135,7 @@ def curve_rows(workdir: str) -> list[dict]:
   return [by_step[s] for s in sorted(by_step)]
 
 
-def analyse(rows: list[dict], bon: dict | None, patience: int) -> dict:
+def analyse(rows: list[dict], bon: dict | None, patience: int, drop: float) -> dict:
   """Gains over the start, standardised by the start's per-sample spread; fits; the stopping rule."""
   steps = [r["step"] for r in rows]
   kl = np.array([max(r["eval/kl_reply"], 0.0) for r in rows])
@@ -159,15 +159,17 @@ def analyse(rows: list[dict], bon: dict | None, patience: int) -> dict:
     out["bon"] = bon_gain
     fits["bon"] = overopt.fit_bon(np.sqrt(bon_gain["kl"]), bon_gain["gold"])
   out["fits"] = fits
-  signal = "proxy2" if "proxy2" in out else None
-  if signal and steps:
-    out["stop"], out["stop_fired"] = overopt.early_stop(steps, list(out[signal]), patience)
+  if "proxy2" in out and steps:
+    out["stop"], out["stop_fired"] = overopt.early_stop(steps, list(out["proxy2"]), patience)
+  if steps and all("eval/rm_agreement" in r for r in rows):
+    out["agreement"] = [r["eval/rm_agreement"] for r in rows]
+    out["astop"], out["astop_fired"] = overopt.agreement_stop(steps, out["agreement"], drop)
   if "gold" in out and steps:
     out["gold_best_step"] = steps[int(np.argmax(out["raw_gold"]))]
   return out
 
 
-def section(workdir: str, patience: int) -> str:
+def section(workdir: str, patience: int, drop: float) -> str:
   """The report's "Reward over-optimisation" section (and its PNG)."""
   rows = curve_rows(workdir)
   if not rows:
@@ -176,16 +178,19 @@ def section(workdir: str, patience: int) -> str:
   if os.path.exists(os.path.join(workdir, BON_FILE)):
     with open(os.path.join(workdir, BON_FILE)) as f:
       bon = json.load(f)
-  a = analyse(rows, bon, patience)
+  a = analyse(rows, bon, patience, drop)
   lines = ["## Reward over-optimisation", "",
            "Held-out prompts, samples at the rollout temperature. KL: k3 estimate from the reference summed over a "
            "reply's tokens (nats per reply). proxy: the training reward model; proxy2: the second reward model "
            "(the stopping rule's, other rankings); gold: the hidden labeller (lm/gold.py, never seen in training).",
-           "", "| step | KL/reply | √KL | proxy | proxy2 | gold | pass@1 |", "|---|---|---|---|---|---|---|"]
+           "rm agreement: the correlation of the two reward models' scores over those samples.",
+           "", "| step | KL/reply | √KL | proxy | proxy2 | gold | pass@1 | rm agreement |",
+           "|---|---|---|---|---|---|---|---|"]
   cell = lambda r, k, f: format(r[k], f) if k in r else "–"
   for r, kl in zip(rows, a["kl"]):
     lines.append(f"| {r['step']} | {kl:.3f} | {np.sqrt(kl):.3f} | {cell(r, 'eval/proxy', '+.3f')} | "
-                 f"{cell(r, 'eval/proxy2', '+.3f')} | {cell(r, 'eval/gold', '.3f')} | {cell(r, 'eval/pass@1', '.3f')} |")
+                 f"{cell(r, 'eval/proxy2', '+.3f')} | {cell(r, 'eval/gold', '.3f')} | {cell(r, 'eval/pass@1', '.3f')} | "
+                 f"{cell(r, 'eval/rm_agreement', '.3f')} |")
   if bon:
     lines += ["", f"Best-of-n against the proxy from the starting policy ({bon['samples']} samples on each of "
                   f"{bon['prompts']} held-out prompts; KL = log n − (n−1)/n):", "",
@@ -200,23 +205,31 @@ def section(workdir: str, patience: int) -> str:
     if "bon" in fits:
       lines.append(f"- best-of-n: R(d) = d(α − β d), α = {fits['bon'][0]:.3f}, β = {fits['bon'][1]:.3f}")
   marks = []
-  if "stop" in a:
-    fired = f"fired at step {a['stop_fired']}" if a["stop_fired"] is not None else "never fired (best step kept)"
-    i = a["steps"].index(a["stop"])
-    lines += ["", f"Early stopping (no gold labels): the second reward model's held-out score, patience {patience} "
-                  f"evaluations: chose step {a['stop']} ({fired})."]
-    if "gold" in a:
-      j = a["steps"].index(a["gold_best_step"])
-      lines.append(f"Gold at the chosen step {a['raw_gold'][i]:.3f}; best gold {a['raw_gold'][j]:.3f} at step "
-                   f"{a['gold_best_step']}; at the end {a['raw_gold'][-1]:.3f}; at the start {a['raw_gold'][0]:.3f}.")
-    marks.append(("stop", float(a["d"][i])))
+  rules = (("stop", f"the second reward model's held-out score peaks (patience {patience} evaluations)"),
+           ("astop", f"the two reward models' agreement on the policy's samples falls {drop} below its start"))
+  if any(key in a for key, _ in rules):
+    lines += ["", "Early stopping (no gold labels):", ""]
+  for key, what in rules:
+    if key not in a:
+      continue
+    fired = a[f"{key}_fired"]
+    i = a["steps"].index(a[key])
+    gold_there = f", gold there {a['raw_gold'][i]:.3f}" if "gold" in a else ""
+    lines.append(f"- {what}: chose step {a[key]} "
+                 f"({'fired at step %d' % fired if fired is not None else 'never fired'}"
+                 f"{gold_there})")
+    marks.append((key, float(a["d"][i])))
+  if "gold_best_step" in a:
+    j = a["steps"].index(a["gold_best_step"])
+    lines += ["", f"Gold: best {a['raw_gold'][j]:.3f} at step {a['gold_best_step']}; at the start "
+                  f"{a['raw_gold'][0]:.3f}; at the end {a['raw_gold'][-1]:.3f}."]
   fits = dict(fits, marks=marks)
   png = overopt.plot(os.path.join(workdir, "overoptimisation.png"),
                      {k: a[k] for k in ("kl", "proxy", "gold", "proxy2") if k in a}, a.get("bon"), fits,
                      os.path.basename(os.path.abspath(workdir)))
   if png:
     lines += ["", f"![proxy and gold against √KL]({os.path.basename(png)})"]
-  lines += examples(workdir, a.get("stop"), a["steps"][-1])
+  lines += examples(workdir, a.get("astop", a.get("stop")), a["steps"][-1])
   return "\n".join(lines)
 
 

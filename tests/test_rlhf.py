@@ -241,3 +241,10 @@ def test_tiny_rlhf_run_writes_the_over_optimisation_report(tmp_path):
                  "Early stopping (no gold labels)", "### before RLHF", "### at the end", "overoptimisation.png"):
     assert needle in report, needle
   assert (rl / "overoptimisation.png").exists()
+
+
+def test_agreement_stop_rule_on_a_synthetic_curve():
+  steps = [0, 8, 16, 24, 32]
+  assert overopt.agreement_stop(steps, [0.8, 0.75, 0.7, 0.6, 0.5], drop=0.15) == (16, 24)
+  assert overopt.agreement_stop(steps, [0.8, 0.75, 0.7, 0.7, 0.66], drop=0.15) == (32, None)
+  assert overopt.agreement_stop(steps, [0.8, 0.5, 0.9, 0.9, 0.9], drop=0.15) == (0, 8)  # the first drop counts
