@@ -248,3 +248,23 @@ def test_agreement_stop_rule_on_a_synthetic_curve():
   assert overopt.agreement_stop(steps, [0.8, 0.75, 0.7, 0.6, 0.5], drop=0.15) == (16, 24)
   assert overopt.agreement_stop(steps, [0.8, 0.75, 0.7, 0.7, 0.66], drop=0.15) == (32, None)
   assert overopt.agreement_stop(steps, [0.8, 0.5, 0.9, 0.9, 0.9], drop=0.15) == (0, 8)  # the first drop counts
+
+
+@pytest.mark.parametrize("updates,needle", [
+    ({"reward.kind": "human"}, "config.reward.kind: 'human' is not one of task, model"),
+    ({"reward.workdir": ""}, "config.reward.workdir: reward.kind='model' needs"),
+    ({"reward.kind": "task", "eval.best_of_n": 0}, "config.reward.workdir / stop_workdir are read only"),
+    ({"eval.tasks": "arithmetic"}, "config.reward.gold: the gold labeller"),
+    ({"eval.best_of_n": 1}, "config.eval.best_of_n: needs"),
+])
+def test_rlhf_config_errors_name_the_key(updates, needle):
+  from configs import rlhf as rlhf_config
+  from lm import rlhf
+  from lm.errors import UserError
+  c = rlhf_config.get_config("tiny")
+  rlhf.validate(c)  # the shipped config is valid
+  for key, value in updates.items():
+    block, name = key.split(".")
+    c[block][name] = value
+  with pytest.raises(UserError, match=needle.replace("(", r"\(")):
+    rlhf.validate(c)
