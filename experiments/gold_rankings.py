@@ -5,7 +5,7 @@
       --prompts=600 --k=5 --seed=0
 
 Each question of the world task's "train" split (its entities never appear in
-held-out evaluation) is rendered once with the one conversation renderer,
+held-out evaluation; --split=eval asks about those held-out entities instead) is rendered once with the one conversation renderer,
 prefilled once, and answered `k` times at temperature 1 by the rollout engine
 (samples_per_prompt=k). Each reply is scored by `lm.gold.score` (correct, ended,
 tidy, concise, not repetitive), and the line written is the ranked JSONL the
@@ -43,6 +43,8 @@ _EXPOSURES = flags.DEFINE_string("exposures", "", "exposures.json of the pretrai
 _PROMPTS = flags.DEFINE_integer("prompts", 600, "Questions asked (each answered --k times).")
 _K = flags.DEFINE_integer("k", 5, "Replies per question (ranked together).")
 _SEED = flags.DEFINE_integer("seed", 0, "Which questions and which samples.")
+_SPLIT = flags.DEFINE_enum("split", "train", ["train", "eval"], "The world task's split the questions come from "
+                           "(eval: held-out entities, for testing a reward model on facts it never saw ranked).")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 48, "Reply budget; a reply cut there is not 'ended'.")
 _BATCH = flags.DEFINE_integer("batch", 16, "Questions per engine call (one compiled shape).")
 
@@ -85,7 +87,7 @@ def main() -> None:
                                 mesh, rules, key="cli")
   task = tasks.get("world", world=_WORLD.value or None, seed=_WORLD_SEED.value,
                    exposures=_EXPOSURES.value or None)
-  examples = task.examples("train", _PROMPTS.value, _SEED.value)
+  examples = task.examples(_SPLIT.value, _PROMPTS.value, _SEED.value)
   t0 = time.perf_counter()
   records, stats = sample_rankings(loaded.model, loaded.params, loaded.tokenizer, mesh, rules, examples, task,
                                    _K.value, _MAX_NEW.value, _BATCH.value, _SEED.value)
