@@ -17,7 +17,7 @@ import os
 import numpy as np
 from absl import flags
 
-from lm import cli, overopt, rlhf
+from lm import cli, rlhf
 from lm.errors import UserError
 
 _RUNS = flags.DEFINE_string("runs", None, "Comma-separated RLHF workdirs.")

@@ -7,7 +7,8 @@ held-out samples are judged three ways (`Judges`):
 
   proxy    the reward model being optimised
   proxy2   a second reward model trained on other rankings (`reward.stop_workdir`): the
-           early-stopping rule follows it, and it never sees gold labels at RL time
+           early-stopping rules read it (its peak; its agreement with the proxy on the
+           policy's samples, eval/rm_agreement), never a gold label
   gold     the hidden gold preference (lm/gold.py) that produced the rankings: measurement only
 
 together with the KL from the reference per reply. Best-of-n against the proxy is
