@@ -64,6 +64,17 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.rl.measure_kl = True          # kl_coef 0: keep the reference to measure KL at each evaluation
   c.rl.truncation_warning = 0.2   # warn when more than this share of completions hit the limit
 
+  c.reward = ml_collections.ConfigDict()  # RLHF: the reward from a reward model (lm/rlhf.py)
+  c.reward.kind = "task"          # task (the verifier of data.tasks) | model (a reward model: RLHF)
+  c.reward.workdir = ""           # reward.kind=model: the reward model's workdir (experiments.reward_model)
+  c.reward.step = -1              # its checkpoint (-1: the newest)
+  c.reward.seq_len = 128          # tokens per scored (prompt, reply) row; longer prompts lose their start
+  c.reward.batch_size = 64        # rows per reward-model forward (one compiled shape)
+  c.reward.gold = False           # log the hidden gold reward (lm/gold.py, world questions) at each evaluation
+  c.reward.stop_workdir = ""      # a second reward model (other rankings) for the early-stopping rule ("": none)
+  c.reward.stop_patience = 2      # evaluations without a new best second-model score before the rule fires
+  c.reward.stop_drop = 0.15       # agreement rule: stop before the two models' correlation falls this far
+
   c.tools = ml_collections.ConfigDict()
   c.tools.use = ""                # "python": the calculator / sandboxed Python inside rollouts
   c.tools.max_tool_tokens = 32    # a tool output's budget in tokens
@@ -91,6 +102,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.eval.samples = 4              # k samples per prompt at rl.temperature: pass@1 (their mean) and pass@k
   c.eval.max_new_tokens = 192     # greedy and sampled reply budget
   c.eval.warn_margin = 0.02       # warn when the train reward rises and held-out pass@1 falls by this
+  c.eval.best_of_n = 0            # RLHF: m samples per prompt from the start for best-of-n, n = 1…m (0: off)
+  c.eval.bon_prompts = 32         # held-out prompts the best-of-n curve uses
+  c.eval.show = 3                 # held-out prompts whose sampled reply is kept per evaluation (report examples)
 
   if arg == "qwen_gsm8k":
     c.init_from.hf_dir = "/models/Qwen2.5-1.5B-Instruct"

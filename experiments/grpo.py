@@ -1,5 +1,6 @@
 """GRPO on verifiable tasks: python -m experiments.grpo --config=configs/grpo.py:tiny --workdir=runs/grpo \\
     --config.init_from.workdir=runs/sft_arith
+RLHF (the reward from a reward model, configs/rlhf.py): the same stage with `reward.kind=model`.
 
 Each iteration samples `rl.group` completions for each of `rl.prompts_per_step`
 training prompts with the current parameters (the rollout engine: one prefill
@@ -20,6 +21,15 @@ and of wrong answers, and the KL from the reference on those samples
 training reward rises while held-out pass@1 falls, and when many completions
 are cut by the length limit. report.md has the curves (accuracy and length
 against step) and the share of each iteration spent in rollout vs update.
+
+RLHF is this stage with `reward.kind='model'`: the rollouts' reward is a reward
+model's score of (prompt, reply) (`reward.workdir`, lm/reward_model.Scorer, one
+batched forward per iteration) instead of the verifier, with `rl.kl_coef` > 0.
+Each evaluation then also logs the held-out samples' proxy reward, a second
+reward model's (`reward.stop_workdir`: the early-stopping rule) and the hidden
+gold reward (`reward.gold`, lm/gold.py), with the KL per reply; best-of-n against
+the proxy is measured once at the start (`eval.best_of_n`); report.md gets the
+over-optimisation section (lm/rlhf.py).
 """
 from __future__ import annotations
 
@@ -38,7 +48,7 @@ from absl import flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from lm import chat_template, cli, engine, evaluation, grpo, init_from, loop, losses, report, sharding, tasks
+from lm import chat_template, cli, engine, evaluation, grpo, init_from, loop, losses, report, rlhf, sharding, tasks
 from lm import model as model_lib
 from lm import tools as tools_lib
 from lm.errors import UserError
@@ -59,6 +69,7 @@ class Run:
   eval_prompts: list             # rendered prompt ids, one per eval example
   eval_seq_len: int              # row length of the held-out samples' KL forward (one shape)
   tools: dict
+  judges: rlhf.Judges | None = None  # RLHF: the reward model(s) and the gold labeller, at evaluation
   warnings: list = dataclasses.field(default_factory=list)
   history: list = dataclasses.field(default_factory=list)  # (step, mean train reward since last eval, pass@1)
   rewards_since_eval: list = dataclasses.field(default_factory=list)
@@ -90,6 +101,7 @@ def validate(config) -> None:
                     f"config.train.seq_len={config.train.seq_len}")
   if config.eval.samples < 1:
     raise UserError("config.eval.samples must be ≥ 1")
+  rlhf.validate(config)
 
 
 def make_tasks(config) -> dict:
@@ -143,11 +155,12 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   eval_seq_len = -(-(max(map(len, eval_prompts)) + config.eval.max_new_tokens) // 32) * 32
   use = [n for n in config.tools.use.split(",") if n]
   tools = tools_lib.for_conversation(use, key="config.tools.use", world_seed=config.data.world_seed) if use else {}
+  judges = rlhf.make_judges(config, mesh, sharding.rules(config), tok, task_objs)
   loop.lock_workdir(workdir)
   print(f"grpo: {len(train_examples)} training prompts ({', '.join(names)}), {len(eval_examples)} held out, "
         f"{config.rl.prompts_per_step} × {config.rl.group} completions per iteration", flush=True)
   return Run(config, workdir, mesh, source, tok, task_objs, train_examples, prompts, eval_examples,
-             eval_prompts, eval_seq_len, tools)
+             eval_prompts, eval_seq_len, tools, judges)
 
 
 def prompt_iterator(n: int, per_step: int, seed: int):
@@ -159,6 +172,13 @@ def prompt_iterator(n: int, per_step: int, seed: int):
 
 def reward_of(run: Run):
   return lambda text, ex: run.tasks[ex.task].reward(text, ex)
+
+
+def rm_reward(run: Run):
+  """RLHF's batch reward: the reward model's scores of (prompt, reply), or None (the verifier)."""
+  if run.config.reward.kind != "model":
+    return None
+  return lambda texts, examples: run.judges.proxy([ex.messages for ex in examples], texts)
 
 
 def reference(run: Run, stage: loop.Stage, start_params_fn):
@@ -191,6 +211,7 @@ def evaluate(run: Run, stage: loop.Stage, params, ref=None) -> dict:
          for k, v in evaluation.summarize(rows).items()}
   k = cfg.eval.samples
   correct, lengths, kl_sum, kl_tokens = [], [], 0.0, 0.0
+  said, ended_all = [], []
   for start in range(0, len(run.eval_examples), rl.prompts_per_step):
     chunk = run.eval_examples[start:start + rl.prompts_per_step]
     prompts = run.eval_prompts[start:start + rl.prompts_per_step]
@@ -202,7 +223,9 @@ def evaluate(run: Run, stage: loop.Stage, params, ref=None) -> dict:
     for i, ex in enumerate(chunk):
       for j in range(k):
         r = i * k + j
-        text, _ = grpo.completion_text(ro, r, run.tokenizer)
+        text, ended = grpo.completion_text(ro, r, run.tokenizer)
+        said.append(text)
+        ended_all.append(ended)
         correct.append(reward(text, ex) > 0.5)
         lengths.append(int(ro.lengths_B[r]))
     if ref is not None:
@@ -230,7 +253,28 @@ def evaluate(run: Run, stage: loop.Stage, params, ref=None) -> dict:
   out["time/minutes"] = run.minutes_before + (time.perf_counter() - run.started) / 60
   if kl_tokens:
     out["eval/kl"] = float(kl_sum / kl_tokens)
+    out["eval/kl_reply"] = float(kl_sum / len(said))  # per reply: the unit of best-of-n's KL
+  if run.judges is not None:
+    judge_rlhf(run, stage, params, said, ended_all, out)
   return out
+
+
+def judge_rlhf(run: Run, stage: loop.Stage, params, said: list, ended: list, out: dict) -> None:
+  """RLHF: the held-out samples' proxy, second-model and gold rewards; best-of-n once, at the start."""
+  cfg, k = run.config, run.config.eval.samples
+  examples = [ex for ex in run.eval_examples for _ in range(k)]
+  scores = run.judges(examples, said, ended)
+  out.update({f"eval/{name}": float(np.mean(v)) for name, v in scores.items()})
+  if "proxy" in scores and "proxy2" in scores and np.std(scores["proxy"]) > 0 and np.std(scores["proxy2"]) > 0:
+    # How far the two reward models agree on the policy's own replies (falls as one is exploited).
+    out["eval/rm_agreement"] = float(np.corrcoef(scores["proxy"], scores["proxy2"])[0, 1])
+  rlhf.log_samples(run.workdir, run.step, run.eval_examples, said, scores, k, cfg.eval.show)
+  if cfg.eval.best_of_n and run.step == 0:
+    n = cfg.eval.bon_prompts
+    bon = rlhf.best_of_n(stage.model, params, run.tokenizer, run.mesh, stage.rules, run.eval_examples[:n],
+                         run.eval_prompts[:n], run.judges, cfg.eval.best_of_n, cfg.eval.max_new_tokens,
+                         cfg.rl.prompts_per_step, cfg.rl.temperature, run.workdir, seed=cfg.seed)
+    out.update({f"eval/bon{bon['n'][-1]}_{name}": bon[name][-1] for name in ("proxy", "gold") if name in bon})
 
 
 def check_divergence(run: Run, step: int, pass1: float) -> None:
@@ -275,7 +319,8 @@ def train_loop(run: Run) -> dict:
   rollouts = grpo.Rollouts(stage.model, run.tokenizer, run.mesh, stage.rules, stage.forward_step,
                            reward_of(run), rl.group, rl.max_new_tokens, cfg.train.seq_len, rl.temperature,
                            rl.scale_by_std, run.tools, cfg.tools.max_tool_tokens,
-                           ref_params=ref if keys["ref_logprobs"] else None, old_logprobs=keys["old_logprobs"])
+                           ref_params=ref if keys["ref_logprobs"] else None, old_logprobs=keys["old_logprobs"],
+                           batch_reward=rm_reward(run))
   prompts_it = prompt_iterator(len(run.train_prompts), rl.prompts_per_step, cfg.seed)
   warned_at = [-10**9]
 
@@ -338,6 +383,8 @@ def report_sections(run: Run, final: dict) -> str:
     lines += ["", f"Time per iteration (this process): rollout {run.timing['rollout'] / total:.0%}, "
                   f"update {run.timing['update'] / total:.0%} (rollout: sampling, reward and rows; update: "
                   "the old/reference log-prob forwards, when used, and the optimizer steps)."]
+  if run.judges is not None:
+    lines += ["", rlhf.section(run.workdir, run.config.reward.stop_patience, run.config.reward.stop_drop)]
   if run.warnings:
     lines += ["", "## Warnings", ""] + [f"- {w}" for w in run.warnings]
   return "\n".join(lines)

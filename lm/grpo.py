@@ -13,8 +13,9 @@ forward pass is spent recomputing it; with a KL coefficient of 0 the reference i
 iteration (the KL is measured at evaluation instead, experiments/grpo.py).
 
 `Rollouts` does everything up to the train step. The reward is a function of
-(completion text, example), so RLHF plugs a reward model in where GRPO has a
-verifier. Every shape is fixed by the config (B·G rows of `seq_len` tokens,
+(completion text, example), or, for RLHF, `batch_reward(texts, examples)` scoring
+the whole batch at once: a reward model's forward on the mesh
+(lm/reward_model.Scorer) where GRPO has a verifier. Every shape is fixed by the config (B·G rows of `seq_len` tokens,
 prompts padded to a multiple of 32 in the engine): new parameters never
 recompile anything.
 """
@@ -120,6 +121,8 @@ class Rollouts:
   max_tool_tokens: int = 64
   ref_params: Any = None            # frozen reference: its log-probs go in the batch (KL in the loss)
   old_logprobs: bool = True         # recompute the rollout policy's log-probs (needed for K > 1 passes)
+  # RLHF: (texts, examples) → one score per text, for the whole batch at once (replaces `reward`).
+  batch_reward: Callable[[Sequence[str], Sequence[Any]], np.ndarray] | None = None
 
   def __call__(self, params, examples: Sequence[Any], prompts: Sequence[Sequence[int]], seed: int):
     """→ (global batch for the train step, host metrics). `seed` fixes the sampling stream."""
@@ -131,8 +134,14 @@ class Rollouts:
     t_rollout = time.perf_counter() - t0
     G = self.group
     texts, ended = zip(*(completion_text(out, r, self.tok) for r in range(len(out.lengths_B))))
-    rewards_BG = np.array([self.reward(texts[r], examples[r // G]) for r in range(len(texts))],
-                          np.float32).reshape(-1, G)
+    if self.batch_reward is not None:
+      scores = np.asarray(self.batch_reward(list(texts), [examples[r // G] for r in range(len(texts))]), np.float32)
+      if scores.shape != (len(texts),):
+        raise ValueError(f"batch_reward returned shape {scores.shape} for {len(texts)} completions")
+      rewards_BG = scores.reshape(-1, G)
+    else:
+      rewards_BG = np.array([self.reward(texts[r], examples[r // G]) for r in range(len(texts))],
+                            np.float32).reshape(-1, G)
     adv_BG = group_advantages(rewards_BG, self.scale_by_std)
     rows = training_rows(prompts, G, out.tokens_BN, out.forced_BN, out.lengths_B, self.seq_len,
                          self.tok.pad_id)
@@ -143,7 +152,8 @@ class Rollouts:
     if self.ref_params is not None:
       batch["ref_logprobs"] = self.forward_step(self.ref_params, batch)["logprobs"]
     lengths = out.lengths_B.astype(np.float64)
-    correct = rewards_BG.reshape(-1) > 0.5
+    # "Correct" means a verifier's 1; a reward model's scores have no such threshold.
+    correct = rewards_BG.reshape(-1) > 0.5 if self.batch_reward is None else np.zeros(len(texts), bool)
     info = {
         "rollout/reward": float(rewards_BG.mean()),
         "rollout/response_tokens": float(lengths.mean()),
@@ -156,6 +166,6 @@ class Rollouts:
     }
     if correct.any():  # absent rather than NaN when a batch has none
       info["rollout/correct_tokens"] = float(lengths[correct].mean())
-    if (~correct).any():
+    if (~correct).any() and self.batch_reward is None:
       info["rollout/wrong_tokens"] = float(lengths[~correct].mean())
     return batch, info, texts

@@ -62,6 +62,15 @@ def _response_start(mask_N: np.ndarray) -> int:
   return int(off[-1]) + 1 if off.size else 0
 
 
+def render_row(prompt: Sequence[dict], response: str, tok, seq_len: int, fmt=None) -> tuple[np.ndarray, bool, bool]:
+  """One response with its prompt, rendered as one conversation and fitted to `seq_len` tokens →
+  (ids, prompt cut, response cut). The reward model reads exactly this in training and when it
+  scores RL rollouts (lm/reward_model.Scorer)."""
+  messages = [*prompt, {"role": "assistant", "content": response}]
+  rendered = conversation.render(messages, tok) if fmt is None else fmt.render(messages)
+  return fit(rendered.ids_T.astype(np.int32), _response_start(rendered.mask_T), seq_len)
+
+
 class RankedRows:
   """Every response of every ranking rendered once and fitted to `seq_len`, then packed into chunks."""
 
@@ -82,12 +91,10 @@ class RankedRows:
     for g, r in enumerate(self.rankings):
       self.first.append(len(self.ids))
       for text in r.responses:
-        messages = [*r.prompt, {"role": "assistant", "content": text}]
         try:
-          rendered = conversation.render(messages, tok) if fmt is None else fmt.render(messages)
+          ids, p, q = render_row(r.prompt, text, tok, seq_len, fmt)
         except UserError as e:
           raise UserError(f"reward data, ranking {g}: {e}") from None
-        ids, p, q = fit(rendered.ids_T.astype(np.int32), _response_start(rendered.mask_T), seq_len)
         self.ids.append(ids)
         cut_p, cut_r = cut_p + p, cut_r + q
     sizes = np.asarray([len(r.responses) for r in self.rankings], np.int64)

@@ -1,0 +1,109 @@
+"""Synthetic preference data: k replies per world question from a policy, ranked by the hidden gold score.
+
+  python -m experiments.gold_rankings --policy=runs/sft --out=runs/rankings/seed0.jsonl \\
+      --world=runs/data/crawl/world.json --exposures=runs/data/shards/train/exposures.json \\
+      --prompts=600 --k=5 --seed=0
+
+Each question of the world task's "train" split (its entities never appear in
+held-out evaluation; --split=eval asks about those held-out entities instead) is rendered once with the one conversation renderer,
+prefilled once, and answered `k` times at temperature 1 by the rollout engine
+(samples_per_prompt=k). Each reply is scored by `lm.gold.score` (correct, ended,
+tidy, concise, not repetitive), and the line written is the ranked JSONL the
+reward-model stage reads (`lm/data/rankings.py`, data.kind=ranked):
+
+  {"prompt": [messages], "responses": [k texts], "ranking": [best … worst, ties as lists],
+   "gold": [k scores], "meta": {...}}
+
+The "gold" and "meta" fields are for analysis only; the reward model reads
+prompt, responses and ranking. Rankings whose k replies all tie carry no
+preference and are not written (counted). The held-out split is by prompt:
+experiments.reward_model holds out `data.val_fraction` of the prompts by hash.
+A different --seed draws other questions (and their phrasings) and other
+samples: the second reward model of the early-stopping rule trains on those.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import ml_collections
+import numpy as np
+from absl import flags
+
+from configs import base
+from lm import chat_template, cli, engine, gold, grpo, init_from, sharding, tasks
+from lm.errors import UserError
+
+_POLICY = flags.DEFINE_string("policy", None, "Workdir of the policy that answers (an SFT run).")
+_OUT = flags.DEFINE_string("out", None, "The ranked JSONL to write.")
+_WORLD = flags.DEFINE_string("world", "", "world.json of the crawl ('': the world of --world_seed).")
+_WORLD_SEED = flags.DEFINE_integer("world_seed", 0, "Seed of the synthetic world when --world is ''.")
+_EXPOSURES = flags.DEFINE_string("exposures", "", "exposures.json of the pretraining shards ('': by design).")
+_PROMPTS = flags.DEFINE_integer("prompts", 600, "Questions asked (each answered --k times).")
+_K = flags.DEFINE_integer("k", 5, "Replies per question (ranked together).")
+_SEED = flags.DEFINE_integer("seed", 0, "Which questions and which samples.")
+_SPLIT = flags.DEFINE_enum("split", "train", ["train", "eval"], "The world task's split the questions come from "
+                           "(eval: held-out entities, for testing a reward model on facts it never saw ranked).")
+_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 48, "Reply budget; a reply cut there is not 'ended'.")
+_BATCH = flags.DEFINE_integer("batch", 16, "Questions per engine call (one compiled shape).")
+
+
+def sample_rankings(model, params, tok, mesh, rules, examples, task, k: int, max_new_tokens: int, batch: int,
+                    seed: int):
+  """(records, stats): one record per example whose k replies do not all tie."""
+  fmt = chat_template.OwnFormat(tok)
+  records, ties, n_scores = [], 0, []
+  for start in range(0, len(examples), batch):
+    chunk = examples[start:start + batch]
+    prompts = [fmt.render_prompt(ex.messages).tolist() for ex in chunk]
+    prompts += [prompts[-1]] * (batch - len(prompts))  # one compiled shape
+    out = engine.rollout(model, params, tok, prompts, max_new_tokens, temperature=1.0, seed=seed * 100_003 + start,
+                         samples_per_prompt=k, pad_multiple=32, mesh=mesh, rule_pairs=rules)
+    for i, ex in enumerate(chunk):
+      replies = [grpo.completion_text(out, i * k + j, tok) for j in range(k)]
+      scores = [gold.score(text, ended, ex, task) for text, ended in replies]
+      n_scores += scores
+      if len(set(np.round(scores, 6))) == 1:
+        ties += 1
+        continue
+      records.append({"prompt": ex.messages, "responses": [t for t, _ in replies], "ranking": gold.ranking(scores),
+                      "gold": [round(s, 4) for s in scores], "ended": [e for _, e in replies],
+                      "meta": {"entity": ex.meta["entity"], "attribute": ex.meta["attribute"]}})
+  return records, {"all_tied": ties, "mean_gold": float(np.mean(n_scores)) if n_scores else float("nan")}
+
+
+def main() -> None:
+  for name, flag in (("--policy", _POLICY), ("--out", _OUT)):
+    if not flag.value:
+      raise UserError(f"{name} is required")
+  if _K.value < 2 or _PROMPTS.value < 1 or _BATCH.value < 1:
+    raise UserError("--k must be ≥ 2, --prompts and --batch ≥ 1")
+  if _WORLD.value and not os.path.exists(_WORLD.value):
+    raise UserError(f"--world: no such file {_WORLD.value!r}")
+  mesh = sharding.make_mesh(base.mesh_config())
+  rules = tuple(base.SHARDING_RULES)
+  loaded = init_from.load_model(ml_collections.ConfigDict({"workdir": _POLICY.value, "hf_dir": "", "step": -1}),
+                                mesh, rules, key="cli")
+  task = tasks.get("world", world=_WORLD.value or None, seed=_WORLD_SEED.value,
+                   exposures=_EXPOSURES.value or None)
+  examples = task.examples(_SPLIT.value, _PROMPTS.value, _SEED.value)
+  t0 = time.perf_counter()
+  records, stats = sample_rankings(loaded.model, loaded.params, loaded.tokenizer, mesh, rules, examples, task,
+                                   _K.value, _MAX_NEW.value, _BATCH.value, _SEED.value)
+  os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+  with open(_OUT.value, "w") as f:
+    for r in records:
+      f.write(json.dumps(r, ensure_ascii=False) + "\n")
+  pairs = sum(len(gold_pairs(r["gold"])) for r in records)
+  print(f"gold_rankings: {len(records)} rankings of {_K.value} ({pairs} ordered pairs) from {len(examples)} "
+        f"questions, {stats['all_tied']} all tied (dropped), mean gold {stats['mean_gold']:.3f}, "
+        f"{time.perf_counter() - t0:.0f} s → {_OUT.value}", flush=True)
+
+
+def gold_pairs(scores) -> list[tuple[int, int]]:
+  return [(i, j) for i, a in enumerate(scores) for j, b in enumerate(scores) if a > b]
+
+
+if __name__ == "__main__":
+  cli.run(lambda: None, lambda _: main(), required=())
