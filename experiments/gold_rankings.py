@@ -32,7 +32,7 @@ import numpy as np
 from absl import flags
 
 from configs import base
-from lm import chat_template, cli, engine, gold, grpo, init_from, sharding, tasks
+from lm import cli, init_from, rlhf, sharding, tasks
 from lm.errors import UserError
 
 _POLICY = flags.DEFINE_string("policy", None, "Workdir of the policy that answers (an SFT run).")
@@ -47,30 +47,6 @@ _SPLIT = flags.DEFINE_enum("split", "train", ["train", "eval"], "The world task'
                            "(eval: held-out entities, for testing a reward model on facts it never saw ranked).")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 48, "Reply budget; a reply cut there is not 'ended'.")
 _BATCH = flags.DEFINE_integer("batch", 16, "Questions per engine call (one compiled shape).")
-
-
-def sample_rankings(model, params, tok, mesh, rules, examples, task, k: int, max_new_tokens: int, batch: int,
-                    seed: int):
-  """(records, stats): one record per example whose k replies do not all tie."""
-  fmt = chat_template.OwnFormat(tok)
-  records, ties, n_scores = [], 0, []
-  for start in range(0, len(examples), batch):
-    chunk = examples[start:start + batch]
-    prompts = [fmt.render_prompt(ex.messages).tolist() for ex in chunk]
-    prompts += [prompts[-1]] * (batch - len(prompts))  # one compiled shape
-    out = engine.rollout(model, params, tok, prompts, max_new_tokens, temperature=1.0, seed=seed * 100_003 + start,
-                         samples_per_prompt=k, pad_multiple=32, mesh=mesh, rule_pairs=rules)
-    for i, ex in enumerate(chunk):
-      replies = [grpo.completion_text(out, i * k + j, tok) for j in range(k)]
-      scores = [gold.score(text, ended, ex, task) for text, ended in replies]
-      n_scores += scores
-      if len(set(np.round(scores, 6))) == 1:
-        ties += 1
-        continue
-      records.append({"prompt": ex.messages, "responses": [t for t, _ in replies], "ranking": gold.ranking(scores),
-                      "gold": [round(s, 4) for s in scores], "ended": [e for _, e in replies],
-                      "meta": {"entity": ex.meta["entity"], "attribute": ex.meta["attribute"]}})
-  return records, {"all_tied": ties, "mean_gold": float(np.mean(n_scores)) if n_scores else float("nan")}
 
 
 def main() -> None:
@@ -89,21 +65,13 @@ def main() -> None:
                    exposures=_EXPOSURES.value or None)
   examples = task.examples(_SPLIT.value, _PROMPTS.value, _SEED.value)
   t0 = time.perf_counter()
-  records, stats = sample_rankings(loaded.model, loaded.params, loaded.tokenizer, mesh, rules, examples, task,
+  records, stats = rlhf.sample_rankings(loaded.model, loaded.params, loaded.tokenizer, mesh, rules, examples, task,
                                    _K.value, _MAX_NEW.value, _BATCH.value, _SEED.value)
   os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
   with open(_OUT.value, "w") as f:
     for r in records:
       f.write(json.dumps(r, ensure_ascii=False) + "\n")
-  pairs = sum(len(gold_pairs(r["gold"])) for r in records)
+  pairs = sum(len(rlhf.gold_pairs(r["gold"])) for r in records)
   print(f"gold_rankings: {len(records)} rankings of {_K.value} ({pairs} ordered pairs) from {len(examples)} "
         f"questions, {stats['all_tied']} all tied (dropped), mean gold {stats['mean_gold']:.3f}, "
         f"{time.perf_counter() - t0:.0f} s → {_OUT.value}", flush=True)
-
-
-def gold_pairs(scores) -> list[tuple[int, int]]:
-  return [(i, j) for i, a in enumerate(scores) for j, b in enumerate(scores) if a > b]
-
-
-if __name__ == "__main__":
-  cli.run(lambda: None, lambda _: main(), required=())

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lm import engine, gold, grpo, overopt, reward_model
+from lm import chat_template, engine, gold, grpo, overopt, reward_model
 from lm.errors import UserError
 from lm.metrics import read_metrics
 
@@ -250,3 +250,36 @@ def examples(workdir: str, stop: int | None, last: int) -> list[str]:
       scores = ", ".join(f"{k} {r[k]:+.3f}" for k in ("proxy", "proxy2", "gold") if k in r)
       out.append(f"- {r['prompt']!r} → {r['reply']!r} ({scores})")
   return out
+
+
+def sample_rankings(model, params, tok, mesh, rules, examples, task, k: int, max_new_tokens: int, batch: int,
+                    seed: int):
+  """Synthetic gold rankings (experiments/gold_rankings.py): k replies per example from the policy at
+  temperature 1 (one prefill per question), ranked by the hidden gold labeller.
+
+  → (records, stats): one ranked-JSONL record per example whose k replies do not all tie.
+  """
+  fmt = chat_template.OwnFormat(tok)
+  records, ties, n_scores = [], 0, []
+  for start in range(0, len(examples), batch):
+    chunk = examples[start:start + batch]
+    prompts = [fmt.render_prompt(ex.messages).tolist() for ex in chunk]
+    prompts += [prompts[-1]] * (batch - len(prompts))  # one compiled shape
+    out = engine.rollout(model, params, tok, prompts, max_new_tokens, temperature=1.0, seed=seed * 100_003 + start,
+                         samples_per_prompt=k, pad_multiple=32, mesh=mesh, rule_pairs=rules)
+    for i, ex in enumerate(chunk):
+      replies = [grpo.completion_text(out, i * k + j, tok) for j in range(k)]
+      scores = [gold.score(text, ended, ex, task) for text, ended in replies]
+      n_scores += scores
+      if len(set(np.round(scores, 6))) == 1:
+        ties += 1
+        continue
+      records.append({"prompt": ex.messages, "responses": [t for t, _ in replies], "ranking": gold.ranking(scores),
+                      "gold": [round(s, 4) for s in scores], "ended": [e for _, e in replies],
+                      "meta": {"entity": ex.meta["entity"], "attribute": ex.meta["attribute"]}})
+  return records, {"all_tied": ties, "mean_gold": float(np.mean(n_scores)) if n_scores else float("nan")}
+
+
+def gold_pairs(scores) -> list[tuple[int, int]]:
+  """The ordered pairs (better, worse) that gold scores imply (ties give none)."""
+  return [(i, j) for i, a in enumerate(scores) for j, b in enumerate(scores) if a > b]

@@ -14,7 +14,7 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from configs import base
-from lm import engine, gold, grpo, losses, overopt, reward_model, sharding
+from lm import engine, gold, grpo, losses, overopt, reward_model, rlhf, sharding
 from lm.data import ranking_rows, rankings
 from lm.tasks.base import Example
 from lm.tasks.world import WorldTask
@@ -70,7 +70,6 @@ def fake_rollout(replies_R, tok=TOK, ended_R=None):
 
 
 def test_synthetic_rankings_round_trip_through_the_reader(tmp_path, world, monkeypatch):
-  from experiments import gold_rankings
   exs = [person_example(world, a) for a in ("birth_year", "city", "profession")]
   k = 4
   replies = []
@@ -80,12 +79,12 @@ def test_synthetic_rankings_round_trip_through_the_reader(tmp_path, world, monke
   replies[8:12] = [exs[2].target] * 4  # the third question: all four replies tie → dropped
   ended = [True, True, True, False] * 3
   monkeypatch.setattr(engine, "rollout", lambda *a, **kw: fake_rollout(replies, ended_R=ended))
-  records, stats = gold_rankings.sample_rankings(None, None, TOK, None, None, exs, world, k, 16, 4, seed=0)
+  records, stats = rlhf.sample_rankings(None, None, TOK, None, None, exs, world, k, 16, 4, seed=0)
   assert stats["all_tied"] == 0 and len(records) == 3  # the last reply of each is not ended: no full tie
   replies[11] = exs[2].target
   ended = [True] * 12
   monkeypatch.setattr(engine, "rollout", lambda *a, **kw: fake_rollout(replies, ended_R=ended))
-  records, stats = gold_rankings.sample_rankings(None, None, TOK, None, None, exs, world, k, 16, 4, seed=0)
+  records, stats = rlhf.sample_rankings(None, None, TOK, None, None, exs, world, k, 16, 4, seed=0)
   assert stats["all_tied"] == 1 and len(records) == 2
   path = tmp_path / "r.jsonl"
   path.write_text("".join(json.dumps(r) + "\n" for r in records))
