@@ -55,12 +55,13 @@ def main() -> None:
       raise UserError(f"{name} is required")
   if _K.value < 2 or _PROMPTS.value < 1 or _BATCH.value < 1:
     raise UserError("--k must be ≥ 2, --prompts and --batch ≥ 1")
-  if _WORLD.value and not os.path.exists(_WORLD.value):
-    raise UserError(f"--world: no such file {_WORLD.value!r}")
+  for name, flag in (("--world", _WORLD), ("--exposures", _EXPOSURES)):
+    if flag.value and not os.path.exists(flag.value):
+      raise UserError(f"{name}: no such file {flag.value!r}")
   mesh = sharding.make_mesh(base.mesh_config())
   rules = tuple(base.SHARDING_RULES)
   loaded = init_from.load_model(ml_collections.ConfigDict({"workdir": _POLICY.value, "hf_dir": "", "step": -1}),
-                                mesh, rules, key="cli")
+                                mesh, rules, key={"workdir": "--policy", "hf_dir": "--policy", "step": "--policy"})
   task = tasks.get("world", world=_WORLD.value or None, seed=_WORLD_SEED.value,
                    exposures=_EXPOSURES.value or None)
   examples = task.examples(_SPLIT.value, _PROMPTS.value, _SEED.value)
@@ -75,3 +76,7 @@ def main() -> None:
   print(f"gold_rankings: {len(records)} rankings of {_K.value} ({pairs} ordered pairs) from {len(examples)} "
         f"questions, {stats['all_tied']} all tied (dropped), mean gold {stats['mean_gold']:.3f}, "
         f"{time.perf_counter() - t0:.0f} s → {_OUT.value}", flush=True)
+
+
+if __name__ == "__main__":
+  cli.run(lambda: None, lambda _: main(), required=())

@@ -30,8 +30,18 @@ def load(workdir: str) -> dict:
     raise UserError(f"--runs: {workdir!r} has no RLHF evaluations (eval/proxy, eval/kl_reply) in metrics.jsonl")
   bon_path = os.path.join(workdir, rlhf.BON_FILE)
   bon = json.load(open(bon_path)) if os.path.exists(bon_path) else None
-  cfg = json.load(open(os.path.join(workdir, "config.json")))
-  return rlhf.analyse(rows, bon, cfg["reward"]["stop_patience"], cfg["reward"].get("stop_drop", 0.15))
+  cfg_path = os.path.join(workdir, "config.json")
+  if not os.path.exists(cfg_path):
+    raise UserError(f"--runs: {workdir!r} has no config.json (not an experiments.grpo workdir?)")
+  with open(cfg_path) as f:
+    reward = json.load(f)["reward"]
+  a = rlhf.analyse(rows, bon, reward["stop_patience"], reward["stop_drop"])
+  for key, what in (("raw_gold", "gold scores (config.reward.gold=True)"),
+                    ("stop", "a second reward model (config.reward.stop_workdir)"),
+                    ("astop", "the two reward models' agreement at every evaluation (eval/rm_agreement)")):
+    if key not in a:
+      raise UserError(f"--runs: {workdir!r} has no {what}; the table needs it in every run")
+  return a
 
 
 def table(runs: dict[str, dict]) -> list[str]:
@@ -81,7 +91,10 @@ def main() -> None:
   if not _RUNS.value or not _OUT.value:
     raise UserError("--runs and --out are required")
   names = [r for r in _RUNS.value.split(",") if r]
-  runs = {os.path.basename(os.path.normpath(r)): load(r) for r in names}
+  labels = [os.path.basename(os.path.normpath(r)) for r in names]
+  if len(set(labels)) < len(labels):  # rows are named by folder: seed=0, seed=1, ...
+    raise UserError(f"--runs: two runs share a folder name ({', '.join(labels)}); give folders distinct names")
+  runs = dict(zip(labels, map(load, names)))
   os.makedirs(_OUT.value, exist_ok=True)
   png = plot(runs, os.path.join(_OUT.value, "overoptimisation_seeds.png"))
   lines = ["# RLHF over-optimisation across runs", "",

@@ -274,7 +274,9 @@ def seed_table(workdirs: list[str]) -> list[str]:
   keys = sorted({k for m in finals for k in m if k.startswith(("val/", "eval/", "time/"))})
   lines = ["| metric | mean | std | runs | per run |", "|---|---|---|---|---|"]
   for k in keys:
-    vals = [m[k] for m in finals if k in m]
+    vals = [m[k] for m in finals if isinstance(m.get(k), (int, float))]  # null: written for non-finite
+    if not vals:
+      continue
     std = statistics.pstdev(vals) if len(vals) > 1 else 0.0
     lines.append(f"| {k} | {statistics.mean(vals):.3f} | {std:.3f} | {len(vals)} | "
                  + ", ".join(f"{v:.3f}" for v in vals) + " |")
@@ -290,21 +292,24 @@ def start_final_table(workdirs: list[str]) -> list[str]:
   def ms(vals):
     return f"{statistics.mean(vals):.3f} ± {statistics.pstdev(vals) if len(vals) > 1 else 0.0:.3f}"
 
+  def held_out(row):  # finite held-out numbers of one metrics line (non-finite ones are written as null)
+    return {k: v for k, v in row.items() if k.startswith(("val/", "eval/")) and isinstance(v, (int, float))}
+
   starts, finals = [], []
   for w in workdirs:
-    rows = _metric_rows(w)
-    start = {k: v for r in rows if r.get("step") == 0 for k, v in r.items() if k.startswith(("val/", "eval/"))}
-    if start:
-      starts.append(start)
-      finals.append(final_metrics(w))
+    evals = [(r.get("step"), held_out(r)) for r in _metric_rows(w)]
+    evals = [(s, e) for s, e in evals if e]
+    if evals and evals[0][0] == 0 and evals[-1][0] != 0:  # the start, and the last evaluation as the end
+      starts.append(evals[0][1])
+      finals.append(evals[-1][1])
   keys = sorted(k for k in set.intersection(*map(set, starts)) if all(k in f for f in finals)
                 and not k.endswith("_gain")) if starts else []
   if not keys:
     return []
-  lines = ["| metric | start (step 0) | end | change |", "|---|---|---|---|"]
+  lines = ["| metric | start (step 0) | end (last evaluation) | change | runs |", "|---|---|---|---|---|"]
   for k in keys:
     a, b = [s[k] for s in starts], [f[k] for f in finals]
-    lines.append(f"| {k} | {ms(a)} | {ms(b)} | {ms([y - x for x, y in zip(a, b)])} |")
+    lines.append(f"| {k} | {ms(a)} | {ms(b)} | {ms([y - x for x, y in zip(a, b)])} | {len(a)} |")
   return lines
 
 

@@ -55,8 +55,11 @@ def _open_manager(directory: str) -> ocp.CheckpointManager:
                                options=ocp.CheckpointManagerOptions(read_only=True, create=False))
 
 
-def _name(key: str, field: str) -> str:
-  """How an error names a field: config.init_from.workdir, or --workdir on a tool's command line."""
+def _name(key, field: str) -> str:
+  """How an error names a field: config.init_from.workdir, --workdir on a tool's command line ("cli"),
+  or whatever a {field: name} mapping says (a block whose fields are called otherwise)."""
+  if isinstance(key, dict):
+    return key[field]
   return f"--{field}" if key == "cli" else f"{key}.{field}"
 
 
@@ -66,7 +69,7 @@ def resolve(init_cfg, key: str = "config.init_from") -> Source:
   `key` names the fields in errors: a config block's path, or "cli" for --workdir/--hf_dir/--step.
   """
   if bool(init_cfg.workdir) == bool(init_cfg.hf_dir):
-    raise UserError(f"{key}: set exactly one of workdir (an earlier stage's run) or hf_dir "
+    raise UserError(f"{key if isinstance(key, str) else _name(key, 'workdir')}: set exactly one of workdir (an earlier stage's run) or hf_dir "
                     f"(a Hugging Face folder)")
   if init_cfg.hf_dir:
     folder = init_cfg.hf_dir

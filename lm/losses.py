@@ -68,7 +68,7 @@ def grpo(model: nn.Module, *, clip_low: float, clip_high: float, kl_coef: float,
   with the REINFORCE gradient, and the forward pass that would recompute it is saved) and, when
   kl_coef > 0, ref_logprobs (B, T). Per token, with ratio r = π/π_old:
 
-      l = −min(r·A, clip(r, 1 − clip_low, 1 + clip_high)·A) + kl_coef · k3(π_ref ‖ π)
+      l = −min(r·A, clip(r, 1 − clip_low, 1 + clip_high)·A) + kl_coef · k3        (k3 estimates KL(π ‖ π_ref))
       k3 = exp(ref − logp) − (ref − logp) − 1              (unbiased, always ≥ 0)
 
   `aggregation` says what the loss is a mean over, through the step's weight:
@@ -95,7 +95,7 @@ def grpo(model: nn.Module, *, clip_low: float, clip_high: float, kl_coef: float,
     per_token_BT = -jnp.minimum(ratio_BT * adv_B1, clipped_BT * adv_B1)
     kl_BT = None
     if "ref_logprobs" in batch:  # measured whenever the reference is there, in the loss when kl_coef > 0
-      d_BT = batch["ref_logprobs"] - logp_BT
+      d_BT = jnp.where(mask_BT > 0, batch["ref_logprobs"] - logp_BT, 0.0)  # masked: exp(−logp) could overflow
       kl_BT = jnp.exp(d_BT) - d_BT - 1.0
       if kl_coef > 0:
         per_token_BT = per_token_BT + kl_coef * kl_BT

@@ -36,11 +36,13 @@ def bon_kl(n: int | np.ndarray) -> np.ndarray:
 def best_of_n(proxy_PM: np.ndarray, gold_PM: np.ndarray, ns: Sequence[int]) -> dict[str, np.ndarray]:
   """Expected proxy and gold of the proxy's best of n samples, for each n, averaged over prompts.
 
-  proxy_PM, gold_PM: scores of m samples for each of P prompts. Proxy ties are broken by order.
+  proxy_PM, gold_PM: scores of m samples for each of P prompts. Among equal proxy
+  scores the earlier sample counts as the better (as `max` picks it).
   """
   proxy_PM, gold_PM = np.asarray(proxy_PM, np.float64), np.asarray(gold_PM, np.float64)
   P, m = proxy_PM.shape
-  order = np.argsort(proxy_PM, axis=1, kind="stable")        # ascending: rank i (1-based) = position i − 1
+  # Ascending (rank i, 1-based, at position i − 1); equal scores put the earlier sample higher.
+  order = np.lexsort((np.broadcast_to(-np.arange(m), proxy_PM.shape), proxy_PM), axis=1)
   proxy_sorted = np.take_along_axis(proxy_PM, order, axis=1)
   gold_sorted = np.take_along_axis(gold_PM, order, axis=1)
   out = {"n": np.asarray(ns), "kl": bon_kl(ns), "proxy": [], "gold": []}

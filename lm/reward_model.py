@@ -119,17 +119,19 @@ def same_tokenizer(a, b) -> bool:
 
 
 def load_scorer(workdir: str, step: int, mesh, rules, *, seq_len: int, batch_size: int, policy_tok=None,
-                key: str = "config.reward") -> Scorer:
-  """The reward model of a workdir (experiments.reward_model) as a `Scorer`; `key` names the config
-  fields in errors."""
+                names: dict | None = None) -> Scorer:
+  """The reward model of a workdir (experiments.reward_model) as a `Scorer`; `names` says what errors
+  call its workdir and step (default config.reward.workdir / .step)."""
   import ml_collections
   from lm import model as model_lib
-  source = init_from.resolve(ml_collections.ConfigDict({"workdir": workdir, "hf_dir": "", "step": step}), key)
+  names = names or {"workdir": "config.reward.workdir", "step": "config.reward.step"}
+  names = {"hf_dir": names["workdir"], **names}
+  source = init_from.resolve(ml_collections.ConfigDict({"workdir": workdir, "hf_dir": "", "step": step}), names)
   if source.model_cfg.head != HEAD:
-    raise UserError(f"{key}.workdir: {workdir!r} is not a reward model (its model.head is "
+    raise UserError(f"{names['workdir']}: {workdir!r} is not a reward model (its model.head is "
                     f"{source.model_cfg.head!r}, not {HEAD!r}); train one with experiments.reward_model")
   if policy_tok is not None and not same_tokenizer(source.tokenizer, policy_tok):
-    raise UserError(f"{key}.workdir: the reward model's tokenizer differs from the policy's; train the reward "
+    raise UserError(f"{names['workdir']}: the reward model's tokenizer differs from the policy's; train the reward "
                     f"model from the policy's chain (init_from its SFT or base run)")
   cfg = ml_collections.ConfigDict(source.model_cfg.to_dict())
   params = init_from.load_params(source, cfg, init_from.abstract_params(cfg, mesh, rules))

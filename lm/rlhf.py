@@ -53,8 +53,19 @@ def validate(config) -> None:
                     "eval.tasks='world'")
   if config.eval.best_of_n and (r.kind != "model" or config.eval.best_of_n < 2):
     raise UserError("config.eval.best_of_n: needs reward.kind='model' and at least 2 samples (0: off)")
-  if r.seq_len < 8 or r.batch_size < 1:
-    raise UserError("config.reward.seq_len must be ≥ 8 and reward.batch_size ≥ 1")
+  if r.seq_len < 8:
+    raise UserError(f"config.reward.seq_len={r.seq_len}: must be ≥ 8")
+  if r.batch_size < 1:
+    raise UserError(f"config.reward.batch_size={r.batch_size}: must be ≥ 1")
+  if r.kind == "model" and config.rl.kl_coef == 0 and not config.rl.measure_kl:
+    raise UserError("config.rl.kl_coef: RLHF measures reward against KL from the start; set rl.kl_coef > 0 "
+                    "or rl.measure_kl=True")
+  if config.eval.best_of_n and config.eval.bon_prompts < 1:
+    raise UserError(f"config.eval.bon_prompts={config.eval.bon_prompts}: best-of-n needs at least 1 prompt")
+  if r.stop_patience < 1:
+    raise UserError(f"config.reward.stop_patience={r.stop_patience}: must be ≥ 1 evaluation")
+  if r.stop_drop < 0:
+    raise UserError(f"config.reward.stop_drop={r.stop_drop}: must be ≥ 0")
 
 
 def make_judges(config, mesh, rules, tok, task_objs) -> "Judges | None":
@@ -63,10 +74,11 @@ def make_judges(config, mesh, rules, tok, task_objs) -> "Judges | None":
   r = config.reward
   if r.kind != "model" and not r.gold:
     return None
-  scorer = lambda workdir, step, key: reward_model.load_scorer(
-      workdir, step, mesh, rules, seq_len=r.seq_len, batch_size=r.batch_size, policy_tok=tok, key=key)
-  return Judges(proxy=scorer(r.workdir, r.step, "config.reward") if r.kind == "model" else None,
-                proxy2=scorer(r.stop_workdir, -1, "config.reward.stop_workdir") if r.stop_workdir else None,
+  scorer = lambda workdir, step, names: reward_model.load_scorer(
+      workdir, step, mesh, rules, seq_len=r.seq_len, batch_size=r.batch_size, policy_tok=tok, names=names)
+  second = {"workdir": "config.reward.stop_workdir", "step": "config.reward.stop_workdir (its newest checkpoint)"}
+  return Judges(proxy=scorer(r.workdir, r.step, None) if r.kind == "model" else None,
+                proxy2=scorer(r.stop_workdir, -1, second) if r.stop_workdir else None,
                 gold_task=task_objs["world"] if r.gold else None)
 
 
@@ -139,10 +151,7 @@ def curve_rows(workdir: str) -> list[dict]:
 def analyse(rows: list[dict], bon: dict | None, patience: int, drop: float) -> dict:
   """Gains over the start, standardised by the start's per-sample spread; fits; the stopping rule."""
   steps = [r["step"] for r in rows]
-  kl = np.array([max(r["eval/kl_reply"], 0.0) for r in rows])
-  if rows and rows[0]["step"] == 0:
-    kl = kl - kl[0]  # the start against itself is 0 (sampling noise of the estimate otherwise)
-    kl = np.maximum(kl, 0)
+  kl = np.array([max(r["eval/kl_reply"], 0.0) for r in rows])  # 0 at step 0: the start is the reference
   std = (bon or {}).get("std", {})
   out: dict[str, Any] = {"steps": steps, "kl": kl, "d": np.sqrt(kl)}
   for k in ("proxy", "gold", "proxy2"):
@@ -239,7 +248,8 @@ def examples(workdir: str, stop: int | None, last: int) -> list[str]:
   if not os.path.exists(path):
     return []
   with open(path) as f:
-    recs = [json.loads(line) for line in f if line.strip()]
+    # A resumed run evaluates again the steps after its checkpoint: the last record of (step, prompt) wins.
+    recs = list({(r["step"], r["prompt"]): r for r in map(json.loads, filter(str.strip, f))}.values())
   out = ["", "## Example replies (held-out prompts)"]
   for title, step in (("before RLHF", 0), ("at the chosen stop", stop), ("at the end", last)):
     chosen = [r for r in recs if r["step"] == step]

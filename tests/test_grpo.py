@@ -217,3 +217,20 @@ def test_same_grpo_step_on_one_and_eight_devices():
     assert out[0][0][k] == pytest.approx(out[1][0][k], rel=1e-5, abs=1e-7), k
   for a, b in zip(jax.tree.leaves(out[0][1]), jax.tree.leaves(out[1][1])):
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_kl_measured_outside_the_loss_equals_the_losses():
+  """grpo.kl_terms (the held-out KL of experiments.grpo when kl_coef is 0) and the loss's KL metric
+  agree on one batch, for a reference that differs from the policy."""
+  tok, stage = build(1, "sgd")
+  state = stage.init(0)
+  ref = jax.tree.map(lambda x: x + 0.05 * jax.random.normal(jax.random.key(1), x.shape, x.dtype), state.params)
+  r = grpo.Rollouts(stage.model, tok, stage.mesh, stage.rules, stage.forward_step,
+                    reward=lambda text, ex: float(len(text) % 2), group=4, max_new_tokens=12, seq_len=32,
+                    ref_params=ref)
+  batch, _, _ = r(state.params, ["a", "b"], [[tok.bos_id, 65, 66, 67], [tok.bos_id, 70, 71]], seed=5)
+  total, count = grpo.kl_terms(stage.forward_step, state.params, ref, batch)  # before: the step donates state
+  _, metrics = stage.train_step(state, batch, jax.random.key(0))  # the loss at the pre-update parameters
+  assert count.sum() == float(np.asarray(batch["loss_mask"]).sum()) > 0
+  assert float(metrics["kl"]) > 1e-4
+  assert total.sum() / count.sum() == pytest.approx(float(metrics["kl"]), rel=1e-4)

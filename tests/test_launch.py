@@ -280,14 +280,19 @@ def test_collect_tables_start_against_end(tmp_path):
   for s, (a, b) in enumerate([(0.40, 0.60), (0.44, 0.58)]):
     wd = tmp_path / f"seed={s}"
     wd.mkdir()
-    rows = [{"step": 0, "eval/pass@1": a, "eval/pass@1_gain": 0.0}, {"step": 3, "train/loss": 1.0},
-            {"step": 6, "eval/pass@1": b, "eval/pass@1_gain": b - a, "time/minutes": 2.5 + s}]
+    # eval/length_correct is missing at the last evaluation, eval/bon only at step 0, eval/kl non-finite:
+    # none of them may show an end value (the last evaluation is the end, not each key's last value).
+    rows = [{"step": 0, "eval/pass@1": a, "eval/pass@1_gain": 0.0, "eval/length_correct": 9.0, "eval/bon": 1.0},
+            {"step": 3, "train/loss": 1.0}, {"step": 3, "eval/pass@1": 0.5, "eval/length_correct": 8.0},
+            {"step": 6, "eval/pass@1": b, "eval/pass@1_gain": b - a, "eval/kl": None, "time/minutes": 2.5 + s}]
     (wd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 7, "tr')
   assert sweep.main(["--collect", f"--workdir={tmp_path}"]) == 0
   text = (tmp_path / "sweep.md").read_text()
-  assert "| eval/pass@1 | 0.420 ± 0.020 | 0.590 ± 0.010 | 0.170 ± 0.030 |" in text
+  assert "| eval/pass@1 | 0.420 ± 0.020 | 0.590 ± 0.010 | 0.170 ± 0.030 | 2 |" in text
   assert "| time/minutes | 3.000 | 0.500 | 2 | 2.500, 3.500 |" in text
-  assert "eval/pass@1_gain |" not in text.split("Start (step 0)")[1]  # a gain has no start/end pair
+  table = text.split("Start (step 0)")[1]
+  for absent in ("eval/pass@1_gain |", "eval/length_correct |", "eval/bon |", "eval/kl |"):
+    assert absent not in table, absent  # a gain has no start/end pair; the others have no end
 
 
 def test_sweep_needs_config_and_sweep_without_collect(capsys):

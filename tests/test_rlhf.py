@@ -7,6 +7,8 @@ Sampling is mocked where the test is about what happens to samples (engine.rollo
 replies); the reward models are tiny random ones drawn on the host.
 """
 import json
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -19,6 +21,7 @@ from lm.data import ranking_rows, rankings
 from lm.tasks.base import Example
 from lm.tasks.world import WorldTask
 from lm.tokenizer import ByteTokenizer
+from tests.conftest import ROOT, env
 from tests.test_reward_model import init, score_config
 
 TOK = ByteTokenizer()
@@ -165,6 +168,8 @@ def test_best_of_n_kl_formula_and_exact_expectation():
   import itertools
   rng = np.random.default_rng(0)
   proxy, gold_ = rng.normal(size=(3, 6)), rng.normal(size=(3, 6))
+  proxy[1, [1, 4]] = proxy[1].max() + 1  # a tie at the top: max() takes the earlier sample, so must we
+  proxy[2] = np.round(proxy[2])          # ties throughout
   got = overopt.best_of_n(proxy, gold_, [1, 2, 3, 6])
   for n, gp, gg in zip((1, 2, 3, 6), got["proxy"], got["gold"]):
     bp, bg = [], []
@@ -200,9 +205,6 @@ def test_early_stop_rule_on_a_synthetic_curve():
 @pytest.mark.slow
 def test_tiny_rlhf_run_writes_the_over_optimisation_report(tmp_path):
   """pretrain (byte model) → gold rankings → reward models → 3 RLHF iterations: the report sections."""
-  import subprocess
-  import sys
-  from tests.conftest import ROOT, env
   from tests.test_sft_run import BASE, run
   corpus = tmp_path / "text.txt"
   corpus.write_text("\n\n".join(f"She was born in {1900 + i}. It is a city in Veloria." for i in range(80)))
@@ -242,6 +244,17 @@ def test_tiny_rlhf_run_writes_the_over_optimisation_report(tmp_path):
   assert (rl / "overoptimisation.png").exists()
 
 
+def test_gold_rankings_command_line_errors_are_one_line(tmp_path):
+  """The command exists and checks its flags before loading anything (exit 2, one line)."""
+  for args, needle in (([], "--policy is required"),
+                       ([f"--policy={tmp_path}", f"--out={tmp_path / 'r.jsonl'}"], "--policy: no checkpoints in")):
+    out = subprocess.run([sys.executable, "-m", "experiments.gold_rankings", *args], env=env(), cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert needle in out.stderr.strip().splitlines()[-1], out.stderr[-500:]
+  assert not (tmp_path / "r.jsonl").exists()
+
+
 def test_agreement_stop_rule_on_a_synthetic_curve():
   steps = [0, 8, 16, 24, 32]
   assert overopt.agreement_stop(steps, [0.8, 0.75, 0.7, 0.6, 0.5], drop=0.15) == (16, 24)
@@ -255,6 +268,10 @@ def test_agreement_stop_rule_on_a_synthetic_curve():
     ({"reward.kind": "task", "eval.best_of_n": 0}, "config.reward.workdir / stop_workdir are read only"),
     ({"eval.tasks": "arithmetic"}, "config.reward.gold: the gold labeller"),
     ({"eval.best_of_n": 1}, "config.eval.best_of_n: needs"),
+    ({"rl.kl_coef": 0.0, "rl.measure_kl": False}, "config.rl.kl_coef: RLHF measures reward against KL"),
+    ({"eval.bon_prompts": 0}, "config.eval.bon_prompts=0: best-of-n needs"),
+    ({"reward.stop_patience": 0}, "config.reward.stop_patience=0: must be"),
+    ({"reward.batch_size": 0}, "config.reward.batch_size=0: must be"),
 ])
 def test_rlhf_config_errors_name_the_key(updates, needle):
   from configs import rlhf as rlhf_config
