@@ -48,7 +48,7 @@ from absl import flags
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from lm import chat_template, cli, engine, evaluation, grpo, init_from, loop, losses, report, rlhf, sharding, tasks
+from lm import chat_template, cli, evaluation, grpo, init_from, loop, losses, report, rlhf, sharding, tasks
 from lm import model as model_lib
 from lm import tools as tools_lib
 from lm.errors import UserError
@@ -77,7 +77,7 @@ class Run:
   step: int = 0                  # iterations done (the step an evaluation belongs to)
   start_pass1: float | None = None  # held-out pass@1 of the starting model (gains are against it)
   started: float = dataclasses.field(default_factory=time.perf_counter)  # set up (after imports, data)
-  minutes_before: float | None = None  # wall minutes of earlier processes of this run (resumed)
+  minutes_before: float = 0.0    # wall minutes of earlier processes of this run (resumed)
 
 
 def validate(config) -> None:
@@ -212,14 +212,11 @@ def evaluate(run: Run, stage: loop.Stage, params, ref=None) -> dict:
   k = cfg.eval.samples
   correct, lengths, kl_sum, kl_tokens = [], [], 0.0, 0.0
   said, ended_all = [], []
-  for start in range(0, len(run.eval_examples), rl.prompts_per_step):
-    chunk = run.eval_examples[start:start + rl.prompts_per_step]
-    prompts = run.eval_prompts[start:start + rl.prompts_per_step]
-    prompts = prompts + [prompts[-1]] * (rl.prompts_per_step - len(prompts))  # one compiled shape
-    ro = engine.rollout(stage.model, params, run.tokenizer, prompts, cfg.eval.max_new_tokens,
-                        tools=run.tools, temperature=rl.temperature, seed=1_000_003 + start,
-                        samples_per_prompt=k, pad_multiple=32, max_tool_tokens=cfg.tools.max_tool_tokens,
-                        mesh=run.mesh, rule_pairs=stage.rules)
+  for start, n, prompts, ro in grpo.sampled_chunks(
+      stage.model, params, run.tokenizer, run.eval_prompts, rl.prompts_per_step, k, cfg.eval.max_new_tokens,
+      seed=1_000_003, mesh=run.mesh, rules=stage.rules, tools=run.tools, temperature=rl.temperature,
+      max_tool_tokens=cfg.tools.max_tool_tokens):
+    chunk = run.eval_examples[start:start + n]
     for i, ex in enumerate(chunk):
       for j in range(k):
         r = i * k + j
@@ -243,13 +240,12 @@ def evaluate(run: Run, stage: loop.Stage, params, ref=None) -> dict:
   if (~c_EK).any():
     out["eval/length_wrong"] = float(len_EK[~c_EK].mean())
   check_divergence(run, run.step, out["eval/pass@1"])
-  if run.start_pass1 is None:  # the starting model's, from this run or (resumed) its metrics.jsonl
-    first = [r for r in read_metrics(run.workdir) if r.get("step") == 0 and "eval/pass@1" in r]
-    run.start_pass1 = first[0]["eval/pass@1"] if first else out["eval/pass@1"]
+  if run.start_pass1 is None:  # this process's first evaluation: what earlier ones of the run logged
+    logged = read_metrics(run.workdir)
+    first = [r for r in logged if r.get("step") == 0 and "eval/pass@1" in r]
+    run.start_pass1 = first[0]["eval/pass@1"] if first else out["eval/pass@1"]  # the starting model's
+    run.minutes_before = max((r["time/minutes"] for r in logged if "time/minutes" in r), default=0.0)
   out["eval/pass@1_gain"] = out["eval/pass@1"] - run.start_pass1
-  if run.minutes_before is None:  # a resumed run goes on from the wall time its metrics reached
-    run.minutes_before = max((r["time/minutes"] for r in read_metrics(run.workdir) if "time/minutes" in r),
-                             default=0.0)
   out["time/minutes"] = run.minutes_before + (time.perf_counter() - run.started) / 60
   if kl_tokens:
     out["eval/kl"] = float(kl_sum / kl_tokens)

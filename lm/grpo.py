@@ -85,6 +85,21 @@ def training_rows(prompts: Sequence[Sequence[int]], group: int, tokens_RN: np.nd
           "segment_ids": seg[:, :-1], "loss_mask": sampled[:, 1:]}
 
 
+def sampled_chunks(model, params, tok, prompts: Sequence[Sequence[int]], batch: int, samples: int,
+                   max_new_tokens: int, *, seed: int, mesh, rules, **engine_kwargs):
+  """`samples` completions of every prompt, `batch` prompts per engine call (one prefill each). The
+  last call is filled up with its last prompt, so every call has one compiled shape; call i's sampling
+  seed is `seed` + its first prompt's index. Yields (start, n real prompts, the call's prompts, rollout):
+  rows r < n·samples of the rollout are the real ones, prompt r // samples."""
+  for start in range(0, len(prompts), batch):
+    call = list(prompts[start:start + batch])
+    n = len(call)
+    call += [call[-1]] * (batch - n)
+    yield start, n, call, engine.rollout(model, params, tok, call, max_new_tokens, seed=seed + start,
+                                         samples_per_prompt=samples, pad_multiple=32, mesh=mesh,
+                                         rule_pairs=rules, **engine_kwargs)
+
+
 def completion_text(out: engine.Rollout, r: int, tok) -> tuple[str, bool]:
   """Row r's own words (tool outputs excluded: the verifier reads what the model said) and whether
   its turn ended before the limit."""

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lm import chat_template, engine, gold, grpo, overopt, reward_model
+from lm import chat_template, gold, grpo, overopt, reward_model
 from lm.errors import UserError
 from lm.metrics import read_metrics
 
@@ -110,12 +110,10 @@ def best_of_n(model, params, tok, mesh, rules, examples, prompts, judges: Judges
     with open(path) as f:
       return json.load(f)
   scores: dict[str, list] = {}
-  for start in range(0, len(examples), batch):
-    chunk = list(examples[start:start + batch])
-    ps = list(prompts[start:start + batch])
-    ps += [ps[-1]] * (batch - len(ps))
-    ro = engine.rollout(model, params, tok, ps, max_new_tokens, temperature=temperature, seed=2_000_003 + 1_000 * seed + start,
-                        samples_per_prompt=m, pad_multiple=32, mesh=mesh, rule_pairs=rules)
+  for start, n, _, ro in grpo.sampled_chunks(model, params, tok, prompts, batch, m, max_new_tokens,
+                                             seed=2_000_003 + 1_000 * seed, mesh=mesh, rules=rules,
+                                             temperature=temperature):
+    chunk = list(examples[start:start + n])
     texts, ended = zip(*(grpo.completion_text(ro, r, tok) for r in range(len(chunk) * m)))
     got = judges([ex for ex in chunk for _ in range(m)], texts, ended)
     for k, v in got.items():
@@ -271,13 +269,10 @@ def sample_rankings(model, params, tok, mesh, rules, examples, task, k: int, max
   """
   fmt = chat_template.OwnFormat(tok)
   records, ties, n_scores = [], 0, []
-  for start in range(0, len(examples), batch):
-    chunk = examples[start:start + batch]
-    prompts = [fmt.render_prompt(ex.messages).tolist() for ex in chunk]
-    prompts += [prompts[-1]] * (batch - len(prompts))  # one compiled shape
-    out = engine.rollout(model, params, tok, prompts, max_new_tokens, temperature=1.0, seed=seed * 100_003 + start,
-                         samples_per_prompt=k, pad_multiple=32, mesh=mesh, rule_pairs=rules)
-    for i, ex in enumerate(chunk):
+  prompts = [fmt.render_prompt(ex.messages).tolist() for ex in examples]
+  for start, n, _, out in grpo.sampled_chunks(model, params, tok, prompts, batch, k, max_new_tokens,
+                                              seed=seed * 100_003, mesh=mesh, rules=rules, temperature=1.0):
+    for i, ex in enumerate(examples[start:start + n]):
       replies = [grpo.completion_text(out, i * k + j, tok) for j in range(k)]
       scores = [gold.score(text, ended, ex, task) for text, ended in replies]
       n_scores += scores

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
+import random
 import re
-from typing import Protocol
+from typing import Iterator, Protocol, Sequence, TypeVar
 
 from lm.errors import UserError
 
@@ -66,3 +68,22 @@ def last_number(text: str) -> int | None:
 def stable_hash(text: str) -> int:
   """A hash that is the same in every process (Python's hash() is salted), for fixed splits."""
   return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+_T = TypeVar("_T")
+
+
+def cycled(items: Sequence[_T], rng: random.Random) -> Iterator[_T]:
+  """The items in a shuffled order, reshuffled at every pass, without end. Lazy: a pass is shuffled
+  only when its first item is asked for, so a caller drawing from the same `rng` between items sees
+  the same stream as one that shuffles and then consumes each pass."""
+  while True:
+    order = list(items)
+    rng.shuffle(order)
+    yield from order
+
+
+def take_cycled(items: Sequence[_T], n: int | None, rng: random.Random) -> Iterator[_T]:
+  """`n` items of `cycled` (every item once, in a seeded order, when n is None)."""
+  return itertools.islice(cycled(items, rng), len(items) if n is None else n)
+

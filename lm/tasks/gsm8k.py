@@ -42,7 +42,7 @@ import re
 import threading
 
 from lm.errors import MissingFile, UserError
-from lm.tasks.base import Example, check_split, stable_hash
+from lm.tasks.base import Example, check_split, stable_hash, take_cycled
 
 NAME = "gsm8k"
 DEFAULT_PATH = "../shared/data/gsm8k-train.jsonl"
@@ -169,15 +169,7 @@ class GSM8KTask:
 
   def examples(self, split: str, n: int | None = None, seed: int = 0) -> list[Example]:
     """`n` problems of the split in a seeded order (all of them when n is None); repeats past the end."""
-    pool = self.problems(split)
-    rng = random.Random(f"{NAME}/{split}/{seed}")
-    n = len(pool) if n is None else n
-    out = []
-    while len(out) < n:
-      order = list(pool)
-      rng.shuffle(order)
-      out += order[:n - len(out)]
-    return out
+    return list(take_cycled(self.problems(split), n, random.Random(f"{NAME}/{split}/{seed}")))
 
   def reward(self, completion: str, example: Example) -> float:
     """1.0 iff the completion's last boxed expression or last number equals the reference (see module doc)."""

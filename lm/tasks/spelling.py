@@ -24,7 +24,7 @@ import string
 
 from lm.errors import UserError
 from lm.prep import synthetic_text as T
-from lm.tasks.base import Example, check_split, last_number, stable_hash
+from lm.tasks.base import Example, check_split, last_number, stable_hash, take_cycled
 
 NAME = "spelling"
 WORDS = tuple(sorted({w.lower() for w in T.SPELLING_WORDS} | set("""
@@ -88,15 +88,8 @@ class SpellingTask:
     return [w for w in WORDS if held_out(w) == (split == "eval")]
 
   def examples(self, split: str, n: int | None = None, seed: int = 0) -> list[Example]:
-    words = self.words(split)
     rng = random.Random(f"{NAME}/{split}/{seed}")
-    n = len(words) if n is None else n
-    out = []
-    while len(out) < n:
-      order = list(words)
-      rng.shuffle(order)
-      out += [self._example(rng, w, split) for w in order[:n - len(out)]]
-    return out
+    return [self._example(rng, w, split) for w in take_cycled(self.words(split), n, rng)]
 
   def _example(self, rng: random.Random, word: str, split: str) -> Example:
     kind = rng.choice(self.kinds)

@@ -31,7 +31,7 @@ import re
 from lm.errors import MissingFile, UserError
 from lm.prep import synthetic
 from lm.prep import synthetic_text as T
-from lm.tasks.base import Example, check_split, stable_hash
+from lm.tasks.base import Example, check_split, stable_hash, take_cycled
 
 NAME = "world"
 ASKED = {"person": ("birth_year", "city", "profession", "employer"), "city": ("country",),
@@ -152,13 +152,7 @@ class WorldTask:
     if not facts:
       raise UserError(f"world task: split {split!r} has no facts (a world this small cannot be split)")
     rng = random.Random(f"{NAME}/{split}/{seed}")
-    n = len(facts) if n is None else n
-    out: list[Example] = []
-    while len(out) < n:
-      order = list(facts)
-      rng.shuffle(order)
-      out += [self._example(row, rng, split) for row in order[:n - len(out)]]
-    return out
+    return [self._example(row, rng, split) for row in take_cycled(facts, n, rng)]
 
   def _example(self, row: dict, rng: random.Random, split: str) -> Example:
     key = (row["type"], row["attribute"])
