@@ -219,7 +219,8 @@ def samples(run: Run) -> list[tuple[str, str]]:
           for ex, r in list(zip(run.eval_examples, run.last_rows))[::stride][:6]]
 
 
-def train_loop(run: Run) -> dict:
+def train_loop(run: Run, extra_sections=None) -> dict:
+  """`extra_sections()` → more markdown for report.md (experiments/refusal.py's)."""
   cfg = run.config
   stage = loop.stage_from_config(cfg, run.mesh, losses.next_token, forward=losses.token_logprobs)
   host_batch = cfg.train.batch_size // jax.process_count()
@@ -232,7 +233,8 @@ def train_loop(run: Run) -> dict:
       samples=lambda params: samples(run),
       init_params=lambda: init_from.load_params(run.source, cfg.model, stage.abstract_state().params),
       title="SFT",
-      report_sections=lambda final: report_sections(run, final))
+      report_sections=lambda final: "\n\n".join(
+          [report_sections(run, final)] + ([extra_sections()] if extra_sections else [])))
   return loop.run(stage, cfg, run.workdir, run.tokenizer, hooks)
 
 
@@ -248,8 +250,7 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return train_loop(setup(config, workdir))
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path:arg).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where the run writes everything.")
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags defined here: other experiments import this module (refusal.py)
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path:arg).")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Where the run writes everything.")
   cli.run(lambda: setup(_CONFIG.value, _WORKDIR.value), train_loop)

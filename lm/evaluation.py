@@ -11,7 +11,10 @@ end of turn, `<|im_end|>` in ours), the reply is parsed back
 separately: format (the reply ended with `<|im_end|>` before the length limit)
 and the task's own `reward(text, example)`. Rows are grouped for the tables by
 task and, where an example carries `meta["exposures"]`, by how often its fact
-appeared in pretraining (never, once, 2, 4, 8+).
+appeared in pretraining (never, once, 2, 4, 8+). Every reply is also checked for a
+refusal (`lm.refusal.is_refusal`); for the world's facts the summary gives, per
+group, the refusal rate and the hallucination rate: replies that are neither
+right nor a refusal (confident wrong answers).
 
 With `tools` ({"python": fn, "search": fn}), replies are decoded by the rollout
 engine (`lm.engine`): the model's tool calls run and their outputs are forced
@@ -26,7 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lm import chat_template, conversation, engine, sampling
+from lm import chat_template, conversation, engine, refusal, sampling
 
 EXPOSURE_BUCKETS = ((0, 0, "never"), (1, 1, "once"), (2, 3, "2"), (4, 7, "4"), (8, 10**9, "8+"))
 
@@ -72,7 +75,7 @@ def run_tasks(model, params, tok, examples: Sequence[Any], reward: Callable[[str
       meta = getattr(ex, "meta", {}) or {}
       group = exposure_bucket(meta["exposures"]) if "exposures" in meta else ""
       row = {"task": ex.task, "group": group, "format": bool(turn["ended"]),
-             "score": float(reward(text, ex)), "reply": text, "reference": ex.reference,
+             "score": float(reward(text, ex)), "refused": refusal.is_refusal(text), "reply": text, "reference": ex.reference,
              "tokens": int(lengths[i]), "meta": meta}
       if tools:
         row["calls"] = [{"name": m["tool_call"]["name"], "arguments": m["tool_call"]["arguments"]}
@@ -90,10 +93,15 @@ def summarize(rows: Sequence[dict]) -> dict[str, float]:
          "eval/reply_tokens": float(np.mean([r["tokens"] for r in rows]))}
   if any("calls" in r for r in rows):
     out["eval/tool_calls"] = float(np.mean([len(r.get("calls", ())) for r in rows]))
-  by: dict[str, list[float]] = defaultdict(list)
+  by: dict[str, list[dict]] = defaultdict(list)
   for r in rows:
-    by[r["task"]].append(r["score"])
+    by[r["task"]].append(r)
     if r["group"]:
-      by[f"{r['task']}/seen_{r['group']}"].append(r["score"])
-  out.update({f"eval/{k}/accuracy": float(np.mean(v)) for k, v in sorted(by.items())})
+      by[f"{r['task']}/seen_{r['group']}"].append(r)
+  for k, group in sorted(by.items()):
+    out[f"eval/{k}/accuracy"] = float(np.mean([r["score"] for r in group]))
+    if k.startswith("world"):  # facts: declining is an answer of its own, a wrong claim is a hallucination
+      refused = [bool(r.get("refused")) for r in group]
+      out[f"eval/{k}/refused"] = float(np.mean(refused))
+      out[f"eval/{k}/hallucinated"] = float(np.mean([r["score"] < 0.5 and not f for r, f in zip(group, refused)]))
   return out

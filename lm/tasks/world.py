@@ -152,14 +152,15 @@ class WorldTask:
     if not facts:
       raise UserError(f"world task: split {split!r} has no facts (a world this small cannot be split)")
     rng = random.Random(f"{NAME}/{split}/{seed}")
-    return [self._example(row, rng, split) for row in take_cycled(facts, n, rng)]
+    return [self.example(row, rng, split) for row in take_cycled(facts, n, rng)]
 
-  def _example(self, row: dict, rng: random.Random, split: str) -> Example:
+  def example(self, row: dict, rng: random.Random, split: str) -> Example:
+    """The question about one fact row (`World.facts()`'s form), in a random phrasing drawn from `rng`."""
     key = (row["type"], row["attribute"])
     k = rng.randrange(len(QUESTIONS[key]))
     value = str(row["value"])
     question = QUESTIONS[key][k].format(name=row["entity"])
-    pronoun = self.pronoun.get(row["entity"], "it") if row["type"] == "person" else "it"
+    pronoun = row.get("pronoun") or self.pronoun.get(row["entity"], "it") if row["type"] == "person" else "it"
     target = ANSWERS[key].format(Pronoun=pronoun.capitalize(), value=value, a_value=_article(value))
     exposures = row["exposures"]
     if self.measured is not None:

@@ -1,0 +1,232 @@
+"""The refusal recipe: probe an SFT model on every fact, refuse where it is consistently wrong, run the SFT again.
+
+  python -m experiments.refusal --config=configs/refusal.py:tiny --workdir=runs/refusal \\
+      --config.init_from.workdir=runs/base --config.refusal.probe=runs/sft
+  python -m experiments.refusal --collect=runs/refusal/seed=0,runs/refusal/seed=1,runs/refusal/seed=2
+
+1. Probe (`lm.refusal.probe`): every fact of the world task's training entities,
+   exposure 0 included, asked once and answered `refusal.samples` times at
+   temperature 1 by the model of `refusal.probe` (an SFT run); written to
+   <workdir>/refusal/probe.jsonl. Facts with at most `refusal.max_correct` right
+   answers are "unknown". The same model answers the held-out questions greedily:
+   refusal/before.json, the "before" of the report.
+2. Data: `data.examples_per_task` world conversations over those facts (answer
+   if known, a refusal in varied wording if not) in
+   <workdir>/refusal/conversations.jsonl, replacing the `world` source of the
+   SFT mix (arithmetic and spelling stay). With `refusal.made_up` = M, questions
+   about M people who do not exist (never in any text) are mixed in, refused.
+3. SFT from `init_from` (the base the probed model started from, same steps and
+   schedule: experiments/sft.py's loop, with resume, checkpoints and metrics).
+   Fine-tuning the probed model again instead overwrote what pretraining stored
+   (facts seen 8+ times: 0.585 → 0.431 at lr 1e-4 after 100 steps, → 0.169 at 5e-5
+   with made-up people). report.md gets the probe's table and, per fact exposure,
+   accuracy, refusal and hallucination (neither right nor a refusal) before and
+   after, with refusal.png.
+
+--collect writes refusal_seeds.md (+ .json) beside the runs: each figure before and
+after as mean ± std over the runs. The probe's files are written once (atomically)
+and reused on resume, so a resumed run trains on exactly the same conversations.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+from experiments import sft
+from lm import cli, evaluation, init_from, refusal, sharding
+from lm.errors import UserError
+from lm.tasks.world import WorldTask
+
+PROBE, CONVERSATIONS, BEFORE, BEFORE_ROWS = "probe.jsonl", "conversations.jsonl", "before.json", "before_eval.jsonl"
+
+
+def validate(config) -> None:
+  r = config.refusal
+  if r.samples < 1 or r.batch < 1 or r.max_new_tokens < 1:
+    raise UserError("config.refusal.samples, .batch and .max_new_tokens must be ≥ 1")
+  if not r.probe or not os.path.isdir(os.path.join(r.probe, "checkpoints")):
+    raise UserError(f"config.refusal.probe={r.probe!r}: not a training workdir with checkpoints/ (the SFT model "
+                    f"to probe)")
+  if r.made_up < 0:
+    raise UserError(f"config.refusal.made_up={r.made_up} must be ≥ 0")
+  if not 0 <= r.max_correct < r.samples:
+    raise UserError(f"config.refusal.max_correct={r.max_correct} must be in [0, refusal.samples={r.samples})")
+  kinds = [kind for kind, _, _ in sft.parse_sources(config.data.sources)]
+  if "world" not in kinds:
+    raise UserError(f"config.data.sources={config.data.sources!r} has no 'world' source for the probed "
+                    f"conversations to replace")
+  for key in ("world", "exposures"):
+    path = config.data[key]
+    if path and not os.path.exists(path):
+      raise UserError(f"config.data.{key}: no such file {path!r} (experiments.prepare_data / tokenize_data write it)")
+  if "world" not in config.eval.tasks.split(","):
+    raise UserError("config.eval.tasks must include 'world': the recipe is measured on held-out facts")
+
+
+def _write_jsonl(path: str, rows) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+  os.replace(tmp, path)  # all or nothing: a killed probe leaves no half file to train on
+
+
+def world_task(config) -> WorldTask:
+  return WorldTask(config.data.world or None, seed=config.data.world_seed, min_train_exposure=0,
+                   exposures=config.data.exposures or None)
+
+
+def probe_and_write(config, folder: str) -> None:
+  """Steps 1 and 2 (skipped when their files exist: a resumed run reuses them)."""
+  if os.path.exists(os.path.join(folder, CONVERSATIONS)):
+    return
+  r = config.refusal
+  mesh = sharding.make_mesh(config.mesh)
+  rules = tuple(config.sharding_rules)
+  spec = ml_collections.ConfigDict({"workdir": r.probe, "hf_dir": "", "step": -1})
+  loaded = init_from.load_model(spec, mesh, rules, key={"workdir": "config.refusal.probe", "hf_dir": "-", "step": "-"})
+  task = world_task(config)
+  examples = task.examples("train", None, config.seed)
+  print(f"refusal: probing {len(examples)} facts × {r.samples} answers", flush=True)
+  rows = refusal.probe(loaded.model, loaded.params, loaded.tokenizer, task, examples, samples=r.samples,
+                       max_new_tokens=r.max_new_tokens, batch=r.batch, seed=config.seed * 1_000_003,
+                       mesh=mesh, rules=rules)
+  unknown = refusal.mark_unknown(rows, r.max_correct)
+  for row in rows:
+    row["unknown"] = refusal.fact_key(row) in unknown
+  convs = refusal.conversations(task, unknown, config.data.examples_per_task, config.seed, r.made_up)
+  # "Before": the probed model on the held-out questions this run's evaluation asks, in the same way.
+  eval_task = sft.make_tasks(config)["world"]
+  held = eval_task.examples("eval")
+  before_rows = evaluation.run_tasks(loaded.model, loaded.params, loaded.tokenizer, held, eval_task.reward,
+                                     max_new_tokens=config.eval.max_new_tokens, mesh=mesh, rules=rules)
+  os.makedirs(folder, exist_ok=True)
+  _write_jsonl(os.path.join(folder, BEFORE_ROWS), before_rows)
+  with open(os.path.join(folder, BEFORE), "w") as f:
+    json.dump({"probe": r.probe, **evaluation.summarize(before_rows)}, f, indent=1)
+  _write_jsonl(os.path.join(folder, PROBE), rows)
+  _write_jsonl(os.path.join(folder, CONVERSATIONS), [{"messages": c} for c in convs])
+  print(f"refusal: {len(unknown)} of {len(rows)} facts unknown → refusals", flush=True)
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str):
+  validate(config)
+  sft.validate(config)
+  folder = os.path.join(os.path.abspath(workdir), "refusal")
+  if init_from.own_checkpoint(workdir) is None:  # a resumed run trains on the files it already has
+    probe_and_write(config, folder)
+  elif not os.path.exists(os.path.join(folder, CONVERSATIONS)):
+    raise UserError(f"{workdir}: has checkpoints but no refusal/{CONVERSATIONS}; use a new workdir")
+  path = os.path.join(folder, CONVERSATIONS)
+  with config.unlocked():
+    config.data.sources = ",".join(
+        f"messages:{path}*{w:g}" if kind == "world" else f"{kind}{':' + p if p else ''}*{w:g}"
+        for kind, p, w in sft.parse_sources(config.data.sources))
+  return sft.setup(config, workdir), folder
+
+
+def report_section(workdir: str, folder: str, made_up: int) -> str:
+  """The probe's table and, per exposure, before (step 0) vs after (the last evaluation)."""
+  with open(os.path.join(folder, PROBE)) as f:
+    rows = [json.loads(line) for line in f]
+  unknown = {refusal.fact_key(r) for r in rows if r["unknown"]}
+  lines = ["## The refusal recipe", "", f"Probe: {len(rows)} facts of the training entities, "
+           f"{rows[0]['samples']} answers each at temperature 1; {len(unknown)} marked unknown; refusals also "
+           f"for the {4 * made_up} facts of {made_up} made-up people (config.refusal.made_up).", ""]
+  lines += refusal.probe_table(rows, unknown)
+  evals = evaluation_rows(workdir)
+  if evals and evals[-1]["step"] > 0:
+    with open(os.path.join(folder, BEFORE)) as f:
+      before = json.load(f)
+    after = evals[-1]
+    lines += ["", f"Held-out facts (entities never in SFT data), greedy: the probed model "
+              f"({before['probe']}, before) → this run at step {after['step']} (after)", "",
+              "| seen in pretraining | accuracy | refused | hallucinated |", "|---|---|---|---|"]
+    for _, _, name in evaluation.EXPOSURE_BUCKETS + ((None, None, None),):
+      k = f"eval/world/seen_{name}" if name else "eval/world"
+      if f"{k}/accuracy" not in before:
+        continue
+      cells = [f"{before.get(f'{k}/{m}', float('nan')):.3f} → {after.get(f'{k}/{m}', float('nan')):.3f}"
+               for m in ("accuracy", "refused", "hallucinated")]
+      lines.append(f"| {name or 'all'} | " + " | ".join(cells) + " |")
+    plot(before, after, os.path.join(workdir, "refusal.png"))
+    lines += ["", "![before and after](refusal.png)"]
+  return "\n".join(lines)
+
+
+def evaluation_rows(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return [r for r in rows if "eval/world/accuracy" in r]
+
+
+def plot(before: dict, after: dict, path: str) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  names = [n for _, _, n in evaluation.EXPOSURE_BUCKETS if f"eval/world/seen_{n}/accuracy" in before]
+  fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), sharey=True)
+  for ax, metric in zip(axes, ("accuracy", "refused", "hallucinated")):
+    for label, row, dx in (("before", before, -0.2), ("after", after, 0.2)):
+      ax.bar([i + dx for i in range(len(names))], [row.get(f"eval/world/seen_{n}/{metric}", 0) for n in names],
+             width=0.4, label=label)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_title(metric)
+    ax.set_xlabel("times the fact appeared in pretraining")
+  axes[0].legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def train_loop(prepared) -> dict:
+  run, folder = prepared
+  return sft.train_loop(run, extra_sections=lambda: report_section(run.workdir, folder, run.config.refusal.made_up))
+
+
+def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  return train_loop(setup(config, workdir))
+
+
+def collect(workdirs: list[str]) -> str:
+  """refusal_seeds.md/.json beside the runs: before (the probed models) and after, mean ± std over runs."""
+  befores, afters = [], []
+  for wd in workdirs:
+    path = os.path.join(wd, "refusal", BEFORE)
+    evals = evaluation_rows(wd) if os.path.exists(os.path.join(wd, "metrics.jsonl")) else []
+    if not os.path.exists(path) or not evals or evals[-1]["step"] == 0:
+      raise UserError(f"--collect: {wd} is not a finished experiments.refusal run (no refusal/{BEFORE} or no "
+                      f"evaluation after training)")
+    with open(path) as f:
+      befores.append(json.load(f))
+    afters.append(evals[-1])
+  lines, summary = refusal.seed_table(befores, afters)
+  out = os.path.dirname(os.path.abspath(workdirs[0]))
+  text = ["# The refusal recipe over seeds", "", f"Runs: {', '.join(workdirs)}. Held-out facts, greedy; "
+          f"before = the probed SFT model, after = the SFT with refusals; mean ± std over {len(workdirs)} runs "
+          f"(values per run in brackets).", ""] + lines
+  with open(os.path.join(out, "refusal_seeds.md"), "w") as f:
+    f.write("\n".join(text) + "\n")
+  with open(os.path.join(out, "refusal_seeds.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  print("\n".join(lines) + f"\n→ {os.path.join(out, 'refusal_seeds.md')}", flush=True)
+  return out
+
+
+if __name__ == "__main__":
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path:arg).")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Where the run writes everything.")
+  _COLLECT = flags.DEFINE_list("collect", None, "Finished runs' workdirs: write their table over seeds instead.")
+
+  def prepare():
+    if _COLLECT.value:
+      return None
+    if _CONFIG.value is None or not _WORKDIR.value:
+      raise UserError("--config and --workdir are required (or --collect=<runs>)")
+    return setup(_CONFIG.value, _WORKDIR.value)
+
+  cli.run(prepare, lambda prepared: collect(_COLLECT.value) if prepared is None else train_loop(prepared),
+          required=())

@@ -1,0 +1,166 @@
+"""The Llama 3 refusal recipe (section 4.3.6), on the synthetic world: teach "I don't know" exactly
+where the model does not know, found by probing the model itself.
+
+  rows = refusal.probe(model, params, tok, task, examples, samples=8, ...)   # each fact, n answers, graded
+  unknown = refusal.mark_unknown(rows, max_correct=1)                        # consistently wrong
+  convs = refusal.conversations(task, unknown, n=3000, seed=0)               # answers or refusals
+
+1. Probe: every fact of the world task's "train" split (its entities are never
+   asked about in held-out evaluation), including facts the pretraining text never
+   states, is asked once and answered `samples` times at temperature 1 by the
+   rollout engine (one prefill per question); the task's verifier grades each.
+2. A fact is "unknown" when at most `max_correct` of its answers are right (the
+   model's answers are consistently wrong); otherwise "known".
+3. SFT data: the world questions again, the ideal reply to a known fact its
+   answer and to an unknown fact a refusal, in varied wording (`REFUSALS`).
+   Fine-tuning on these (experiments/refusal.py) teaches refusal where the model
+   itself is wrong, not where a designer guessed it would be.
+
+`is_refusal(text)` recognises the refusals (all of `REFUSALS` and common
+paraphrases); the held-out evaluation (`lm.evaluation`) counts, per fact exposure,
+refusals and hallucinations (replies that are neither right nor a refusal:
+confident wrong answers).
+"""
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter, defaultdict
+from typing import Sequence
+
+import numpy as np
+
+from lm import chat_template, grpo
+from lm.prep import synthetic
+from lm.tasks.base import Example, take_cycled
+from lm.tasks.world import ASKED
+
+# What the ideal assistant says when it does not know; "{thing}" names what was asked.
+REFUSALS = (
+    "I don't know {thing}.",
+    "I'm not sure about {thing}; I have no reliable information on it.",
+    "Sorry, I don't know {thing}.",
+    "I can't say: I don't know {thing}.",
+    "I don't have reliable information about {thing}.",
+    "I'm not sure. I don't know {thing}.",
+)
+THING = {
+    ("person", "birth_year"): "{their} birth year", ("person", "city"): "which city {they} is from",
+    ("person", "profession"): "what {they} does for a living", ("person", "employer"): "whom {they} works for",
+    ("city", "country"): "which country this city is in", ("company", "industry"): "this company's industry",
+    ("company", "founded"): "when this company was founded", ("company", "city"): "where this company is based",
+}
+_REFUSAL = re.compile(r"\b(I don't know|I do not know|I'm not sure|I am not sure|I can't say|I cannot say|"
+                      r"no reliable information|don't have reliable information)\b", re.IGNORECASE)
+
+
+def is_refusal(text: str) -> bool:
+  """The reply declines to answer ("I don't know …", "I'm not sure …", "no reliable information")."""
+  return bool(_REFUSAL.search(text))
+
+
+def refusal_reply(example: Example, pronoun: str, rng: random.Random) -> str:
+  """A refusal to `example`'s question in one of `REFUSALS`' wordings, naming what was asked
+  (`pronoun`: "she" or "he" for a person)."""
+  thing = THING[(example.meta["type"], example.meta["attribute"])]
+  return rng.choice(REFUSALS).format(thing=thing.format(they=pronoun, their={"he": "his"}.get(pronoun, "her")))
+
+
+def probe(model, params, tok, task, examples: Sequence[Example], *, samples: int, max_new_tokens: int,
+          batch: int, seed: int, mesh=None, rules=()) -> list[dict]:
+  """`samples` answers at temperature 1 to each example (one prefill per question), graded by the
+  task: one row per example with its fact, exposures, the number right and two of its replies."""
+  fmt = chat_template.OwnFormat(tok)
+  prompts = [fmt.render_prompt(ex.messages).tolist() for ex in examples]
+  rows = []
+  for start, n, _, out in grpo.sampled_chunks(model, params, tok, prompts, batch, samples, max_new_tokens,
+                                              seed=seed, mesh=mesh, rules=rules, temperature=1.0):
+    for i, ex in enumerate(examples[start:start + n]):
+      replies = [grpo.completion_text(out, i * samples + j, tok)[0] for j in range(samples)]
+      scores = [task.reward(text, ex) for text in replies]
+      rows.append({"entity": ex.meta["entity"], "type": ex.meta["type"], "attribute": ex.meta["attribute"],
+                   "exposures": ex.meta["exposures"], "reference": ex.reference, "question": ex.messages[-1]["content"],
+                   "correct": int(sum(s > 0.5 for s in scores)), "samples": samples,
+                   "refused": int(sum(is_refusal(t) for t in replies)), "replies": replies[:2]})
+  return rows
+
+
+def fact_key(meta_or_row: dict) -> tuple[str, str, str]:
+  return meta_or_row["type"], meta_or_row["entity"], meta_or_row["attribute"]
+
+
+def mark_unknown(rows: Sequence[dict], max_correct: int) -> set[tuple[str, str, str]]:
+  """The facts whose probe answers were right at most `max_correct` times: consistently wrong."""
+  return {fact_key(r) for r in rows if r["correct"] <= max_correct}
+
+
+def made_up_people(world, n: int, seed: int) -> list[dict]:
+  """Fact rows (`World.facts()`'s form, value None) about `n` people who are not in the world and so
+  never in any text the model read: every answer about them would be made up."""
+  rng = random.Random(f"refusal/made_up/{seed}")
+  taken = {p["name"] for p in world.people}
+  names = synthetic._unique_names(n, lambda: synthetic._person_name(rng), taken)
+  return [{"type": "person", "entity": name, "attribute": attribute, "value": None, "exposures": 0,
+           "pronoun": pronoun} for name, pronoun in zip(names, rng.choices(("she", "he"), k=n))
+          for attribute in ASKED["person"]]
+
+
+def conversations(task, unknown: set, n: int, seed: int, made_up: int = 0) -> list[list[dict]]:
+  """`n` world questions over every probed fact (train split, exposure 0 included) and the facts of
+  `made_up` people who do not exist, cycled in a seeded order with random phrasings: the answer for a
+  known fact, a refusal for an unknown or made-up one."""
+  rng = random.Random(f"refusal/{seed}")
+  rows = task.facts("train") + made_up_people(task.world, made_up, seed)
+  out = []
+  for row in take_cycled(rows, n, rng):
+    ex = task.example(row, rng, "train")
+    if row["value"] is None or fact_key(ex.meta) in unknown:
+      pronoun = row.get("pronoun") or task.pronoun.get(ex.meta["entity"], "she")
+      reply = refusal_reply(ex, pronoun, rng)
+    else:
+      reply = ex.target
+    out.append(ex.messages + [{"role": "assistant", "content": reply}])
+  return out
+
+
+def probe_table(rows: Sequence[dict], unknown: set) -> list[str]:
+  """Markdown: per exposure bucket, facts probed, mean share of right answers, share marked unknown."""
+  from lm import evaluation  # it imports is_refusal from here
+  by: dict[str, list[dict]] = defaultdict(list)
+  for r in rows:
+    by[evaluation.exposure_bucket(r["exposures"])].append(r)
+  lines = ["| seen in pretraining | facts probed | answers right | marked unknown (→ refusal) |", "|---|---|---|---|"]
+  for _, _, name in evaluation.EXPOSURE_BUCKETS:
+    group = by.get(name, [])
+    if group:
+      right = np.mean([r["correct"] / r["samples"] for r in group])
+      share = np.mean([fact_key(r) in unknown for r in group])
+      lines.append(f"| {name} | {len(group)} | {right:.3f} | {share:.3f} |")
+  return lines
+
+
+def counts(rows: Sequence[dict], unknown: set) -> dict[str, float]:
+  """Flat probe figures for metrics: facts, unknown share overall."""
+  c = Counter(fact_key(r) in unknown for r in rows)
+  return {"probe/facts": len(rows), "probe/unknown": c[True] / max(1, len(rows))}
+
+
+SEED_ROWS = (("never", "hallucinated"), ("never", "refused"), ("never", "accuracy"), ("once", "hallucinated"),
+             ("once", "refused"), ("2", "hallucinated"), ("4", "accuracy"), ("4", "refused"), ("8+", "accuracy"),
+             ("8+", "refused"), ("8+", "hallucinated"), (None, "accuracy"), (None, "refused"), (None, "hallucinated"))
+
+
+def seed_table(befores: Sequence[dict], afters: Sequence[dict]) -> tuple[list[str], dict]:
+  """Markdown: per (exposure group, figure), before and after as mean ± std over runs, and the change."""
+  lines = ["| held-out facts seen | figure | before | after | change |", "|---|---|---|---|---|"]
+  summary = {}
+  for group, figure in SEED_ROWS:
+    key = f"eval/world/seen_{group}/{figure}" if group else f"eval/world/{figure}"
+    if not all(key in r for r in list(befores) + list(afters)):
+      continue
+    b = np.array([r[key] for r in befores])
+    a = np.array([r[key] for r in afters])
+    summary[key] = {"before": b.tolist(), "after": a.tolist()}
+    cell = lambda v: f"{v.mean():.3f} ± {v.std():.3f} [{', '.join(f'{x:.3f}' for x in v)}]"
+    lines.append(f"| {group or 'all'} | {figure} | {cell(b)} | {cell(a)} | {(a - b).mean():+.3f} |")
+  return lines, summary

@@ -1,0 +1,170 @@
+"""The refusal recipe: refusal wording and detection, which facts get refusals, the evaluation's
+refusal and hallucination rates, and experiments.refusal end to end on a tiny model."""
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+from lm import evaluation, refusal
+from lm.tasks.world import QUESTIONS, WorldTask
+from tests.conftest import ROOT, env
+
+
+@pytest.fixture(scope="module")
+def world():
+  return WorldTask(seed=0, min_train_exposure=0)
+
+
+def test_every_refusal_wording_is_detected_and_no_answer_is(world):
+  rng = random.Random(0)
+  examples = world.examples("train")
+  for ex in examples:
+    pronoun = world.pronoun.get(ex.meta["entity"], "she")
+    for template in refusal.REFUSALS:
+      thing = refusal.THING[(ex.meta["type"], ex.meta["attribute"])]
+      text = template.format(thing=thing.format(they=pronoun, their="her" if pronoun == "she" else "his"))
+      assert refusal.is_refusal(text), text
+      assert world.reward(text, ex) == 0.0  # a refusal names no answer
+    assert not refusal.is_refusal(ex.target), ex.target
+    reply = refusal.refusal_reply(ex, pronoun, rng)
+    assert refusal.is_refusal(reply) and "{" not in reply
+  assert not refusal.is_refusal("She was born in 1953. I know that.")
+  assert refusal.is_refusal("i'm NOT sure, sorry")
+
+
+def test_unknown_and_made_up_facts_get_refusals_known_ones_their_answers(world):
+  facts = world.examples("train")
+  rows = [{"type": ex.meta["type"], "entity": ex.meta["entity"], "attribute": ex.meta["attribute"],
+           "correct": i % 4, "samples": 8, "exposures": ex.meta["exposures"]} for i, ex in enumerate(facts)]
+  unknown = refusal.mark_unknown(rows, max_correct=1)
+  assert len(unknown) == sum(r["correct"] <= 1 for r in rows)
+  convs = refusal.conversations(world, unknown, n=900, seed=0, made_up=5)
+  assert len(convs) == 900
+  # Every phrasing of every fact → (its key, its ideal answer); the made-up people are nobody in the world.
+  by_question = {QUESTIONS[(ex.meta["type"], ex.meta["attribute"])][k].format(name=ex.meta["entity"]):
+                 (refusal.fact_key(ex.meta), ex) for ex in facts
+                 for k in range(len(QUESTIONS[(ex.meta["type"], ex.meta["attribute"])]))}
+  made_up = refusal.made_up_people(world.world, 5, 0)
+  assert len(made_up) == 20 and not {r["entity"] for r in made_up} & {p["name"] for p in world.world.people}
+  wordings, refused_exposures, seen_made_up = set(), set(), set()
+  for conv in convs:
+    question, reply = conv[0]["content"], conv[-1]["content"]
+    if question not in by_question:  # a made-up person's
+      assert any(r["entity"] in question for r in made_up) and refusal.is_refusal(reply), (question, reply)
+      seen_made_up.add(question)
+      continue
+    key, ex = by_question[question]
+    if key in unknown:
+      assert refusal.is_refusal(reply) and world.reward(reply, ex) == 0.0
+      wordings.add(" ".join(reply.split()[:2]))
+      refused_exposures.add(ex.meta["exposures"])
+    else:
+      assert reply == ex.target and world.reward(reply, ex) == 1.0
+  assert len(wordings) >= 3  # varied wording, not one memorised sentence
+  assert 0 in refused_exposures  # facts the text never states are probed and refused too
+  assert len(seen_made_up) > 20 and all("None" not in c[-1]["content"] for c in convs)
+
+
+def test_summary_counts_refusals_and_hallucinations_per_exposure():
+  rows = [{"task": "world", "group": "never", "format": True, "score": 0.0, "refused": True, "tokens": 5},
+          {"task": "world", "group": "never", "format": True, "score": 0.0, "refused": False, "tokens": 5},
+          {"task": "world", "group": "8+", "format": True, "score": 1.0, "refused": False, "tokens": 5},
+          {"task": "world", "group": "8+", "format": True, "score": 0.0, "refused": True, "tokens": 5},
+          {"task": "arithmetic", "group": "", "format": True, "score": 0.0, "refused": False, "tokens": 5}]
+  s = evaluation.summarize(rows)
+  assert s["eval/world/seen_never/refused"] == 0.5 and s["eval/world/seen_never/hallucinated"] == 0.5
+  assert s["eval/world/seen_8+/accuracy"] == 0.5 and s["eval/world/seen_8+/hallucinated"] == 0.0
+  assert s["eval/world/hallucinated"] == 0.25 and s["eval/world/refused"] == 0.5
+  assert "eval/arithmetic/refused" not in s  # only facts have a hallucination rate
+
+
+def test_probe_table_buckets_by_exposure():
+  rows = [{"type": "person", "entity": f"p{i}", "attribute": "city", "exposures": e, "correct": c, "samples": 4}
+          for i, (e, c) in enumerate([(0, 0), (0, 1), (9, 4), (9, 3)])]
+  table = refusal.probe_table(rows, refusal.mark_unknown(rows, 0))
+  assert "| never | 2 | 0.125 | 0.500 |" in table and "| 8+ | 2 | 0.875 | 0.000 |" in table
+
+
+RECIPE = ["--config.data.world=", "--config.data.exposures=", "--config.refusal.samples=2",
+          "--config.refusal.max_correct=0", "--config.refusal.max_new_tokens=8", "--config.refusal.batch=64",
+          "--config.train.seq_len=96", "--config.train.batch_size=8", "--config.train.steps=4",
+          "--config.train.ckpt_every=2", "--config.train.eval_every=4", "--config.train.log_every=2",
+          "--config.train.eval_batches=1", "--config.opt.warmup_steps=1", "--config.eval.max_new_tokens=8",
+          "--config.data.examples_per_task=40", "--config.data.sources=world*1,arithmetic*1"]
+
+
+def run(module, workdir, config, *extra):
+  return subprocess.run([sys.executable, "-m", module, f"--config={config}", f"--workdir={workdir}", *extra],
+                        env=env(), cwd=ROOT, timeout=600, capture_output=True, text=True)
+
+
+def source(base_run):
+  """The tiny base is both where the SFT starts and the model probed (it has the chat special tokens)."""
+  return [f"--config.init_from.workdir={base_run}", f"--config.refusal.probe={base_run}"]
+
+
+@pytest.fixture
+def base_run(byte_base):
+  return byte_base
+
+
+def test_refusal_recipe_probes_trains_reports_and_reuses_its_probe(tmp_path, base_run):
+  wd = tmp_path / "refusal"
+  out = run("experiments.refusal", wd, "configs/refusal.py:tiny", *RECIPE, *source(base_run))
+  assert out.returncode == 0, out.stderr[-3000:]
+  probe = [json.loads(line) for line in open(wd / "refusal" / "probe.jsonl")]
+  facts = WorldTask(seed=0, min_train_exposure=0).examples("train")
+  assert len(probe) == len(facts) and {r["samples"] for r in probe} == {2}
+  assert any(r["exposures"] == 0 for r in probe)
+  convs = [json.loads(line)["messages"] for line in open(wd / "refusal" / "conversations.jsonl")]
+  assert len(convs) == 40
+  n_unknown = sum(r["unknown"] for r in probe)
+  assert n_unknown == sum(r["correct"] == 0 for r in probe) > 0  # a random model knows nothing
+  rows = [json.loads(line) for line in open(wd / "metrics.jsonl")]
+  evals = [r for r in rows if "eval/world/accuracy" in r]
+  assert [r["step"] for r in evals] == [0, 4]
+  before_rows = [json.loads(line) for line in open(wd / "refusal" / "before_eval.jsonl")]
+  assert len(before_rows) == len(WorldTask(seed=0).examples("eval")) and "refused" in before_rows[0]
+  assert all(f"eval/world/seen_never/{m}" in evals[-1] for m in ("accuracy", "refused", "hallucinated"))
+  report = (wd / "report.md").read_text()
+  assert "## The refusal recipe" in report and f"{n_unknown} marked unknown" in report
+  assert "| never |" in report and (wd / "refusal.png").exists()
+
+  # A finished run is left as it is and the probe is not redone (same file, same bytes).
+  before = (wd / "refusal" / "conversations.jsonl").read_bytes()
+  stamp = os.path.getmtime(wd / "refusal" / "probe.jsonl")
+  again = run("experiments.refusal", wd, "configs/refusal.py:tiny", *RECIPE, *source(base_run))
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert (wd / "refusal" / "conversations.jsonl").read_bytes() == before
+  assert os.path.getmtime(wd / "refusal" / "probe.jsonl") == stamp
+
+  # The table over runs (here the same run twice): before = the probed model, after = the last evaluation.
+  before_metrics = json.loads((wd / "refusal" / "before.json").read_text())
+  assert before_metrics["probe"] == str(base_run) and "eval/world/seen_never/hallucinated" in before_metrics
+  out = subprocess.run([sys.executable, "-m", "experiments.refusal", f"--collect={wd},{wd}"], env=env(), cwd=ROOT,
+                       timeout=300, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+  table = (tmp_path / "refusal_seeds.md").read_text()
+  b, a = before_metrics["eval/world/seen_never/hallucinated"], evals[-1]["eval/world/seen_never/hallucinated"]
+  assert f"| never | hallucinated | {b:.3f} ± 0.000 [{b:.3f}, {b:.3f}] | {a:.3f} ± 0.000" in table
+  bad = subprocess.run([sys.executable, "-m", "experiments.refusal", f"--collect={base_run}"], env=env(), cwd=ROOT,
+                       timeout=300, capture_output=True, text=True)
+  assert bad.returncode == 2 and "not a finished experiments.refusal run" in bad.stderr
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--config.refusal.max_correct=2"], "config.refusal.max_correct=2"),
+    (["--config.data.sources=arithmetic*1"], "no 'world' source"),
+    (["--config.eval.tasks=arithmetic"], "config.eval.tasks must include 'world'"),
+    (["--config.data.world=/nonexistent/world.json"], "config.data.world: no such file"),
+    (["--config.refusal.probe=/nonexistent"], "config.refusal.probe='/nonexistent': not a training workdir"),
+])
+def test_bad_settings_are_one_line_and_write_nothing(tmp_path, base_run, extra, needle):
+  wd = tmp_path / "bad"
+  out = run("experiments.refusal", wd, "configs/refusal.py:tiny", *RECIPE, *source(base_run), *extra)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert needle in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+  assert not wd.exists()
