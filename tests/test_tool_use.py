@@ -1,9 +1,11 @@
 """Tool-use SFT conversations: the exact call format the engine runs, outputs that the real tools
 print, loss on the call and the answer but never on the output, and evaluation through the engine."""
+import re
+
 import numpy as np
 import pytest
 
-from lm import conversation, engine, evaluation, tasks, tools
+from lm import conversation, engine, evaluation, refusal, tasks, tools
 from lm.tasks import tool_use
 from lm.tokenizer import ByteTokenizer
 
@@ -35,6 +37,17 @@ def test_tool_conversations_render_with_the_loss_on_call_and_answer_only(search)
     assert tasks.get(ex.task).reward(answer["content"], ex) == 1.0 or ex.task == "world"
     if ex.task == "world":
       assert ex.meta["entity"] in output["content"]
+      # The fact when the output states it, else "not found": never an answer without evidence.
+      found = re.search(rf"(?<!\w){re.escape(ex.reference)}(?!\w)", output["content"])
+      assert answer["content"] == (ex.target if found else tool_use.NOT_FOUND)
+      assert refusal.is_refusal(tool_use.NOT_FOUND)
+
+
+def test_world_answers_follow_the_search_output():
+  ex = tasks.get("world").examples("train", 1, 0)[0]
+  stated = tool_use.conversation(ex, lambda q: f"[1] Page (u)\n... {ex.meta['entity']}: {ex.reference}.")
+  missed = tool_use.conversation(ex, lambda q: f"[1] Page (u)\n... {ex.meta['entity']} is someone.")
+  assert stated[-1]["content"] == ex.target and missed[-1]["content"] == tool_use.NOT_FOUND
 
 
 def test_python_outputs_are_what_the_tools_print():

@@ -19,9 +19,12 @@ sandbox prints exactly the same for them.
 """
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 from lm.tasks.base import Example
+
+NOT_FOUND = "The search did not find it, so I don't know."  # lm.refusal.is_refusal counts it as a refusal
 
 Search = Callable[[str], str]
 
@@ -55,7 +58,12 @@ def reply_after(example: Example, output: str) -> str:
     if m["kind"] == "count":
       return f"The letter {m['letter']} appears {out} {'time' if out == '1' else 'times'} in {m['word']}.\nAnswer: {out}"
     return f"Answer: {out}"
-  return example.target  # world: the fact, stated as without the tool
+  # world: the fact when the search output states it; otherwise the reply says the search did not
+  # find it. Answering anyway would teach the model that the output does not matter (a third of the
+  # ideal queries' top hits miss the fact) and to state facts it has no evidence for.
+  if re.search(rf"(?<!\w){re.escape(str(example.reference))}(?!\w)", out):
+    return example.target
+  return NOT_FOUND
 
 
 def python_output(example: Example) -> str:

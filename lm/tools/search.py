@@ -24,6 +24,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -32,6 +33,8 @@ from typing import Iterator, NamedTuple, Optional, Sequence
 
 import bm25s
 import numpy as np
+
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # one INFO line per index built, else
 
 from lm.data import corpus
 from lm.errors import MissingFile, UserError

@@ -1,0 +1,103 @@
+"""Knowledge in the weights versus in the context window, on the synthetic world's held-out facts.
+
+  contexts = knowledge.oracle_outputs(examples, documents)       # the page that states each fact
+  rows = knowledge.answer(mode, model, params, tok, examples, ...)  # mode: weights | context | search
+
+The same held-out questions (entities never in any SFT data), answered greedily
+three ways:
+
+  weights  the SFT model alone: a vague recollection of pretraining.
+  context  the tool-use SFT model with the search call already made and its output
+           forced in: the page of the crawl that states the fact, formatted exactly as
+           the search tool formats a hit (`oracle_outputs`). Working memory, perfect
+           retrieval. Facts the text never states have no page and are left out.
+  search   the tool-use SFT model with the live BM25 tool (`lm.tools.search`): it writes
+           its own query, and retrieval can miss.
+
+Accuracy is grouped by how often the fact appeared in pretraining (`lm.evaluation`'s
+buckets), so the table shows where context helps: rarely seen facts.
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+
+from lm import chat_template, evaluation
+from lm.tasks import tool_use
+from lm.tools.search import Document, Search
+
+MODES = ("weights", "context", "search")
+
+
+_SENTENCES = re.compile(r"(?<=[.?!])\s+|\n+")
+
+
+def stating_documents(example, documents: Sequence[Document]) -> list[Document]:
+  """The documents with a sentence that names the entity and its value (where a reader learns the fact)."""
+  name, value = example.meta["entity"], str(example.reference)
+  pattern = re.compile(rf"(?<!\w){re.escape(value)}(?!\w)")
+  return [d for d in documents if name in d.text and pattern.search(d.text)
+          and any(name in s and pattern.search(s) for s in _SENTENCES.split(d.text))]
+
+
+def oracle_outputs(examples: Sequence, documents: Sequence[Document], **search_options) -> list[str | None]:
+  """For each example, what the search tool would print had it retrieved the page that states the
+  fact: a search over that fact's pages only, with the ideal query (ranking) and a snippet from the
+  sentence with the entity's name and the answer; None when no page states it."""
+  out = []
+  for ex in examples:
+    pages = stating_documents(ex, documents)
+    if not pages:
+      out.append(None)
+      continue
+    _, query = tool_use.call_for(ex)
+    search = Search(pages, **{"k": 1, "snippet_chars": 160, **search_options})
+    page = search.search(query)[0][0] if search.search(query) else pages[0]
+    snippet = search.snippet(page, f"{ex.meta['entity']} {ex.reference}")
+    out.append(f"[1] {page.title} ({page.url})\n{snippet}")  # the tool's own layout (Search.__call__)
+  return out
+
+
+def context_prompts(examples: Sequence, outputs: Sequence[str], tok) -> list[list[int]]:
+  """Prompts ending inside the assistant's turn, right after the (oracle) search output."""
+  fmt = chat_template.OwnFormat(tok)
+  prompts = []
+  for ex, output in zip(examples, outputs):
+    _, query = tool_use.call_for(ex)
+    messages = ex.messages + [{"role": "assistant", "content": "", "tool_call": {"name": "search", "arguments": query}},
+                              {"role": "tool", "content": output}]
+    prompts.append(fmt.render_prompt(messages).tolist())
+  return prompts
+
+
+def table(per_seed: Sequence[dict[str, list[dict]]]) -> tuple[list[str], dict]:
+  """Markdown rows (bucket × mode: mean ± std over seeds, n facts) from each seed's {mode: eval rows}."""
+  acc: dict[tuple[str, str], list[float]] = defaultdict(list)
+  n: dict[tuple[str, str], int] = {}
+  for rows_by_mode in per_seed:
+    for mode, rows in rows_by_mode.items():
+      by = defaultdict(list)
+      for r in rows:
+        by[r["group"]].append(r["score"])
+        by["all"].append(r["score"])
+      for group, scores in by.items():
+        acc[(group, mode)].append(float(np.mean(scores)))
+        n[(group, mode)] = len(scores)
+  groups = [g for _, _, g in evaluation.EXPOSURE_BUCKETS] + ["all"]
+  lines = ["| seen in pretraining | " + " | ".join(MODES) + " |", "|---|" + "---|" * len(MODES)]
+  summary = {}
+  for g in groups:
+    cells = []
+    for mode in MODES:
+      v = acc.get((g, mode))
+      if not v:
+        cells.append("—")
+        continue
+      summary[f"{mode}/{g}"] = {"mean": float(np.mean(v)), "std": float(np.std(v)), "seeds": v}
+      cells.append(f"{np.mean(v):.3f} ± {np.std(v):.3f} (n={n[(g, mode)]})")
+    if any(c != "—" for c in cells):
+      lines.append(f"| {g} | " + " | ".join(cells) + " |")
+  return lines, summary
