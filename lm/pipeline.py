@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Sequence, TextIO
+from typing import BinaryIO, Callable, Sequence, TextIO
 
 from lm.errors import UserError
 
@@ -201,12 +201,13 @@ class Interrupted(Exception):
 Runner = Callable[[Sequence[str], str], int]  # (argv, log path) → exit status
 
 
-def subprocess_runner(env: dict | None = None, echo: TextIO | None = None) -> Runner:
-  """Runs argv in the project root, its stdout and stderr tee'd to the log and to `echo` as they come
-  (byte chunks, so progress bars that redraw with \\r pass through). SIGINT / SIGTERM to the pipeline
+def subprocess_runner(env: dict | None = None, echo: BinaryIO | None = None) -> Runner:
+  """Runs argv in the project root, its stdout and stderr tee'd to the log and to `echo` (a binary
+  stream; default this process's stdout) as they come, in byte chunks, so progress bars that redraw
+  with \\r pass through. SIGINT / SIGTERM to the pipeline
   are passed to the stage (its own session, so a terminal's Ctrl-C reaches it once, through us), and
   the stage gets SIGTERM if the pipeline dies (Linux)."""
-  out = (echo or sys.stdout).buffer if hasattr(echo or sys.stdout, "buffer") else None
+  out = echo if echo is not None else getattr(sys.stdout, "buffer", None)
 
   def run(argv: Sequence[str], log_path: str) -> int:
     received: list[int] = []

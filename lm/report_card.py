@@ -334,8 +334,8 @@ def _rm_section(workdir: str) -> list[str]:
   rows = [[str(r["step"]), fmt(r.get("val/loss"), 4), fmt(r.get("val/accuracy")), fmt(r.get("val/top1"))]
           for r in m if "val/accuracy" in r]
   out = ["## Reward model on the gold rankings", "",
-         f"Rankings from sft_chat: {fmt(n) if n else DASH} (replies that all tie are dropped), {fmt(pairs) if n else DASH} "
-         f"ordered pairs, mean gold score {fmt(gold)}. Held-out split by prompt:"]
+         f"Rankings from sft_chat: {fmt(n) if n else DASH} (replies that all tie are dropped), "
+         f"{fmt(pairs) if n else DASH} ordered pairs, mean gold score {fmt(gold)}. Held-out split by prompt:"]
   if rows:
     out += [""] + _table(["step", "loss", "pairwise accuracy (chance 0.5)", "top-1"], rows)
   return out
