@@ -314,7 +314,7 @@ def run(config, workdir: str, runner: Runner, log: TextIO = sys.stdout,
       if (missing := stage.missing_output()) is not None:
         raise UserError(f"stage {stage.name!r} exited 0 but did not finish: {missing}; see {log_path}, "
                         "then run the same command again to resume it")
-      seconds = time.perf_counter() - t0
+      seconds = time.perf_counter() - t0  # this run's: an interrupted earlier attempt is not counted
       _write_atomic(done_path(workdir, stage.name), {
           "stage": stage.name, "seconds": round(seconds, 1), "exit_code": 0, "commands": commands,
           "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")})

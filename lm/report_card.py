@@ -163,7 +163,8 @@ def _stages_section(workdir: str, stages) -> list[str]:
     rows.append([name, "not yet built", DASH, DASH, DASH, DASH])
   n_done = sum(r[1] == "done" for r in rows)
   out = ["## Stages", "", f"{n_done} of {len(stages)} stages finished; their wall time adds up to "
-         f"{_minutes(total)}. tokens/s and MFU are the medians of the stage's logged training steps.", ""]
+         f"{_minutes(total)} (a stage's time is that of the run that finished it). tokens/s and MFU are the "
+         "medians of the stage's logged training steps.", ""]
   return out + _table(["stage", "status", "wall time", "tokens/s", "MFU", "log"], rows)
 
 
@@ -376,6 +377,13 @@ def _not_built_section() -> list[str]:
 
 # --- plots -------------------------------------------------------------------------------------------
 
+def _style(ax, xlabel: str) -> None:
+  ax.set_xlabel(xlabel)
+  ax.grid(alpha=0.3)
+  if ax.get_legend_handles_labels()[0]:  # a panel whose stage has not run yet stays empty
+    ax.legend(fontsize=8)
+
+
 def _plots(workdir: str) -> dict:
   """PNGs beside report.md, each only when its data exists: {name: file name}."""
   import matplotlib
@@ -404,7 +412,7 @@ def _plots(workdir: str) -> dict:
     axes[1].set_title("SFT: held-out assistant-token loss")
     axes[1].set_yscale("log")
     for ax in axes:
-      ax.set_xlabel("step"), ax.grid(alpha=0.3), ax.legend(fontsize=8)
+      _style(ax, "step")
     save(fig, "losses")
 
   g = metrics(os.path.join(workdir, "grpo"))
@@ -419,7 +427,7 @@ def _plots(workdir: str) -> dict:
         axes[1].plot(*zip(*pts), "o-" if key.startswith("eval") else "-", ms=3, lw=1, label=key)
     axes[1].set_title("GRPO: reply length (tokens)")
     for ax in axes:
-      ax.set_xlabel("step"), ax.grid(alpha=0.3), ax.legend(fontsize=8)
+      _style(ax, "step")
     save(fig, "grpo")
 
   r = metrics(os.path.join(workdir, "rlhf"))
@@ -436,7 +444,7 @@ def _plots(workdir: str) -> dict:
       if bon.get("n") and bon.get(key):
         ax.plot([math.sqrt(k) for k in bon["kl"]], bon[key], "s--", ms=3, label="best-of-n")
       ax.set_title(f"RLHF: {title} against √KL per reply")
-      ax.set_xlabel("√KL"), ax.grid(alpha=0.3), ax.legend(fontsize=8)
+      _style(ax, "√KL")
     save(fig, "rlhf")
   return made
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 import pytest
 
@@ -328,6 +329,12 @@ def test_report_card_of_an_empty_workdir_is_all_dashes(tmp_path):
   assert "0 of 9 stages finished" in card and "Held-out loss — → — nats/token" in card
   assert all(c["ok"] is None for c in report_card.checks(str(tmp_path)))
   assert not list(tmp_path.glob("*.png"))
+  # A partial run (the base model only): its panel is drawn, the empty ones quietly left out.
+  _write_jsonl(tmp_path / "base" / "metrics.jsonl", [{"step": 0, "val/loss": 7.0}, {"step": 5, "train/loss": 6.0}])
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    report_card.write(str(tmp_path), pipeline.plan(_config(), str(tmp_path)))
+  assert [p.name for p in tmp_path.glob("*.png")] == ["card_losses.png"]
 
 
 # --- the whole chain, for real -----------------------------------------------------------------------
