@@ -8,67 +8,17 @@ pipeline_done.json. A stage that has not run, or a key it did not log, shows "�
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
-import statistics
 
-from lm import pipeline
+from lm import pipeline, report_card_plots
+from lm.stage_outputs import (eval_rows, first_last, median, metrics, rankings_stats, read_json, read_jsonl,
+                              report_samples, series)
 
 DASH = "—"
 NOT_BUILT = (("refusal", "the refusal recipe (SFT on refusals of unanswerable questions, hallucination and "
               "refusal rates): not yet built (issue 13)"),)
-
-
-# --- reading what the stages wrote -------------------------------------------------------------
-
-def _json(path: str):
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
-def _jsonl(path: str) -> list[dict]:
-  """Every parsable line (a run killed mid-write leaves a torn last line: skipped)."""
-  out = []
-  try:
-    with open(path) as f:
-      for line in f:
-        try:
-          out.append(json.loads(line))
-        except ValueError:
-          continue
-  except OSError:
-    pass
-  return [r for r in out if isinstance(r, dict)]
-
-
-def metrics(stage_dir: str) -> list[dict]:
-  return [r for r in _jsonl(os.path.join(stage_dir, "metrics.jsonl")) if "step" in r]
-
-
-def series(rows: list[dict], key: str) -> list[tuple[int, float]]:
-  """(step, value) of every row with a finite value for `key`; the last row per step wins (a resume
-  may repeat a step's evaluation)."""
-  by_step = {}
-  for r in rows:
-    v = r.get(key)
-    if isinstance(v, (int, float)) and math.isfinite(v):
-      by_step[r["step"]] = float(v)
-  return sorted(by_step.items())
-
-
-def first_last(rows: list[dict], key: str) -> tuple[float | None, float | None]:
-  s = series(rows, key)
-  return (s[0][1], s[-1][1]) if s else (None, None)
-
-
-def median(rows: list[dict], key: str) -> float | None:
-  values = [v for _, v in series(rows, key)]
-  return statistics.median(values) if values else None
 
 
 def fmt(v, digits: int = 3) -> str:
@@ -108,12 +58,12 @@ def checks(workdir: str) -> list[dict]:
   def add(stage, measure, start, end, intended, ok):
     rows.append({"stage": stage, "measure": measure, "start": start, "end": end, "intended": intended, "ok": ok})
 
-  web = _json(p("data", "web_stats.json")) or {}
+  web = read_json(p("data", "web_stats.json")) or {}
   steps = web.get("steps") or []
   read, kept = (steps[0]["in"], steps[-1]["kept"]) if steps else (None, None)
   add("data", "documents: read → kept by the web pipeline", read, kept, "most kept, some dropped",
       None if read is None else 0 < kept < read)
-  tok = _json(p("data", "tokenizer", "tokenizer_report.json")) or {}
+  tok = read_json(p("data", "tokenizer", "tokenizer_report.json")) or {}
   bpt = tok.get("heldout_bytes_per_token")
   add("data", "held-out bytes per BPE token", 1.0 if bpt is not None else None, bpt, "> 1 (compression)",
       None if bpt is None else bpt > 1)
@@ -178,7 +128,7 @@ def _checks_section(workdir: str) -> list[str]:
 def _data_section(workdir: str) -> list[str]:
   d = os.path.join(workdir, "data")
   out = ["## Data: synthetic crawl → clean text → BPE → shards", ""]
-  web = _json(os.path.join(d, "web_stats.json")) or {}
+  web = read_json(os.path.join(d, "web_stats.json")) or {}
   steps = web.get("steps") or []
   if steps:
     out += _table(["filter", "in", "kept", "dropped", "why"],
@@ -192,26 +142,15 @@ def _data_section(workdir: str) -> list[str]:
   if scored:
     out += ["", "Against the crawl's hidden labels: " + ", ".join(f"{k} {v:.0%}" for k, v in scored)
             + f"; PII left in kept text: {labels.get('pii_in_kept_text', DASH)}."]
-  tok = _json(os.path.join(d, "tokenizer", "tokenizer_report.json")) or {}
+  tok = read_json(os.path.join(d, "tokenizer", "tokenizer_report.json")) or {}
   others = ", ".join(f"{k} {v:.2f}" for k, v in (tok.get("bytes_per_token") or {}).items())
   out += ["", f"Tokenizer: BPE of {fmt(tok.get('vocab_size'))} tokens, {fmt(tok.get('heldout_bytes_per_token'), 2)} "
           f"bytes per token on held-out documents" + (f" ({others})" if others else "") + "."]
-  shards = _json(os.path.join(d, "shards", "tokenize_report.json")) or {}
+  shards = read_json(os.path.join(d, "shards", "tokenize_report.json")) or {}
   tr, va = shards.get("train") or {}, shards.get("val") or {}
   out.append(f"Shards: {fmt(tr.get('num_tokens'))} training tokens in {fmt(tr.get('num_docs'))} documents, "
              f"{fmt(va.get('num_tokens'))} held-out tokens in {fmt(va.get('num_docs'))}.")
   return out
-
-
-def _report_samples(stage_dir: str, limit: int = 1) -> list[str]:
-  """The first sample(s) of a stage's report.md "Samples at the last evaluation"."""
-  try:
-    text = open(os.path.join(stage_dir, "report.md")).read()
-  except OSError:
-    return []
-  part = text.split("## Samples at the last evaluation", 1)
-  blocks = re.findall(r"```\n(.*?)\n```", part[1], re.S) if len(part) == 2 else []
-  return [_quote(b, 300) for b in blocks[:limit]]
 
 
 def _base_section(workdir: str, plots: dict) -> list[str]:
@@ -223,7 +162,7 @@ def _base_section(workdir: str, plots: dict) -> list[str]:
          f"Held-out loss {fmt(v0)} → {fmt(v1)} nats/token ({fmt(bpb)} bits/byte); last training loss {fmt(tl)}."]
   if "losses" in plots:
     out += ["", f"![losses]({plots['losses']})"]
-  for s in _report_samples(os.path.join(workdir, "base")):
+  for s in [_quote(b, 300) for b in report_samples(os.path.join(workdir, "base"))]:
     out += ["", f"Sample (temperature 0.8): `{s}`"]
   return out
 
@@ -238,16 +177,6 @@ SFT_ROWS = (("format (reply ends its turn)", "eval/format"), ("reply tokens", "e
             ("arithmetic", "eval/arithmetic/accuracy"), ("spelling / letter counting", "eval/spelling/accuracy"))
 
 
-def _eval_rows(path: str, per_task: int = 1) -> list[dict]:
-  rows, seen = [], {}
-  for r in _jsonl(path):
-    task = r.get("task", "")
-    if seen.get(task, 0) < per_task:
-      seen[task] = seen.get(task, 0) + 1
-      rows.append(r)
-  return rows
-
-
 def _sft_section(workdir: str) -> list[str]:
   chat, tools = metrics(os.path.join(workdir, "sft_chat")), metrics(os.path.join(workdir, "sft"))
   rows = []
@@ -260,7 +189,7 @@ def _sft_section(workdir: str) -> list[str]:
          "(the base model never calls them).", ""]
   out += _table(["held-out", "base", "SFT (sft_chat)", "base, tools on", "SFT with tools (sft)"], rows)
   for name, title in (("sft", "with tools"), ("sft_chat", "without tools")):
-    samples = _eval_rows(os.path.join(workdir, name, "eval.jsonl"))
+    samples = eval_rows(os.path.join(workdir, name, "eval.jsonl"))
     if samples:
       out += ["", f"Replies after SFT {title} (held-out):", ""]
       for r in samples:
@@ -279,13 +208,13 @@ def _arith_section(workdir: str) -> list[str]:
   out = ["## Arithmetic SFT (GRPO's start)", "",
          f"Held-out worked arithmetic, greedy: accuracy {fmt(a0)} → {fmt(a1)}; assistant-token loss "
          f"{fmt(v0)} → {fmt(v1)}."]
-  for r in _eval_rows(os.path.join(workdir, "sft_arith", "eval.jsonl")):
+  for r in eval_rows(os.path.join(workdir, "sft_arith", "eval.jsonl")):
     out += ["", f"Reply: `{_quote(str(r.get('reply', '')), 300)}` (reference {r.get('reference')!r})"]
   return out
 
 
 def _rl_samples(stage_dir: str, keys: tuple[str, ...]) -> list[str]:
-  rows = _jsonl(os.path.join(stage_dir, "eval_samples.jsonl"))
+  rows = read_jsonl(os.path.join(stage_dir, "eval_samples.jsonl"))
   if not rows:
     return []
   steps = sorted({r.get("step", 0) for r in rows})
@@ -321,16 +250,8 @@ def _grpo_section(workdir: str, plots: dict) -> list[str]:
   return out
 
 
-def _rankings_stats(path: str) -> tuple[int, int, float | None]:
-  rankings = _jsonl(path)
-  pairs = sum(sum(1 for i in range(len(g)) for j in range(i + 1, len(g)) if g[i] != g[j])
-              for g in (r.get("gold") or [] for r in rankings))
-  golds = [x for r in rankings for x in (r.get("gold") or [])]
-  return len(rankings), pairs, (sum(golds) / len(golds) if golds else None)
-
-
 def _rm_section(workdir: str) -> list[str]:
-  n, pairs, gold = _rankings_stats(os.path.join(workdir, "rankings", "seed0.jsonl"))
+  n, pairs, gold = rankings_stats(os.path.join(workdir, "rankings", "seed0.jsonl"))
   m = metrics(os.path.join(workdir, "reward_model"))
   rows = [[str(r["step"]), fmt(r.get("val/loss"), 4), fmt(r.get("val/accuracy")), fmt(r.get("val/top1"))]
           for r in m if "val/accuracy" in r]
@@ -358,7 +279,7 @@ def _rlhf_section(workdir: str, plots: dict) -> list[str]:
          f"best {fmt(max((v for _, v in series(m, 'eval/gold')), default=None))}."]
   if rows:
     out += [""] + _table(header, rows)
-  bon = _json(os.path.join(d, "best_of_n.json"))
+  bon = read_json(os.path.join(d, "best_of_n.json"))
   if bon and bon.get("n"):
     out += ["", "Best-of-n against the proxy, from the start (KL = log n − (n−1)/n):", ""]
     out += _table(["n", "KL", "proxy", "gold"], [[str(n), fmt(k), fmt(p), fmt(g)] for n, k, p, g in
@@ -373,80 +294,6 @@ def _rlhf_section(workdir: str, plots: dict) -> list[str]:
 
 def _not_built_section() -> list[str]:
   return ["## Not yet built", ""] + [f"- {name}: {what}" for name, what in NOT_BUILT]
-
-
-# --- plots -------------------------------------------------------------------------------------------
-
-def _style(ax, xlabel: str) -> None:
-  ax.set_xlabel(xlabel)
-  ax.grid(alpha=0.3)
-  if ax.get_legend_handles_labels()[0]:  # a panel whose stage has not run yet stays empty
-    ax.legend(fontsize=8)
-
-
-def _plots(workdir: str) -> dict:
-  """PNGs beside report.md, each only when its data exists: {name: file name}."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  made = {}
-
-  def save(fig, name):
-    fig.tight_layout()
-    fig.savefig(os.path.join(workdir, f"card_{name}.png"))
-    plt.close(fig)
-    made[name] = f"card_{name}.png"
-
-  base = metrics(os.path.join(workdir, "base"))
-  sfts = {n: metrics(os.path.join(workdir, n)) for n in ("sft", "sft_chat", "sft_arith")}
-  if series(base, "train/loss") or any(series(m, "val/loss") for m in sfts.values()):
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
-    for key, style in (("train/loss", "-"), ("val/loss", "o-")):
-      if pts := series(base, key):
-        axes[0].plot(*zip(*pts), style, ms=3, label=key)
-    axes[0].set_title("base: loss (nats/token)")
-    for n, m in sfts.items():
-      if pts := series(m, "val/loss"):
-        axes[1].plot(*zip(*pts), "o-", ms=3, label=n)
-    axes[1].set_title("SFT: held-out assistant-token loss")
-    axes[1].set_yscale("log")
-    for ax in axes:
-      _style(ax, "step")
-    save(fig, "losses")
-
-  g = metrics(os.path.join(workdir, "grpo"))
-  if series(g, "eval/pass@1") or series(g, "rollout/response_tokens"):
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
-    for key in ("eval/pass@1", "rollout/reward"):
-      if pts := series(g, key):
-        axes[0].plot(*zip(*pts), "o-" if key.startswith("eval") else "-", ms=3, lw=1, label=key)
-    axes[0].set_title("GRPO: held-out pass@1, training reward")
-    for key in ("rollout/response_tokens", "eval/length_correct", "eval/length_wrong"):
-      if pts := series(g, key):
-        axes[1].plot(*zip(*pts), "o-" if key.startswith("eval") else "-", ms=3, lw=1, label=key)
-    axes[1].set_title("GRPO: reply length (tokens)")
-    for ax in axes:
-      _style(ax, "step")
-    save(fig, "grpo")
-
-  r = metrics(os.path.join(workdir, "rlhf"))
-  pts = [(row["eval/kl_reply"], row.get("eval/proxy"), row.get("eval/gold")) for row in r
-         if isinstance(row.get("eval/kl_reply"), (int, float))]
-  bon = _json(os.path.join(workdir, "rlhf", "best_of_n.json")) or {}
-  if pts or bon.get("n"):
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), dpi=110)
-    for ax, idx, title in ((axes[0], 1, "proxy reward"), (axes[1], 2, "gold reward")):
-      rl = [(math.sqrt(max(p[0], 0.0)), p[idx]) for p in pts if p[idx] is not None]
-      if rl:
-        ax.plot(*zip(*rl), "o-", ms=3, label="RLHF")
-      key = "proxy" if idx == 1 else "gold"
-      if bon.get("n") and bon.get(key):
-        ax.plot([math.sqrt(k) for k in bon["kl"]], bon[key], "s--", ms=3, label="best-of-n")
-      ax.set_title(f"RLHF: {title} against √KL per reply")
-      _style(ax, "√KL")
-    save(fig, "rlhf")
-  return made
 
 
 # --- the card ----------------------------------------------------------------------------------------
@@ -466,7 +313,7 @@ def render(workdir: str, stages, plots: dict) -> str:
 
 def write(workdir: str, stages) -> str:
   """Rewrites <workdir>/report.md (atomically) and its PNGs."""
-  text = render(workdir, stages, _plots(workdir))
+  text = render(workdir, stages, report_card_plots.draw(workdir))
   path = os.path.join(workdir, "report.md")
   tmp = f"{path}.tmp{os.getpid()}"
   with open(tmp, "w") as f:

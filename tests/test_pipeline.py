@@ -234,6 +234,21 @@ def test_sigterm_to_the_pipeline_reaches_the_stage_once(tmp_path):
   assert signal.getsignal(signal.SIGTERM) == before  # the forwarding handler is gone again
 
 
+def test_the_command_line_reports_a_failed_stage_in_one_line(tmp_path):
+  """A real stage command that fails (an unknown key passed down): exit 2, one line naming the stage,
+  its log (which has the stage's own error) and the exit code; no marker written."""
+  wd = tmp_path / "pipe"
+  r = subprocess.run([sys.executable, "-m", "experiments.pipeline", "--config=configs/pipeline.py:tiny",
+                      f"--workdir={wd}", "--config.stages=data", "--config.data.overrides=--config.web.nope=1"],
+                     cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+  assert r.returncode == 2, r.stdout + r.stderr
+  assert r.stderr.strip().splitlines()[-1] == (
+      f"error: stage 'data' exited with code 2: see {wd}/data.log (last line: error: unknown config key "
+      "'config.web.nope' (every key must be declared in the config file))")
+  assert "[1/1] data: prepare_data, train_tokenizer, tokenize_data" in r.stdout
+  assert not (wd / "data" / "pipeline_done.json").exists() and (wd / "report.md").exists()
+
+
 # --- the report card ------------------------------------------------------------------------------
 
 def _write_jsonl(path, rows):
