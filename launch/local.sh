@@ -19,7 +19,8 @@ shift
 # data experiments (and the tests); test-only ones (PyTorch, transformers) for pytest.
 reqs=(requirements.txt)
 case "$module" in
-  experiments.prepare_data|experiments.train_tokenizer|experiments.tokenize_data) reqs+=(requirements-web.txt) ;;
+  experiments.prepare_data|experiments.train_tokenizer|experiments.tokenize_data|experiments.pipeline)
+    reqs+=(requirements-web.txt) ;;  # the pipeline runs the data stages too
   pytest) reqs+=(requirements-web.txt requirements-test.txt) ;;
   experiments.bench) reqs+=(requirements-test.txt) ;;  # the PyTorch / transformers peers
 esac

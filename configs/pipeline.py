@@ -1,0 +1,94 @@
+"""The whole journey in one command: crawl → clean text → BPE → base model → SFT (tools) → GRPO →
+reward model → RLHF, one sub-workdir per stage, and one report card (experiments/pipeline.py).
+
+  python -m experiments.pipeline --config=configs/pipeline.py:tiny --workdir=runs/pipeline
+
+Each stage is the command its own README section shows, run as a subprocess
+(`python -m experiments.<x> ...`, output tee'd to <workdir>/<stage>.log) with its
+workdir under <workdir>/<stage>; the sizes below are passed down as
+`--config.*` overrides. A stage that exited 0 with its outputs in place gets
+<workdir>/<stage>/pipeline_done.json and is skipped when the command is run
+again; an interrupted one runs again and resumes from its newest checkpoint.
+<workdir>/report.md (PNGs beside it) is rewritten after every stage.
+
+Stages, in order (what each starts from):
+  data          synthetic crawl → web pipeline → BPE tokenizer → token shards (configs/data.py:synthetic)
+  base          pretraining on the shards (configs/pretrain.py:world)
+  sft           SFT with tool calls: python for arithmetic and spelling, search for facts (sft.py:tools), from base
+  sft_arith     worked-arithmetic SFT (sft.py:arith), from base: GRPO's start
+  grpo          GRPO on worked addition (grpo.py:tiny), from sft_arith
+  sft_chat      SFT without tools (sft.py:tiny), from base: the policy that RLHF ranks and trains. The
+                rankings' gold labeller grades the words of a reply, and gold_rankings samples without
+                running tools, so a policy that answers facts by searching would be ranked on unanswered calls
+  rankings      k replies per world question from sft_chat, ranked by the hidden gold labeller
+  reward_model  a reward model on those rankings (reward_model.py:tiny, data.kind=ranked), from sft_chat
+  rlhf          GRPO against the reward model with a KL penalty, gold reward measured (rlhf.py:tiny), from sft_chat
+Not yet a stage: the refusal recipe (experiments/refusal.py); the report card lists it as such.
+
+Subset: `--config.stages=grpo,rlhf` runs those two; each stage they read from must be finished
+already. Any stage key can be shrunk, and `<stage>.overrides` passes more flags to that stage's
+commands (e.g. `--config.grpo.overrides="--config.eval.examples=32"`).
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from lm.pipeline import STAGES
+
+ARGS = ("tiny",)
+
+
+def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
+  if arg not in ARGS:
+    raise ValueError(f"configs/pipeline.py: unknown arg {arg!r}, choose one of {ARGS}")
+  c = ml_collections.ConfigDict()
+  c.seed = 0                      # every stage's config.seed (and the base's data order, the rankings' --seed)
+  c.stages = ",".join(STAGES)     # the stages to run, comma-separated, in this order (a subset: the rest must be done)
+  c.compilation_cache = True      # stages share <workdir>/jax_cache: a resumed or repeated stage loads its programs
+
+  c.data = ml_collections.ConfigDict()
+  c.data.vocab_size = 2048        # sentencepiece BPE vocabulary (chat and tool tokens included)
+  c.data.extra_fraction = 0.05    # share of the interpreter's docs put into the shards beside the crawl
+  c.data.workers = 2              # processes for the web pipeline and tokenization
+  c.data.overrides = ""           # more flags for prepare_data, train_tokenizer and tokenize_data
+
+  c.base = ml_collections.ConfigDict()
+  c.base.steps = 620              # pretraining steps of 32 × 256 tokens (~4½ epochs of the world's pages)
+  c.base.overrides = ""           # more flags for experiments.pretrain
+
+  c.sft = ml_collections.ConfigDict()
+  c.sft.steps = 150               # SFT steps (tool-use conversations), evaluated at step 0 and at the end
+  c.sft.overrides = ""            # more flags for experiments.sft (configs/sft.py:tools)
+
+  c.sft_arith = ml_collections.ConfigDict()
+  c.sft_arith.steps = 300         # worked-arithmetic SFT steps (lr 1e-3): GRPO needs ~50% right answers
+  c.sft_arith.eval_every = 100    # steps between its held-out evaluations
+  c.sft_arith.overrides = ""      # more flags for experiments.sft (configs/sft.py:arith)
+
+  c.grpo = ml_collections.ConfigDict()
+  c.grpo.steps = 40               # GRPO iterations of 16 prompts × 8 samples (the preset's 150 plateau after ~75)
+  c.grpo.eval_every = 20          # iterations between held-out pass@k evaluations (and at step 0)
+  c.grpo.overrides = ""           # more flags for experiments.grpo (configs/grpo.py:tiny)
+
+  c.sft_chat = ml_collections.ConfigDict()
+  c.sft_chat.steps = 150          # SFT steps without tools (configs/sft.py:tiny)
+  c.sft_chat.overrides = ""       # more flags for experiments.sft (configs/sft.py:tiny)
+
+  c.rankings = ml_collections.ConfigDict()
+  c.rankings.prompts = 1500       # world questions asked (rankings whose replies all tie are dropped)
+  c.rankings.k = 5                # replies per question, ranked together
+  c.rankings.overrides = ""       # more flags for experiments.gold_rankings
+
+  c.reward_model = ml_collections.ConfigDict()
+  c.reward_model.steps = 100      # optimizer steps of 40 rows (responses) of 96 tokens
+  c.reward_model.eval_every = 50  # steps between held-out ranking evaluations (and at step 0)
+  c.reward_model.overrides = ""   # more flags for experiments.reward_model
+
+  c.rlhf = ml_collections.ConfigDict()
+  c.rlhf.steps = 32               # RLHF iterations of 8 questions × 8 samples (the preset's 80 show the gold fall)
+  c.rlhf.eval_every = 8           # iterations between held-out proxy / gold / KL evaluations (and checkpoints)
+  c.rlhf.best_of_n = 32           # best-of-n curve from the start: samples per held-out question (0: off)
+  c.rlhf.second_rm = False        # also rank a second file (seed + 1) and train a second reward model
+                                  # (<workdir>/reward_model_b): the early-stopping rules' judge
+  c.rlhf.overrides = ""           # more flags for experiments.grpo (configs/rlhf.py:tiny)
+  return c
