@@ -48,9 +48,6 @@ def validate(config) -> None:
   r = config.refusal
   if r.samples < 1 or r.batch < 1 or r.max_new_tokens < 1:
     raise UserError("config.refusal.samples, .batch and .max_new_tokens must be ≥ 1")
-  if not r.probe or not os.path.isdir(os.path.join(r.probe, "checkpoints")):
-    raise UserError(f"config.refusal.probe={r.probe!r}: not a training workdir with checkpoints/ (the SFT model "
-                    f"to probe)")
   if r.made_up < 0:
     raise UserError(f"config.refusal.made_up={r.made_up} must be ≥ 0")
   if not 0 <= r.max_correct < r.samples:
@@ -65,6 +62,9 @@ def validate(config) -> None:
       raise UserError(f"config.data.{key}: no such file {path!r} (experiments.prepare_data / tokenize_data write it)")
   if "world" not in config.eval.tasks.split(","):
     raise UserError("config.eval.tasks must include 'world': the recipe is measured on held-out facts")
+  if not r.probe or not os.path.isdir(os.path.join(r.probe, "checkpoints")):
+    raise UserError(f"config.refusal.probe={r.probe!r}: not a training workdir with checkpoints/ (the SFT model "
+                    f"to probe)")
 
 
 def _write_jsonl(path: str, rows) -> None:

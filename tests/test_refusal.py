@@ -3,6 +3,7 @@ refusal and hallucination rates, and experiments.refusal end to end on a tiny mo
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 
@@ -155,16 +156,31 @@ def test_refusal_recipe_probes_trains_reports_and_reuses_its_probe(tmp_path, bas
   assert bad.returncode == 2 and "not a finished experiments.refusal run" in bad.stderr
 
 
-@pytest.mark.parametrize("extra, needle", [
-    (["--config.refusal.max_correct=2"], "config.refusal.max_correct=2"),
-    (["--config.data.sources=arithmetic*1"], "no 'world' source"),
-    (["--config.eval.tasks=arithmetic"], "config.eval.tasks must include 'world'"),
-    (["--config.data.world=/nonexistent/world.json"], "config.data.world: no such file"),
-    (["--config.refusal.probe=/nonexistent"], "config.refusal.probe='/nonexistent': not a training workdir"),
+@pytest.mark.parametrize("overrides, needle", [
+    ({"refusal.max_correct": 8}, "config.refusal.max_correct=8"),
+    ({"data.sources": "arithmetic*1"}, "no 'world' source"),
+    ({"eval.tasks": "arithmetic"}, "config.eval.tasks must include 'world'"),
+    ({"data.world": "/nonexistent/world.json"}, "config.data.world: no such file"),
+    ({"refusal.probe": "/nonexistent"}, "config.refusal.probe='/nonexistent': not a training workdir"),
 ])
-def test_bad_settings_are_one_line_and_write_nothing(tmp_path, base_run, extra, needle):
+def test_bad_settings_are_named(overrides, needle):
+  from configs import refusal as refusal_config
+  from experiments import refusal as refusal_exp
+  from lm.errors import UserError
+  config = refusal_config.get_config("tiny")
+  config.data.update(world="", exposures="")
+  config.refusal.probe = ROOT  # a folder: only its checkpoints/ is looked for, after the other checks
+  for key, value in overrides.items():
+    section, name = key.split(".")
+    config[section][name] = value
+  with pytest.raises(UserError, match=re.escape(needle)):
+    refusal_exp.validate(config)
+
+
+def test_a_bad_setting_is_one_line_and_writes_nothing(tmp_path, base_run):
   wd = tmp_path / "bad"
-  out = run("experiments.refusal", wd, "configs/refusal.py:tiny", *RECIPE, *source(base_run), *extra)
+  out = run("experiments.refusal", wd, "configs/refusal.py:tiny", *RECIPE, *source(base_run),
+            "--config.refusal.max_correct=2")
   assert out.returncode == 2, out.stderr[-2000:]
-  assert needle in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+  assert "config.refusal.max_correct=2" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
   assert not wd.exists()
