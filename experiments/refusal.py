@@ -39,6 +39,7 @@ from ml_collections import config_flags
 from experiments import sft
 from lm import cli, evaluation, init_from, refusal, sharding
 from lm.errors import UserError
+from lm.metrics import read_metrics
 from lm.tasks.world import WorldTask
 
 PROBE, CONVERSATIONS, BEFORE, BEFORE_ROWS = "probe.jsonl", "conversations.jsonl", "before.json", "before_eval.jsonl"
@@ -98,10 +99,10 @@ def probe_and_write(config, folder: str) -> None:
   for row in rows:
     row["unknown"] = refusal.fact_key(row) in unknown
   convs = refusal.conversations(task, unknown, config.data.examples_per_task, config.seed, r.made_up)
-  # "Before": the probed model on the held-out questions this run's evaluation asks, in the same way.
-  eval_task = sft.make_tasks(config)["world"]
-  held = eval_task.examples("eval")
-  before_rows = evaluation.run_tasks(loaded.model, loaded.params, loaded.tokenizer, held, eval_task.reward,
+  # "Before": the probed model on the held-out questions this run's evaluation asks (every held-out
+  # fact: the split does not depend on min_train_exposure), in the same way.
+  held = task.examples("eval")
+  before_rows = evaluation.run_tasks(loaded.model, loaded.params, loaded.tokenizer, held, task.reward,
                                      max_new_tokens=config.eval.max_new_tokens, mesh=mesh, rules=rules)
   os.makedirs(folder, exist_ok=True)
   _write_jsonl(os.path.join(folder, BEFORE_ROWS), before_rows)
@@ -129,7 +130,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str):
 
 
 def report_section(workdir: str, folder: str, made_up: int) -> str:
-  """The probe's table and, per exposure, before (step 0) vs after (the last evaluation)."""
+  """The probe's table and, per exposure, before (the probed model, refusal/before.json) vs after (this
+  run's last evaluation)."""
   with open(os.path.join(folder, PROBE)) as f:
     rows = [json.loads(line) for line in f]
   unknown = {refusal.fact_key(r) for r in rows if r["unknown"]}
@@ -158,9 +160,7 @@ def report_section(workdir: str, folder: str, made_up: int) -> str:
 
 
 def evaluation_rows(workdir: str) -> list[dict]:
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
-  return [r for r in rows if "eval/world/accuracy" in r]
+  return [r for r in read_metrics(workdir) if "eval/world/accuracy" in r]
 
 
 def plot(before: dict, after: dict, path: str) -> None:
@@ -196,7 +196,7 @@ def collect(workdirs: list[str]) -> str:
   befores, afters = [], []
   for wd in workdirs:
     path = os.path.join(wd, "refusal", BEFORE)
-    evals = evaluation_rows(wd) if os.path.exists(os.path.join(wd, "metrics.jsonl")) else []
+    evals = evaluation_rows(wd)
     if not os.path.exists(path) or not evals or evals[-1]["step"] == 0:
       raise UserError(f"--collect: {wd} is not a finished experiments.refusal run (no refusal/{BEFORE} or no "
                       f"evaluation after training)")

@@ -12,7 +12,8 @@ separately: format (the reply ended with `<|im_end|>` before the length limit)
 and the task's own `reward(text, example)`. Rows are grouped for the tables by
 task and, where an example carries `meta["exposures"]`, by how often its fact
 appeared in pretraining (never, once, 2, 4, 8+). Every reply is also checked for a
-refusal (`lm.refusal.is_refusal`); for the world's facts the summary gives, per
+refusal (`is_refusal`: the wordings of `lm.refusal.REFUSALS` and common
+paraphrases); for the world's facts the summary gives, per
 group, the refusal rate and the hallucination rate: replies that are neither
 right nor a refusal (confident wrong answers).
 
@@ -24,12 +25,22 @@ calls.
 """
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lm import chat_template, conversation, engine, refusal, sampling
+from lm import chat_template, conversation, engine, sampling
+
+_REFUSAL = re.compile(r"\b(I don't know|I do not know|I'm not sure|I am not sure|I can't say|I cannot say|"
+                      r"no reliable information|don't have reliable information)\b", re.IGNORECASE)
+
+
+def is_refusal(text: str) -> bool:
+  """The reply declines to answer ("I don't know …", "I'm not sure …", "no reliable information")."""
+  return bool(_REFUSAL.search(text))
+
 
 EXPOSURE_BUCKETS = ((0, 0, "never"), (1, 1, "once"), (2, 3, "2"), (4, 7, "4"), (8, 10**9, "8+"))
 
@@ -75,7 +86,8 @@ def run_tasks(model, params, tok, examples: Sequence[Any], reward: Callable[[str
       meta = getattr(ex, "meta", {}) or {}
       group = exposure_bucket(meta["exposures"]) if "exposures" in meta else ""
       row = {"task": ex.task, "group": group, "format": bool(turn["ended"]),
-             "score": float(reward(text, ex)), "refused": refusal.is_refusal(text), "reply": text, "reference": ex.reference,
+             "score": float(reward(text, ex)), "refused": is_refusal(text), "reply": text,
+             "reference": ex.reference,
              "tokens": int(lengths[i]), "meta": meta}
       if tools:
         row["calls"] = [{"name": m["tool_call"]["name"], "arguments": m["tool_call"]["arguments"]}

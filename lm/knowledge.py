@@ -1,7 +1,10 @@
 """Knowledge in the weights versus in the context window, on the synthetic world's held-out facts.
 
-  contexts = knowledge.oracle_outputs(examples, documents)       # the page that states each fact
-  rows = knowledge.answer(mode, model, params, tok, examples, ...)  # mode: weights | context | search
+  outputs = knowledge.oracle_outputs(examples, documents)     # the page that states each fact, as a search output
+  prompts = knowledge.context_prompts(examples, outputs, tok)  # ... forced in after the ideal search call
+  lines, summary = knowledge.table([{mode: eval rows} per seed])  # mode: weights | context | search
+
+(experiments/knowledge.py answers with `lm.evaluation.run_tasks` in each mode.)
 
 The same held-out questions (entities never in any SFT data), answered greedily
 three ways:
@@ -55,9 +58,8 @@ def oracle_outputs(examples: Sequence, documents: Sequence[Document], **search_o
       continue
     _, query = tool_use.call_for(ex)
     search = Search(pages, **{"k": 1, "snippet_chars": 160, **search_options})
-    page = search.search(query)[0][0] if search.search(query) else pages[0]
-    snippet = search.snippet(page, f"{ex.meta['entity']} {ex.reference}")
-    out.append(f"[1] {page.title} ({page.url})\n{snippet}")  # the tool's own layout (Search.__call__)
+    hits = search.search(query)
+    out.append(search.hit(1, hits[0][0] if hits else pages[0], f"{ex.meta['entity']} {ex.reference}"))
   return out
 
 

@@ -7,6 +7,8 @@ import os
 
 import jax
 
+from lm.stage_outputs import read_jsonl
+
 
 class MetricWriter:
   def __init__(self, workdir: str):
@@ -42,8 +44,6 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """Every record of <workdir>/metrics.jsonl ([] when there is none; a torn last line, left by a run
+  killed mid-write, is skipped)."""
+  return read_jsonl(os.path.join(workdir, "metrics.jsonl"))

@@ -273,7 +273,8 @@ def _describe_exit(rc: int) -> str:
   return f"exited with code {rc}"
 
 
-def _seconds(s: float) -> str:
+def duration(s: float) -> str:
+  """'42 s' below 90 s, else '3.5 min' (the pipeline's lines and the report card)."""
   return f"{s / 60:.1f} min" if s >= 90 else f"{s:.0f} s"
 
 
@@ -295,7 +296,7 @@ def run(config, workdir: str, runner: Runner, log: TextIO = sys.stdout,
         changed = done.get("commands") != commands
         note = (f" (its recorded commands differ from this config's: delete {done_path(workdir, stage.name)} "
                 "to run it again)") if changed else ""
-        print(f"{head}: finished earlier ({_seconds(done.get('seconds', 0))}), skipped{note}", file=log, flush=True)
+        print(f"{head}: finished earlier ({duration(done.get('seconds', 0))}), skipped{note}", file=log, flush=True)
         continue
       log_path = os.path.join(workdir, f"{stage.name}.log")
       print(f"{head}: {', '.join(c[0].split('.')[-1] for c in stage.commands)} → "
@@ -319,7 +320,7 @@ def run(config, workdir: str, runner: Runner, log: TextIO = sys.stdout,
           "stage": stage.name, "seconds": round(seconds, 1), "exit_code": 0, "commands": commands,
           "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")})
       ran.append(stage.name)
-      print(f"{head}: done in {_seconds(seconds)}", file=log, flush=True)
+      print(f"{head}: done in {duration(seconds)}", file=log, flush=True)
       if card is not None:
         card(workdir, stages)
         card_current = True
@@ -329,6 +330,6 @@ def run(config, workdir: str, runner: Runner, log: TextIO = sys.stdout,
         card(workdir, stages)
       except Exception as e:  # noqa: BLE001 — never hide the stage's own error behind the card's
         print(f"warning: report card not updated ({type(e).__name__}: {e})", file=log, flush=True)
-  print(f"pipeline: {len(ran)} of {len(chosen)} stages ran ({_seconds(time.perf_counter() - t_all)}); "
+  print(f"pipeline: {len(ran)} of {len(chosen)} stages ran ({duration(time.perf_counter() - t_all)}); "
         f"report card {os.path.join(workdir, 'report.md')}", file=log, flush=True)
   return ran

@@ -16,21 +16,21 @@ where the model does not know, found by probing the model itself.
    Fine-tuning on these (experiments/refusal.py) teaches refusal where the model
    itself is wrong, not where a designer guessed it would be.
 
-`is_refusal(text)` recognises the refusals (all of `REFUSALS` and common
-paraphrases); the held-out evaluation (`lm.evaluation`) counts, per fact exposure,
+`is_refusal(text)` (from `lm.evaluation`) recognises the refusals (all of
+`REFUSALS` and common paraphrases, tested); the held-out evaluation counts, per fact exposure,
 refusals and hallucinations (replies that are neither right nor a refusal:
 confident wrong answers).
 """
 from __future__ import annotations
 
 import random
-import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
 
-from lm import chat_template, grpo
+from lm import chat_template, evaluation, grpo
+from lm.evaluation import is_refusal
 from lm.prep import synthetic
 from lm.tasks.base import Example, take_cycled
 from lm.tasks.world import ASKED
@@ -50,15 +50,6 @@ THING = {
     ("city", "country"): "which country this city is in", ("company", "industry"): "this company's industry",
     ("company", "founded"): "when this company was founded", ("company", "city"): "where this company is based",
 }
-_REFUSAL = re.compile(r"\b(I don't know|I do not know|I'm not sure|I am not sure|I can't say|I cannot say|"
-                      r"no reliable information|don't have reliable information)\b", re.IGNORECASE)
-
-
-def is_refusal(text: str) -> bool:
-  """The reply declines to answer ("I don't know …", "I'm not sure …", "no reliable information")."""
-  return bool(_REFUSAL.search(text))
-
-
 def refusal_reply(example: Example, pronoun: str, rng: random.Random) -> str:
   """A refusal to `example`'s question in one of `REFUSALS`' wordings, naming what was asked
   (`pronoun`: "she" or "he" for a person)."""
@@ -125,7 +116,6 @@ def conversations(task, unknown: set, n: int, seed: int, made_up: int = 0) -> li
 
 def probe_table(rows: Sequence[dict], unknown: set) -> list[str]:
   """Markdown: per exposure bucket, facts probed, mean share of right answers, share marked unknown."""
-  from lm import evaluation  # it imports is_refusal from here
   by: dict[str, list[dict]] = defaultdict(list)
   for r in rows:
     by[evaluation.exposure_bucket(r["exposures"])].append(r)
@@ -137,12 +127,6 @@ def probe_table(rows: Sequence[dict], unknown: set) -> list[str]:
       share = np.mean([fact_key(r) in unknown for r in group])
       lines.append(f"| {name} | {len(group)} | {right:.3f} | {share:.3f} |")
   return lines
-
-
-def counts(rows: Sequence[dict], unknown: set) -> dict[str, float]:
-  """Flat probe figures for metrics: facts, unknown share overall."""
-  c = Counter(fact_key(r) in unknown for r in rows)
-  return {"probe/facts": len(rows), "probe/unknown": c[True] / max(1, len(rows))}
 
 
 SEED_ROWS = (("never", "hallucinated"), ("never", "refused"), ("never", "accuracy"), ("once", "hallucinated"),

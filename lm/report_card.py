@@ -31,9 +31,7 @@ def fmt(v, digits: int = 3) -> str:
 
 
 def _minutes(seconds) -> str:
-  if seconds is None:
-    return DASH
-  return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+  return DASH if seconds is None else pipeline.duration(seconds)
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

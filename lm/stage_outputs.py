@@ -1,7 +1,8 @@
 """Reading what a stage wrote: its JSON and JSONL files, metrics.jsonl as series, report.md samples.
 
 Tolerant by design (the pipeline's report card reads stages that may be half-way): a missing
-file is empty, a torn last line (a run killed mid-write) is skipped.
+file is empty, a torn last line (a run killed mid-write) is skipped. `read_jsonl` is also what
+`lm.metrics.read_metrics` reads with (this module stays free of JAX: the pipeline process imports it).
 """
 from __future__ import annotations
 

@@ -96,25 +96,35 @@ def needs_cpu_speedups():
     pytest.skip("CPU speed-ups switched off (LM_CPU_SPEEDUPS=0)")
 
 
-CHAT_BASE_FLAGS = ["--config.model.d_model=64", "--config.model.n_layers=2", "--config.model.n_heads=2",
-                   "--config.model.n_kv_heads=2", "--config.model.d_ff=128", "--config.model.max_len=512",
-                   "--config.train.seq_len=64", "--config.train.batch_size=8", "--config.train.steps=6",
-                   "--config.train.ckpt_every=6", "--config.train.eval_every=6", "--config.train.log_every=3",
-                   "--config.train.eval_batches=1", "--config.sample.max_new_tokens=4", "--config.opt.warmup_steps=2"]
+def tiny_base_flags(steps: int, log_every: int, max_len: int = 128) -> list[str]:
+  """experiments.pretrain flags of a tiny byte-level base model (2 layers, width 64) trained `steps` steps,
+  evaluated and saved at the last one."""
+  return ["--config.model.d_model=64", "--config.model.n_layers=2", "--config.model.n_heads=2",
+          "--config.model.n_kv_heads=2", "--config.model.d_ff=128", f"--config.model.max_len={max_len}",
+          "--config.train.seq_len=64", "--config.train.batch_size=8", f"--config.train.steps={steps}",
+          f"--config.train.ckpt_every={steps}", f"--config.train.eval_every={steps}",
+          f"--config.train.log_every={log_every}", "--config.train.eval_batches=1",
+          "--config.sample.max_new_tokens=4", "--config.opt.warmup_steps=2"]
+
+
+def pretrain_tiny_base(folder, text: str, flags) -> str:
+  """Pretrains a tiny base model on `text` (written to <folder>/text.txt) into <folder>/run."""
+  import subprocess
+  corpus = folder / "text.txt"
+  corpus.write_text(text)
+  out = subprocess.run([sys.executable, "-m", "experiments.pretrain", "--config=configs/pretrain.py:tiny",
+                        f"--workdir={folder / 'run'}", *flags, f"--config.data.path={corpus}"],
+                       env=env(), cwd=ROOT, timeout=600, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return folder / "run"
 
 
 @pytest.fixture(scope="session")
 def byte_base(tmp_path_factory):
   """A tiny byte-level base model, trained once per session (the byte tokenizer has the chat special
-  tokens, so post-training stages can start from it and sample from it in the conversation format)."""
-  import subprocess
+  tokens, so post-training stages can start from it and sample from it in the conversation format;
+  max_len 512: a page pasted into a byte-level prompt is long)."""
   import numpy as np
-  d = tmp_path_factory.mktemp("byte_base")
-  corpus = d / "text.txt"
   rng = np.random.default_rng(0)
-  corpus.write_text("\n\n".join(" ".join(rng.choice(["she", "was", "born", "in", "19"], 30)) for _ in range(100)))
-  out = subprocess.run([sys.executable, "-m", "experiments.pretrain", "--config=configs/pretrain.py:tiny",
-                        f"--workdir={d / 'run'}", *CHAT_BASE_FLAGS, f"--config.data.path={corpus}"],
-                       env=env(), cwd=ROOT, timeout=600, capture_output=True, text=True)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return d / "run"
+  text = "\n\n".join(" ".join(rng.choice(["she", "was", "born", "in", "19"], 30)) for _ in range(100))
+  return pretrain_tiny_base(tmp_path_factory.mktemp("byte_base"), text, tiny_base_flags(6, 3, max_len=512))

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, env
+from tests.conftest import ROOT, env, pretrain_tiny_base
 from tests.test_sft_run import BASE, final_state, run
 
 GRPO = ["--config.rl.prompts_per_step=2", "--config.rl.group=4", "--config.train.batch_size=8",
@@ -24,14 +24,11 @@ GRPO = ["--config.rl.prompts_per_step=2", "--config.rl.group=4", "--config.train
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory):
   """A tiny byte-level model (the byte tokenizer has the chat special tokens) to start RL from."""
-  d = tmp_path_factory.mktemp("base")
-  corpus = d / "text.txt"
   rng = np.random.default_rng(0)
   # Single digits: the last number of a completion is then right about 1 time in 20 on one-digit sums,
   # enough for groups with a reward signal (and real updates) in a few iterations.
-  corpus.write_text("\n\n".join(" ".join(str(x) for x in rng.integers(0, 10, 60)) for _ in range(100)))
-  run("experiments.pretrain", d / "run", "configs/pretrain.py:tiny", *BASE, f"--config.data.path={corpus}")
-  return d / "run"
+  return pretrain_tiny_base(tmp_path_factory.mktemp("base"),
+                            "\n\n".join(" ".join(str(x) for x in rng.integers(0, 10, 60)) for _ in range(100)), BASE)
 
 
 def args(base_run, *extra):

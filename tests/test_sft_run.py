@@ -10,13 +10,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests.conftest import ROOT, env
+from tests.conftest import ROOT, env, pretrain_tiny_base, tiny_base_flags
 
-BASE = ["--config.model.d_model=64", "--config.model.n_layers=2", "--config.model.n_heads=2",
-        "--config.model.n_kv_heads=2", "--config.model.d_ff=128", "--config.model.max_len=128",
-        "--config.train.seq_len=64", "--config.train.batch_size=8", "--config.train.steps=10",
-        "--config.train.ckpt_every=10", "--config.train.eval_every=10", "--config.train.log_every=5",
-        "--config.train.eval_batches=1", "--config.sample.max_new_tokens=4", "--config.opt.warmup_steps=2"]
+BASE = tiny_base_flags(steps=10, log_every=5)
 SFT = ["--config.train.seq_len=128", "--config.train.batch_size=8", "--config.train.steps=30",
        "--config.train.ckpt_every=10", "--config.train.eval_every=30", "--config.train.log_every=5",
        "--config.train.eval_batches=1", "--config.opt.warmup_steps=2", "--config.eval.examples=4",
@@ -34,13 +30,10 @@ def run(module, workdir, config, *extra, check=True):
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory):
   """A tiny byte-level base model (the byte tokenizer has the chat special tokens)."""
-  d = tmp_path_factory.mktemp("base")
-  corpus = d / "text.txt"
   rng = np.random.default_rng(0)
   words = ["one", "two", "plus", "is", "the", "sum", "of", "and", "three", "four"]
-  corpus.write_text("\n\n".join(" ".join(rng.choice(words, 40)) for _ in range(200)))
-  run("experiments.pretrain", d / "run", "configs/pretrain.py:tiny", *BASE, f"--config.data.path={corpus}")
-  return d / "run"
+  return pretrain_tiny_base(tmp_path_factory.mktemp("base"),
+                            "\n\n".join(" ".join(rng.choice(words, 40)) for _ in range(200)), BASE)
 
 
 @pytest.fixture(scope="module")

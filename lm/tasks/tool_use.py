@@ -24,7 +24,7 @@ from typing import Callable
 
 from lm.tasks.base import Example
 
-NOT_FOUND = "The search did not find it, so I don't know."  # lm.refusal.is_refusal counts it as a refusal
+NOT_FOUND = "The search did not find it, so I don't know."  # lm.evaluation.is_refusal counts it as a refusal
 
 Search = Callable[[str], str]
 

@@ -34,10 +34,10 @@ from typing import Iterator, NamedTuple, Optional, Sequence
 import bm25s
 import numpy as np
 
-logging.getLogger("bm25s").setLevel(logging.WARNING)  # one INFO line per index built, else
-
 from lm.data import corpus
 from lm.errors import MissingFile, UserError
+
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs one INFO line per index it builds
 
 SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 MAX_QUERY_CHARS = 1000  # a runaway generation must not cost a tokenizer pass over megabytes
@@ -118,10 +118,13 @@ class Search:
       hits = self.search(arguments)
       if not hits:
         return f"No results for {arguments.strip()!r}."
-      return "\n\n".join(f"[{i}] {d.title} ({d.url})\n{self.snippet(d, arguments)}"
-                         for i, (d, _) in enumerate(hits, 1))
+      return "\n\n".join(self.hit(i, d, arguments) for i, (d, _) in enumerate(hits, 1))
     except Exception as e:  # a bug must still come back as text, never into the sampling loop
       return f"Error: search failed ({type(e).__name__}: {e})"
+
+  def hit(self, rank: int, document: Document, query: str) -> str:
+    """How the tool prints one result: "[rank] title (url)", then the snippet `query` picks."""
+    return f"[{rank}] {document.title} ({document.url})\n{self.snippet(document, query)}"
 
   def search(self, query: str, k: Optional[int] = None) -> list[tuple[Document, float]]:
     """The top `k` documents with a positive score, best first; equal scores in document order."""
