@@ -20,7 +20,11 @@ cache's per-row index), its own output length and its own forced-token queue; a
 paused row feeds nothing and holds its slot while the other rows keep decoding,
 so a slow tool delays only the row that called it. The decode loop runs inside
 jit in chunks of up to `chunk` steps and returns to the host early when a row
-has just paused, so a call is dispatched at once.
+has just paused, so a call is dispatched at once; while a call is out, chunks
+are `poll_chunk` steps, so its row resumes within a few steps of the output's
+arrival instead of at the end of a long chunk (with half the rows calling a
+5 ms tool ~4 times per 100 tokens, 16-step chunks cost the batch 28% of its
+tokens/s; `configs/bench.py:tool_decode` measures it).
 
 `samples_per_prompt` = G prefills each prompt once and copies its cache to its
 G rows (GRPO's groups). With no tool calls the tokens equal
@@ -198,10 +202,13 @@ class Event:
 def stream(model, params, tok, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
            tools: Mapping[str, Tool] | None = None, temperature: float = 1.0, top_k: int = 0,
            top_p: float = 1.0, seed: int = 0, samples_per_prompt: int = 1, chunk: int = 16,
-           max_tool_tokens: int = 64, stop_ids: Sequence[int] | None = None, pad_multiple: int = 1,
+           poll_chunk: int = 2, max_tool_tokens: int = 64, stop_ids: Sequence[int] | None = None, pad_multiple: int = 1,
            mesh=None, rule_pairs=(), tool_workers: int = 8, tool_rows: Sequence[bool] | None = None,
            _result: list | None = None) -> Iterator[Event]:
   """Decode with tool calls, yielding an `Event` per chunk; `rollout` collects the whole result.
+
+  While a tool call is out, chunks shrink to `poll_chunk` steps so its row resumes
+  soon after the output arrives (a long chunk would keep it paused to its end).
 
   `tool_rows` (one flag per prompt) limits the tools to some prompts: the others
   decode as if no tool existed (their call markers are ordinary tokens)."""
@@ -251,7 +258,8 @@ def stream(model, params, tok, prompts: Sequence[Sequence[int]], max_new_tokens:
   try:
     while True:
       with sampling.mesh_context(mesh, rule_pairs):
-        state = _decode_jit(model, params, state, jnp.int32(chunk), *settings)
+        steps = min(chunk, poll_chunk) if pending else chunk
+        state = _decode_jit(model, params, state, jnp.int32(steps), *settings)
       n_B, done_B, paused_B, tokens_BN, forced_BN = (
           np.asarray(x) for x in (state.n_B, state.done_B, state.paused_B, state.tokens_BN, state.forced_BN))
       now = time.perf_counter() - t0

@@ -1,6 +1,7 @@
 """Rollout engine: tool outputs forced into a running decode equal re-prefilling the sequence, the
 sampled/forced mask is exact, a row waiting on a slow tool does not hold the others back, groups
 share one prefill, and without tool calls the engine is the lockstep sampler."""
+import collections
 import functools
 import threading
 import time
@@ -128,6 +129,20 @@ def test_a_slow_tool_does_not_hold_back_the_other_rows():
   for b in others:
     assert out.finished_s[b] < first.started_s + slow_s, (b, out.finished_s, first)
   assert out.lengths_B[others].min() > 0
+
+
+def test_a_row_resumes_soon_after_its_tool_answers():
+  """While a call is out the engine decodes in short chunks (`poll_chunk`), so a fast tool's row loses
+  about one step per call, not the rest of a long chunk (what made tool rows slow the whole batch)."""
+  model, params, tok, callers = calling_setup()
+  kw = dict(tools={"python": lambda a: "1"}, temperature=0.0, chunk=16)
+  waits = {}
+  for poll in (16, 1):
+    out = engine.rollout(model, params, tok, PROMPTS, N, poll_chunk=poll, **kw)
+    assert (out.lengths_B == N).all()
+    calls_per_row = max(collections.Counter(c.row for c in out.calls).values())
+    waits[poll] = (out.steps - N) / calls_per_row  # the slowest row's extra steps per call
+  assert waits[1] <= 3 < waits[16], waits
 
 
 def test_rows_that_stop_early_are_padded_as_the_sampler_pads():

@@ -73,7 +73,7 @@ def run(config) -> dict:
     jax.block_until_ready(out.tokens_BN if isinstance(out, engine.Rollout) else out.tokens)
     return out, time.perf_counter() - t
 
-  kw = dict(temperature=0.0, stop_ids=[], chunk=config.chunk)
+  kw = dict(temperature=0.0, stop_ids=[], chunk=config.chunk, poll_chunk=config.poll_chunk)
   no_tools = lambda: engine.rollout(model, params, tok, prompts, N, **kw)
   half_tools = lambda: engine.rollout(model, params, tok, prompts, N, tools={"python": tool},
                                       tool_rows=tool_rows, **kw)
@@ -93,7 +93,7 @@ def run(config) -> dict:
                               {"half_tools": tools_side, "lockstep": lambda: B * N / timed(lockstep)[1]})
   med = peer_lib.medians(rounds)
   return dict(
-      batch_size=B, prompt_len=config.prompt_len, new_tokens=N, chunk=config.chunk,
+      batch_size=B, prompt_len=config.prompt_len, new_tokens=N, chunk=config.chunk, poll_chunk=config.poll_chunk,
       tool_latency_s=config.tool_latency_s, tool_output_tokens=len(tok.encode(config.tool_output)) + 2,
       calls_per_round=last["calls"], calling_rows=last["calling_rows"], forced_tokens_per_round=last["forced"],
       no_tools_tokens_per_sec=med["ours_tokens_per_sec"],
