@@ -20,10 +20,11 @@ Stages, in order (what each starts from):
   sft_chat      SFT without tools (sft.py:tiny), from base: the policy that RLHF ranks and trains. The
                 rankings' gold labeller grades the words of a reply, and gold_rankings samples without
                 running tools, so a policy that answers facts by searching would be ranked on unanswered calls
+  refusal       the refusal recipe (refusal.py:tiny): probe sft_chat on every fact, SFT again from base with
+                refusals where it does not know; hallucination and refusal rates before and after
   rankings      k replies per world question from sft_chat, ranked by the hidden gold labeller
   reward_model  a reward model on those rankings (reward_model.py:tiny, data.kind=ranked), from sft_chat
   rlhf          GRPO against the reward model with a KL penalty, gold reward measured (rlhf.py:tiny), from sft_chat
-Not yet a stage: the refusal recipe (experiments/refusal.py); the report card lists it as such.
 
 Subset: `--config.stages=grpo,rlhf` runs those two; each stage they read from must be finished
 already. Any stage key can be shrunk, and `<stage>.overrides` passes more flags to that stage's
@@ -73,6 +74,11 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.sft_chat = ml_collections.ConfigDict()
   c.sft_chat.steps = 150          # SFT steps without tools (configs/sft.py:tiny)
   c.sft_chat.overrides = ""       # more flags for experiments.sft (configs/sft.py:tiny)
+
+  c.refusal = ml_collections.ConfigDict()
+  c.refusal.steps = 150           # SFT steps with the probed refusals (as sft_chat's, from the same base)
+  c.refusal.made_up = 0           # made-up people whose facts are refused too (README: 24 trades knowledge for refusals)
+  c.refusal.overrides = ""        # more flags for experiments.refusal (configs/refusal.py:tiny)
 
   c.rankings = ml_collections.ConfigDict()
   c.rankings.prompts = 1500       # world questions asked (rankings whose replies all tie are dropped)

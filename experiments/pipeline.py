@@ -42,8 +42,7 @@ def main(config, workdir: str) -> None:
     sys.exit(e.returncode if e.returncode >= 0 else 128 - e.returncode)
 
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Pipeline config file (configs/pipeline.py:tiny).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "The top workdir: one sub-workdir per stage, report.md.")
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # flags only when run: experiments.ablate imports environment() from here
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Pipeline config file (configs/pipeline.py:tiny).")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "The top workdir: one sub-workdir per stage, report.md.")
   cli.run(lambda: None, lambda _: main(_CONFIG.value, _WORKDIR.value))

@@ -33,7 +33,7 @@ from typing import BinaryIO, Callable, Sequence, TextIO
 from lm.errors import UserError
 
 DONE_FILE = "pipeline_done.json"
-STAGES = ("data", "base", "sft", "sft_arith", "grpo", "sft_chat", "rankings", "reward_model", "rlhf")
+STAGES = ("data", "base", "sft", "sft_arith", "grpo", "sft_chat", "refusal", "rankings", "reward_model", "rlhf")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `python -m experiments.x` runs
 
 
@@ -118,6 +118,11 @@ def plan(config, workdir: str) -> list[Stage]:
   stages.append(stage("sft_chat", ("data", "base"), train(
       "sft_chat", "experiments.sft", "configs/sft.py:tiny", c.sft_chat.steps,
       f"--config.init_from.workdir={p('base')}", *facts)))
+
+  stages.append(stage("refusal", ("data", "base", "sft_chat"), train(
+      "refusal", "experiments.refusal", "configs/refusal.py:tiny", c.refusal.steps,
+      f"--config.init_from.workdir={p('base')}", f"--config.refusal.probe={p('sft_chat')}", *facts,
+      f"--config.refusal.made_up={c.refusal.made_up}")))
 
   seeds = (seed, seed + 1) if c.rlhf.second_rm else (seed,)
   rankings = [p("rankings", f"seed{s}.jsonl") for s in seeds]
@@ -283,7 +288,15 @@ def run(config, workdir: str, runner: Runner, log: TextIO = sys.stdout,
   """Runs the selected stages; returns the names of those that ran (not skipped)."""
   workdir = os.path.abspath(workdir)
   stages = plan(config, workdir)
-  chosen = select(stages, config.stages, workdir)
+  return run_stages(stages, select(stages, config.stages, workdir), workdir, runner, log, card)
+
+
+def run_stages(stages: list[Stage], chosen: Sequence[Stage], workdir: str, runner: Runner,
+               log: TextIO = sys.stdout, card: Callable[[str, list[Stage]], object] | None = None,
+               what: str = "pipeline") -> list[str]:
+  """Runs `chosen` (of `stages`, all of which the card sees) in order, skipping finished ones.
+  A stage's name may be a path ("arm/seed=0/grpo"): its marker and log go under that folder."""
+  workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   ran: list[str] = []
   card_current = False
@@ -299,6 +312,7 @@ def run(config, workdir: str, runner: Runner, log: TextIO = sys.stdout,
         print(f"{head}: finished earlier ({duration(done.get('seconds', 0))}), skipped{note}", file=log, flush=True)
         continue
       log_path = os.path.join(workdir, f"{stage.name}.log")
+      os.makedirs(os.path.dirname(log_path), exist_ok=True)
       print(f"{head}: {', '.join(c[0].split('.')[-1] for c in stage.commands)} → "
             f"{', '.join(stage.workdirs)} (log: {log_path})", file=log, flush=True)
       card_current = False
@@ -330,6 +344,6 @@ def run(config, workdir: str, runner: Runner, log: TextIO = sys.stdout,
         card(workdir, stages)
       except Exception as e:  # noqa: BLE001 — never hide the stage's own error behind the card's
         print(f"warning: report card not updated ({type(e).__name__}: {e})", file=log, flush=True)
-  print(f"pipeline: {len(ran)} of {len(chosen)} stages ran ({duration(time.perf_counter() - t_all)}); "
+  print(f"{what}: {len(ran)} of {len(chosen)} stages ran ({duration(time.perf_counter() - t_all)}); "
         f"report card {os.path.join(workdir, 'report.md')}", file=log, flush=True)
   return ran

@@ -17,9 +17,6 @@ from lm.stage_outputs import (eval_rows, first_last, median, metrics, rankings_s
                               report_samples, series)
 
 DASH = "—"
-NOT_BUILT = (("refusal", "the refusal recipe (SFT on refusals of unanswerable questions, hallucination and "
-              "refusal rates): built (experiments/refusal.py, README section Hallucination) but not yet a stage "
-              "of the pipeline"),)
 
 
 def fmt(v, digits: int = 3) -> str:
@@ -84,6 +81,16 @@ def checks(workdir: str) -> list[dict]:
       _rises(*first_last(m, "eval/arithmetic/accuracy")))
   m = metrics(p("grpo"))
   add("grpo", "held-out pass@1", *first_last(m, "eval/pass@1"), "rises", _rises(*first_last(m, "eval/pass@1")))
+  before, after = refusal_before_after(workdir)
+  never, known = "eval/world/seen_never/hallucinated", "eval/world/seen_8+/accuracy"
+  b, a = before.get(never), after.get(never)
+  add("refusal", "facts never seen: hallucinated (probed sft_chat → after the recipe)", b, a,
+      "at least halves", None if b is None or a is None else a <= b / 2)
+  b, a = before.get(known), after.get(known)
+  add("refusal", "facts seen 8+ times: accuracy", b, a, "drops by less than 0.05",
+      None if b is None or a is None else a > b - 0.05)
+  add("refusal", "facts seen 8+ times: refused", before.get("eval/world/seen_8+/refused"),
+      after.get("eval/world/seen_8+/refused"), "measured: low (not refusing everything)", None)
   m = metrics(p("reward_model"))
   start, end = first_last(m, "val/accuracy")
   add("reward_model", "held-out pairwise accuracy (chance 0.5)", start, end, "rises above 0.5",
@@ -94,6 +101,15 @@ def checks(workdir: str) -> list[dict]:
   add("rlhf", "gold reward (hidden labeller, never trained on)", *first_last(m, "eval/gold"),
       "measured: rises, then falls once the policy exploits the proxy", None)
   return rows
+
+
+def refusal_before_after(workdir: str) -> tuple[dict, dict]:
+  """The refusal stage's "before" (the probed model on the held-out facts, refusal/before.json) and its
+  last evaluation after training ({} where not written yet)."""
+  d = os.path.join(workdir, "refusal")
+  before = read_json(os.path.join(d, "refusal", "before.json")) or {}
+  evals = [r for r in metrics(d) if "eval/world/accuracy" in r and r.get("step", 0) > 0]
+  return before, (evals[-1] if evals else {})
 
 
 # --- sections --------------------------------------------------------------------------------------
@@ -108,8 +124,6 @@ def _stages_section(workdir: str, stages) -> list[str]:
     total += (done or {}).get("seconds", 0.0)
     rows.append([s.name, status, _minutes((done or {}).get("seconds")), fmt(median(m, "perf/tokens_per_sec"), 0),
                  fmt(median(m, "perf/mfu"), 2), f"`{s.name}.log`" if os.path.exists(log) else DASH])
-  for name, what in NOT_BUILT:
-    rows.append([name, "not yet built", DASH, DASH, DASH, DASH])
   n_done = sum(r[1] == "done" for r in rows)
   out = ["## Stages", "", f"{n_done} of {len(stages)} stages finished; their wall time adds up to "
          f"{_minutes(total)} (a stage's time is that of the run that finished it). tokens/s and MFU are the "
@@ -291,8 +305,30 @@ def _rlhf_section(workdir: str, plots: dict) -> list[str]:
   return out
 
 
-def _not_built_section() -> list[str]:
-  return ["## Not yet built", ""] + [f"- {name}: {what}" for name, what in NOT_BUILT]
+def _refusal_section(workdir: str) -> list[str]:
+  d = os.path.join(workdir, "refusal")
+  before, after = refusal_before_after(workdir)
+  probe = read_jsonl(os.path.join(d, "refusal", "probe.jsonl"))
+  out = ["## Refusal recipe (Llama 3): say \"I don't know\" where the model does not know", ""]
+  if probe:
+    unknown = sum(bool(r.get("unknown")) for r in probe)
+    out += [f"Probe: sft_chat answered each of {len(probe)} training-entity facts {probe[0].get('samples', DASH)} "
+            f"times at temperature 1; {unknown} marked unknown (consistently wrong) and answered with a refusal "
+            "in the new SFT data, which trains again from the base model.", ""]
+  rows = []
+  for name in ("never", "once", "2", "4", "8+", None):
+    k = f"eval/world/seen_{name}" if name else "eval/world"
+    if f"{k}/accuracy" in before or f"{k}/accuracy" in after:
+      rows.append([name or "all"] + [f"{fmt(before.get(f'{k}/{m}'))} → {fmt(after.get(f'{k}/{m}'))}"
+                                     for m in ("accuracy", "refused", "hallucinated")])
+  if rows:
+    out += ["Held-out facts (entities never in SFT data), greedy, sft_chat (before) → after the recipe:", ""]
+    out += _table(["seen in pretraining", "accuracy", "refused", "hallucinated (wrong, not refused)"], rows)
+  else:
+    out.append(f"Before → after: {DASH}")
+  if os.path.exists(os.path.join(d, "refusal.png")):
+    out += ["", "![refusal](refusal/refusal.png)"]
+  return out
 
 
 # --- the card ----------------------------------------------------------------------------------------
@@ -304,8 +340,8 @@ def render(workdir: str, stages, plots: dict) -> str:
            "written (yet).", ""]
   for section in (_stages_section(workdir, stages), _checks_section(workdir), _data_section(workdir),
                   _base_section(workdir, plots), _sft_section(workdir), _arith_section(workdir),
-                  _grpo_section(workdir, plots), _rm_section(workdir), _rlhf_section(workdir, plots),
-                  _not_built_section()):
+                  _grpo_section(workdir, plots), _refusal_section(workdir), _rm_section(workdir),
+                  _rlhf_section(workdir, plots)):
     lines += section + [""]
   return "\n".join(lines)
 

@@ -67,8 +67,8 @@ class FakeRunner:
     return 0
 
 
-def _config(**updates):
-  c = pipeline_config.get_config("tiny")
+def set_keys(c, updates: dict):
+  """The config with dotted keys set ({"grpo.steps": 8}), as --config.grpo.steps=8 would."""
   for k, v in updates.items():
     node = c
     *parents, leaf = k.split(".")
@@ -76,6 +76,10 @@ def _config(**updates):
       node = node[p]
     node[leaf] = v
   return c
+
+
+def _config(**updates):
+  return set_keys(pipeline_config.get_config("tiny"), updates)
 
 
 def _run(tmp_path, runner, card=None, **updates):
@@ -110,6 +114,9 @@ def test_plan_chains_each_stage_from_the_one_before(tmp_path):
   assert f"--config.data.path={wd}/rankings/seed0.jsonl" in cmd("reward_model")
   assert f"--config.reward.workdir={wd}/reward_model" in cmd("rlhf") and "--config.reward.stop_workdir= " in cmd("rlhf")
   assert stages["grpo"].needs == ("sft_arith",)
+  assert "configs/refusal.py:tiny" in cmd("refusal") and f"--config.refusal.probe={wd}/sft_chat" in cmd("refusal")
+  assert f"--config.init_from.workdir={wd}/base" in cmd("refusal") and stages["refusal"].needs == (
+      "data", "base", "sft_chat")
 
   # A second reward model: two rankings files, two reward models, the stopping rule's judge.
   stages = {s.name: s for s in pipeline.plan(_config(**{"rlhf.second_rm": True}), wd)}
@@ -132,9 +139,9 @@ def test_a_finished_pipeline_is_skipped_on_rerun(tmp_path):
   runner, cards = FakeRunner(), []
   ran, out = _run(tmp_path, runner, card=lambda wd, stages: cards.append(wd))
   assert ran == list(pipeline.STAGES)
-  assert len(runner.calls) == 3 + 8
-  assert "[1/9] data: prepare_data, train_tokenizer, tokenize_data" in out and "[9/9] rlhf: done in" in out
-  assert len(cards) == 9  # the card after every stage
+  assert len(runner.calls) == 3 + 9
+  assert "[1/10] data: prepare_data, train_tokenizer, tokenize_data" in out and "[10/10] rlhf: done in" in out
+  assert len(cards) == 10  # the card after every stage
   done = json.loads((tmp_path / "sft" / "pipeline_done.json").read_text())
   assert done["exit_code"] == 0 and done["seconds"] >= 0 and "experiments.sft" in done["commands"][0]
   assert "10/10" in (tmp_path / "sft.log").read_text()
@@ -143,10 +150,10 @@ def test_a_finished_pipeline_is_skipped_on_rerun(tmp_path):
   t0 = time.perf_counter()
   ran, out = _run(tmp_path, runner2, card=lambda wd, stages: cards.append(wd))
   assert ran == [] and runner2.calls == [] and time.perf_counter() - t0 < 5
-  assert out.count("finished earlier") == 9 and len(cards) == 10  # a no-op re-run still refreshes the card
+  assert out.count("finished earlier") == 10 and len(cards) == 11  # a no-op re-run still refreshes the card
   # A finished stage whose config changed is still skipped, with a note saying how to re-run it.
   _, out = _run(tmp_path, FakeRunner(), **{"grpo.steps": 99})
-  assert "[5/9] grpo: finished earlier" in out and "recorded commands differ" in out
+  assert "[5/10] grpo: finished earlier" in out and "recorded commands differ" in out
 
 
 def test_a_subset_runs_only_its_stages(tmp_path):
@@ -306,6 +313,18 @@ def _fixture(tmp_path):
       {"step": 8, "prompt": "Where does Hugo work?", "reply": "He works for X.", "proxy": 2.9, "gold": 0.75}])
   (wd / "rlhf" / "best_of_n.json").write_text(json.dumps(
       {"n": [1, 2], "kl": [0.0, 0.19], "proxy": [1.07, 1.67], "gold": [0.85, 0.95]}))
+  (wd / "refusal" / "refusal").mkdir(parents=True)
+  (wd / "refusal" / "refusal" / "before.json").write_text(json.dumps(
+      {"probe": "sft_chat", "eval/world/accuracy": 0.25, "eval/world/seen_never/accuracy": 0.0,
+       "eval/world/seen_never/refused": 0.0, "eval/world/seen_never/hallucinated": 0.96,
+       "eval/world/seen_8+/accuracy": 0.58, "eval/world/seen_8+/refused": 0.0}))
+  _write_jsonl(wd / "refusal" / "refusal" / "probe.jsonl", [
+      {"unknown": True, "samples": 8}, {"unknown": False, "samples": 8}, {"unknown": True, "samples": 8}])
+  _write_jsonl(wd / "refusal" / "metrics.jsonl", [
+      {"step": 0, "eval/world/accuracy": 0.01},  # the base model: not the "before" (the probed model is)
+      {"step": 150, "eval/world/accuracy": 0.24, "eval/world/seen_never/accuracy": 0.0,
+       "eval/world/seen_never/refused": 0.6, "eval/world/seen_never/hallucinated": 0.4,
+       "eval/world/seen_8+/accuracy": 0.55, "eval/world/seen_8+/refused": 0.05}])
   for name, seconds in (("data", 30.0), ("base", 600.0)):
     (wd / name / "pipeline_done.json").write_text(json.dumps({"seconds": seconds}))
 
@@ -316,10 +335,13 @@ def test_report_card_from_the_stages_files(tmp_path):
   report_card.write(str(tmp_path), stages)
   card = (tmp_path / "report.md").read_text()
   for heading in ("## Stages", "## Did each stage do its job?", "## Data", "## Base model", "## SFT",
-                  "## Arithmetic SFT", "## GRPO", "## Reward model", "## RLHF", "## Not yet built"):
+                  "## Arithmetic SFT", "## GRPO", "## Refusal recipe", "## Reward model", "## RLHF"):
     assert heading in card, heading
   assert "| data | done | 30 s |" in card and "| base | done | 10.0 min | 7500 | 0.65 |" in card
-  assert "| sft_arith | not run | — |" in card and "| refusal | not yet built |" in card
+  assert "| sft_arith | not run | — |" in card and "| refusal | not run | — |" in card
+  assert "of 3 training-entity facts 8 times at temperature 1; 2 marked unknown" in card
+  assert "| never | 0.000 → 0.000 | 0.000 → 0.600 | 0.960 → 0.400 |" in card
+  assert "| 8+ | 0.580 → 0.550 | 0.000 → 0.050 | — → — |" in card
   assert "| minhash | 490 | 430 | 60 |" in card and "3.06 bytes per token" in card
   assert "Held-out loss 7.660 → 2.660 nats/token" in card and "`The city of Rudford`" in card
   assert "| arithmetic | 0.000 | 0.020 | 0.000 | 0.310 |" in card
@@ -336,12 +358,15 @@ def test_report_card_from_the_stages_files(tmp_path):
   assert ok[("grpo", "held-out pass@1")] is True and ok[("sft_arith", "held-out arithmetic accuracy (greedy)")] is None
   assert ok[("reward_model", "held-out pairwise accuracy (chance 0.5)")] is True
   assert ok[("rlhf", "proxy reward (the reward model's score)")] is True
+  full = {(c["stage"], c["measure"]): c["ok"] for c in report_card.checks(str(tmp_path))}
+  assert full[("refusal", "facts never seen: hallucinated (probed sft_chat → after the recipe)")] is True  # 0.96 → 0.40
+  assert full[("refusal", "facts seen 8+ times: accuracy")] is True  # 0.58 → 0.55: within 5 points
 
 
 def test_report_card_of_an_empty_workdir_is_all_dashes(tmp_path):
   report_card.write(str(tmp_path), pipeline.plan(_config(), str(tmp_path)))
   card = (tmp_path / "report.md").read_text()
-  assert "0 of 9 stages finished" in card and "Held-out loss — → — nats/token" in card
+  assert "0 of 10 stages finished" in card and "Held-out loss — → — nats/token" in card
   assert all(c["ok"] is None for c in report_card.checks(str(tmp_path)))
   assert not list(tmp_path.glob("*.png"))
   # A partial run (the base model only): its panel is drawn, the empty ones quietly left out.
@@ -362,6 +387,8 @@ SHRUNK = ["--config.base.steps=150", "--config.sft.steps=40", "--config.sft_chat
           "--config.grpo.steps=8", "--config.grpo.eval_every=8",
           "--config.grpo.overrides=--config.eval.examples=32 --config.rl.prompts_per_step=8 "
           "--config.train.batch_size=64",
+          "--config.refusal.steps=40",
+          "--config.refusal.overrides=--config.data.examples_per_task=500 --config.refusal.samples=4",
           "--config.rankings.prompts=300", "--config.reward_model.steps=40", "--config.reward_model.eval_every=20",
           "--config.rlhf.steps=8", "--config.rlhf.eval_every=4", "--config.rlhf.best_of_n=8"]
 
@@ -382,9 +409,9 @@ def assert_card(wd):
   """The card of a finished pipeline: every section, every stage done, each measure as intended."""
   card = (wd / "report.md").read_text()
   for heading in ("## Stages", "## Did each stage do its job?", "## Data", "## Base model", "## SFT",
-                  "## Arithmetic SFT", "## GRPO", "## Reward model", "## RLHF", "## Not yet built"):
+                  "## Arithmetic SFT", "## GRPO", "## Refusal recipe", "## Reward model", "## RLHF"):
     assert heading in card, heading
-  assert "9 of 9 stages finished" in card and "| refusal | not yet built |" in card
+  assert "10 of 10 stages finished" in card
   for png in ("card_losses.png", "card_grpo.png", "card_rlhf.png"):
     assert (wd / png).exists() and png in card
   rows = {(c["stage"], c["measure"]): c for c in report_card.checks(str(wd))}
@@ -406,5 +433,5 @@ def test_the_tiny_pipeline_end_to_end(tmp_path):
 
   t0 = time.perf_counter()
   r = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=600)
-  assert r.returncode == 0 and r.stdout.count("finished earlier") == 9, r.stdout + r.stderr
+  assert r.returncode == 0 and r.stdout.count("finished earlier") == len(pipeline.STAGES), r.stdout + r.stderr
   assert time.perf_counter() - t0 < 60
