@@ -15,8 +15,8 @@ Every run starts from a finished pipeline (`source`: its base, sft, sft_arith, s
 `source` gives each seed its own pipeline (runs/pipeline/seed={seed}: base model and SFTs per seed
 too). Runs go to <workdir>/<arm>/seed=<s>/<stage>; report.md (the table, mean ± std over seeds and
 each seed's value), ablation.json and ablation.png are rewritten after each run. Finished runs are
-skipped when the command runs again (a no-op run just rewrites the report); `print_only` prints the
-commands (for a cluster's launcher) and runs nothing.
+skipped when the command runs again (a no-op run just rewrites the report); `launcher` other than
+local prints each run's command for a cluster launcher and runs nothing.
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def get_config(arg: str = "sft_vs_rl") -> ml_collections.ConfigDict:
   c.name = arg                    # the ablation (lm/ablations.py: ABLATIONS)
   c.seeds = "0,1,2"               # one run per arm and seed; the table is mean ± std over them
   c.source = "runs/pipeline"      # a finished pipeline workdir the runs start from ({seed}: one per seed)
-  c.print_only = False            # print each run's command and exit (nothing run, nothing written)
+  c.launcher = "local"            # local: run in sequence here | print | slurm | tpu_vm | xpk: print each run's
+                                  # command for that launcher (launch/sweep.py) and exit, nothing run or written
   c.compilation_cache = True      # runs share <workdir>/jax_cache: repeated shapes load their programs
 
   c.sft_arith = ml_collections.ConfigDict()

@@ -9,27 +9,35 @@ that finished is skipped, an interrupted one resumes, a failure stops with one l
 naming its log. <workdir>/report.md (the table, mean ± std over seeds, every seed's
 value), ablation.json and ablation.png are rewritten after each run, so running the
 command again when everything has finished just regenerates the table.
-`--config.print_only=True` prints the commands and runs nothing (submit them with a
-cluster launcher, then run the command here to collect the table).
+`--config.launcher=print|slurm|tpu_vm|xpk` prints each run's command for that launcher
+(launch/sweep.py's) and runs nothing; once they have finished on the cluster's shared
+filesystem, the same command with the default launcher (local) writes the table.
 """
 from __future__ import annotations
 
-import shlex
 import sys
 
 from absl import flags
 from ml_collections import config_flags
 
 from experiments import pipeline as pipeline_experiment
+from launch import sweep
 from lm import ablations, cli, pipeline
+from lm.errors import UserError
 
 
 def main(config, workdir: str) -> None:
   stages = ablations.plan(config, workdir)
-  if config.print_only:
-    for s in stages:
+  if config.launcher != "local":
+    if config.launcher not in sweep.LAUNCHERS:
+      raise UserError(f"config.launcher: {config.launcher!r} is not one of {', '.join(sweep.LAUNCHERS)}")
+    for s in stages:  # the launcher's command per run, in order; nothing runs, nothing is written
+      if s.needs:
+        print(f"# after {', '.join(s.needs)} has finished:")
       for cmd in s.commands:
-        print(shlex.join(["python", "-m", *cmd]))
+        env, line = sweep.commands(config.launcher, cmd[0], [list(cmd[1:])], list(s.workdirs),
+                                   f"{config.name}-{s.name.replace('/', '-')}")[0]
+        print(sweep.shell_line(env, line))
     return
   ablations.check_source(config)
   try:

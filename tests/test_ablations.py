@@ -116,12 +116,27 @@ def test_refusal_measures_read_before_and_after(tmp_path):
   assert values["never-seen facts: hallucinated, after the recipe"]["made_up"] == [None]
 
 
-def test_print_only_prints_the_commands_and_writes_nothing(tmp_path):
+def test_a_cluster_launcher_prints_the_commands_and_writes_nothing(tmp_path, capsys):
+  from experiments import ablate
   wd = tmp_path / "abl"
-  r = subprocess.run([sys.executable, "-m", "experiments.ablate", "--config=configs/ablations.py:sft_vs_rl",
-                      f"--workdir={wd}", "--config.print_only=True", "--config.source=/nowhere"],
-                     cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
-  assert r.returncode == 0, r.stderr[-2000:]
-  lines = r.stdout.strip().splitlines()
+  ablate.main(_config("sft_vs_rl", launcher="print", source="/nowhere"), str(wd))
+  lines = capsys.readouterr().out.strip().splitlines()
   assert len(lines) == 3 and all(l.startswith("python -m experiments.grpo --config=configs/grpo.py:tiny") for l in lines)
+  ablate.main(_config("tokens_to_think", launcher="slurm", source="/nowhere", seeds="0"), str(wd))
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert lines[0].startswith("sbatch --job-name=tokens_to_think-answer_only-seed=0-sft_arith")
+  assert "launch/slurm.sbatch experiments.sft --config=configs/sft.py:arith" in lines[0]
+  assert lines[1] == "# after answer_only/seed=0/sft_arith has finished:" and "experiments.grpo" in lines[2]
   assert not wd.exists()
+  with pytest.raises(UserError, match="config.launcher: 'pbs' is not one of local, print"):
+    ablate.main(_config("sft_vs_rl", launcher="pbs"), str(wd))
+
+
+def test_the_command_line_error_is_one_line(tmp_path):
+  r = subprocess.run([sys.executable, "-m", "experiments.ablate", "--config=configs/ablations.py:sft_vs_rl",
+                      f"--workdir={tmp_path}/abl", f"--config.source={tmp_path}/nope"],
+                     cwd=ROOT, env=env(), capture_output=True, text=True, timeout=120)
+  assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+      f"error: config.source: {tmp_path}/nope/sft_arith has no checkpoint; run the pipeline there first "
+      f"(python -m experiments.pipeline --config=configs/pipeline.py:tiny --workdir={tmp_path}/nope) or point "
+      "config.source at one that has"], r.stderr
