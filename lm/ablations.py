@@ -54,29 +54,31 @@ class Ablation:
   arms: tuple[str, ...]
   measures: tuple[tuple[str, str, str, str], ...]  # (label, stage, metrics key or "before:<key>", first|last)
   curve: tuple[str, str, str]          # (stage, metrics key, axis label) drawn against step, one line per arm
+  starts: tuple[str, ...]              # the source pipeline's stages its runs start from
 
 
 ABLATIONS = {
     "sft_vs_rl": Ablation(
         "RL goes beyond imitation: GRPO from the arithmetic SFT model raises held-out accuracy above SFT alone",
-        ("grpo",), GRPO_MEASURES, ("grpo", "eval/pass@1", "held-out pass@1")),
+        ("grpo",), GRPO_MEASURES, ("grpo", "eval/pass@1", "held-out pass@1"), ("sft_arith",)),
     "tokens_to_think": Ablation(
         "models need tokens to think: SFT on worked solutions then GRPO beats SFT on answers alone then GRPO",
         ("answer_only", "worked"),
         (("SFT held-out accuracy (greedy)", "sft_arith", "eval/arithmetic/accuracy", "last"),) + GRPO_MEASURES,
-        ("grpo", "eval/pass@1", "held-out pass@1")),
+        ("grpo", "eval/pass@1", "held-out pass@1"), ("base",)),
     "grpo_vs_drgrpo": Ablation(
         "Dr. GRPO: the token-mean, std-scaled objective lengthens wrong answers; a constant normaliser does not",
-        ("grpo", "dr_grpo"), GRPO_MEASURES, ("grpo", "eval/length_wrong", "length of wrong replies (tokens)")),
+        ("grpo", "dr_grpo"), GRPO_MEASURES, ("grpo", "eval/length_wrong", "length of wrong replies (tokens)"),
+        ("sft_arith",)),
     "tools": Ablation(
         "RL with a calculator: from the tool-use SFT with the calculator in the rollouts, against RL from the "
         "worked-arithmetic SFT without tools",
-        ("no_tool", "calculator"), GRPO_MEASURES, ("grpo", "eval/pass@1", "held-out pass@1")),
+        ("no_tool", "calculator"), GRPO_MEASURES, ("grpo", "eval/pass@1", "held-out pass@1"), ("sft_arith", "sft")),
     "refusal": Ablation(
         "the refusal recipe halves hallucination on never-seen facts without losing known ones; refusing "
         "made-up people too trades known facts for refusals",
         ("recipe", "made_up"), REFUSAL_MEASURES, ("refusal", "eval/world/seen_never/hallucinated",
-                                                  "never-seen facts: hallucinated")),
+                                                  "never-seen facts: hallucinated"), ("base", "sft_chat")),
 }
 
 
@@ -94,18 +96,10 @@ def source(config, seed: int) -> str:
   return os.path.abspath(str(config.source).replace("{seed}", str(seed)))
 
 
-def _needs(config) -> dict[str, tuple[str, ...]]:
-  """Per arm, the source pipeline's stages it starts from."""
-  return {"sft_vs_rl": {"grpo": ("sft_arith",)}, "tokens_to_think": {a: ("base",) for a in ABLATIONS[config.name].arms},
-          "grpo_vs_drgrpo": {"grpo": ("sft_arith",), "dr_grpo": ("sft_arith",)},
-          "tools": {"no_tool": ("sft_arith",), "calculator": ("sft",)},
-          "refusal": {"recipe": ("base", "sft_chat"), "made_up": ("base", "sft_chat")}}[config.name]
-
-
 def check_source(config) -> None:
   """Each source stage the ablation starts from has a checkpoint, or one line saying what to run."""
   for seed in seeds(config):
-    for stage in sorted({s for needs in _needs(config).values() for s in needs}):
+    for stage in ABLATIONS[config.name].starts:
       d = os.path.join(source(config, seed), stage)
       if pipeline.newest_checkpoint(d) is None:
         raise UserError(f"config.source: {d} has no checkpoint; run the pipeline there first "
