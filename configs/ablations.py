@@ -5,7 +5,7 @@
 
   sft_vs_rl        GRPO from the arithmetic SFT, 3 seeds: held-out pass@1 at step 0 (SFT alone) and at the end  (a)
   tokens_to_think  SFT on answer-only vs worked arithmetic, each followed by GRPO                                 (b)
-  grpo_vs_drgrpo   GRPO (token mean, std-scaled advantages) vs Dr. GRPO (constant normaliser, unscaled):
+  grpo_vs_drgrpo   GRPO (per-completion mean, std-scaled advantages) vs Dr. GRPO (constant normaliser, unscaled):
                    the length of wrong answers over training                                                      (c)
   tools            GRPO from the worked-arithmetic SFT without tools vs from the tool-use SFT with the
                    calculator running inside the rollouts                                                         (d)

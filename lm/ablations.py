@@ -67,7 +67,8 @@ ABLATIONS = {
         (("SFT held-out accuracy (greedy)", "sft_arith", "eval/arithmetic/accuracy", "last"),) + GRPO_MEASURES,
         ("grpo", "eval/pass@1", "held-out pass@1"), ("base",)),
     "grpo_vs_drgrpo": Ablation(
-        "Dr. GRPO: the token-mean, std-scaled objective lengthens wrong answers; a constant normaliser does not",
+        "Dr. GRPO: the GRPO paper's objective (each completion's mean over its own tokens, std-scaled advantages) "
+        "lets wrong answers grow long; a constant normaliser without std scaling does not",
         ("grpo", "dr_grpo"), GRPO_MEASURES, ("grpo", "eval/length_wrong", "length of wrong replies (tokens)"),
         ("sft_arith",)),
     "tools": Ablation(
@@ -138,7 +139,7 @@ def plan(config, workdir: str) -> list[pipeline.Stage]:
       if c.name == "sft_vs_rl":
         stages.append(grpo(f"{src}/sft_arith"))
       elif c.name == "grpo_vs_drgrpo":
-        stages.append(grpo(f"{src}/sft_arith", f"--config.rl.aggregation={'constant' if arm == 'dr_grpo' else 'token_mean'}",
+        stages.append(grpo(f"{src}/sft_arith", f"--config.rl.aggregation={'constant' if arm == 'dr_grpo' else 'sequence_mean'}",
                            f"--config.rl.scale_by_std={arm != 'dr_grpo'}"))
       elif c.name == "tokens_to_think":
         worked = f"--config.tasks.arithmetic.worked={arm == 'worked'}"

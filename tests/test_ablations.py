@@ -42,7 +42,7 @@ def test_every_ablation_plans_its_arms_and_seeds(tmp_path):
 
   cmd = lambda stages, name: " ".join(next(s for s in stages if s.name == name).commands[0])  # noqa: E731
   s = ablations.plan(_config("grpo_vs_drgrpo", source=src), wd)
-  assert "--config.rl.aggregation=token_mean --config.rl.scale_by_std=True" in cmd(s, "grpo/seed=0/grpo")
+  assert "--config.rl.aggregation=sequence_mean --config.rl.scale_by_std=True" in cmd(s, "grpo/seed=0/grpo")
   assert "--config.rl.aggregation=constant --config.rl.scale_by_std=False" in cmd(s, "dr_grpo/seed=2/grpo")
   assert f"--config.init_from.workdir={src}/sft_arith" in cmd(s, "dr_grpo/seed=2/grpo")
   s = ablations.plan(_config("tokens_to_think", source=src, **{"grpo.overrides": "--config.eval.examples=8"}), wd)
