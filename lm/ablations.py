@@ -108,10 +108,6 @@ def check_source(config) -> None:
                         f"--workdir={source(config, seed)}) or point config.source at one that has")
 
 
-def _flags(config, key: str) -> list[str]:
-  return pipeline._flags(config[key].overrides, f"{key}.overrides")  # noqa: SLF001 — the one flag parser
-
-
 def plan(config, workdir: str) -> list[pipeline.Stage]:
   """One stage per (arm, seed, step): <workdir>/<arm>/seed=<s>/<step>, started from the source pipeline."""
   if config.name not in ABLATIONS:
@@ -128,7 +124,7 @@ def plan(config, workdir: str) -> list[pipeline.Stage]:
       def run(step, module, cfg, steps, *flags):
         d = os.path.join(out, step)
         cmd = (module, f"--config={cfg}", f"--workdir={d}", *flags, f"--config.train.steps={steps}",
-               f"--config.seed={seed}", *_flags(c, step))
+               f"--config.seed={seed}", *pipeline.parse_overrides(c[step].overrides, f"{step}.overrides"))
         return pipeline.Stage(os.path.relpath(d, wd), (), (cmd,), ((d, steps),), (d,))
 
       def grpo(start, *flags):
@@ -139,8 +135,9 @@ def plan(config, workdir: str) -> list[pipeline.Stage]:
       if c.name == "sft_vs_rl":
         stages.append(grpo(f"{src}/sft_arith"))
       elif c.name == "grpo_vs_drgrpo":
-        stages.append(grpo(f"{src}/sft_arith", f"--config.rl.aggregation={'constant' if arm == 'dr_grpo' else 'sequence_mean'}",
-                           f"--config.rl.scale_by_std={arm != 'dr_grpo'}"))
+        dr = arm == "dr_grpo"
+        stages.append(grpo(f"{src}/sft_arith", f"--config.rl.aggregation={'constant' if dr else 'sequence_mean'}",
+                           f"--config.rl.scale_by_std={not dr}"))
       elif c.name == "tokens_to_think":
         worked = f"--config.tasks.arithmetic.worked={arm == 'worked'}"
         sft = run("sft_arith", "experiments.sft", "configs/sft.py:arith", c.sft_arith.steps,

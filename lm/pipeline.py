@@ -64,7 +64,8 @@ def newest_checkpoint(workdir: str) -> int | None:
   return max(steps, default=None)
 
 
-def _flags(overrides: str, key: str) -> list[str]:
+def parse_overrides(overrides: str, key: str) -> list[str]:
+  """A config's `overrides` string → its flags, or one line naming `config.<key>`."""
   try:
     extra = shlex.split(overrides)
   except ValueError as e:
@@ -81,7 +82,7 @@ def plan(config, workdir: str) -> list[Stage]:
   data, seed = p("data"), config.seed
   world, exposures = p("data", "crawl", "world.json"), p("data", "shards", "train", "exposures.json")
   facts = (f"--config.data.world={world}", f"--config.data.exposures={exposures}")
-  extra = {name: _flags(config[name].overrides, f"{name}.overrides") for name in STAGES}
+  extra = {name: parse_overrides(config[name].overrides, f"{name}.overrides") for name in STAGES}
   c = config
 
   data_flags = ("--config=configs/data.py:synthetic", f"--workdir={data}", f"--config.web.workers={c.data.workers}",
