@@ -14,7 +14,8 @@ Multi-host: `initialize_distributed()` calls `jax.distributed.initialize()` when
 the launcher says several processes take part; every process then builds the
 same global mesh and feeds only its slice of the global batch
 (`host_batch_to_global`); what every host needs whole (sampled tokens,
-per-example outputs) comes back through `to_host`.
+per-example outputs) comes back through `to_host`, and a batch built from it
+on every host goes in through `same_batch_to_global`.
 """
 from __future__ import annotations
 
@@ -104,6 +105,13 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def host_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Each process passes its own rows; the result is one global array per key."""
   return {k: jax.make_array_from_process_local_data(batch_sharding(mesh), v)
+          for k, v in batch.items()}
+
+
+def same_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Every process passes the whole global batch, the same on all (rows built from gathered
+  rollouts); each device takes its own rows of it."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh), v, v.shape)
           for k, v in batch.items()}
 
 
