@@ -291,6 +291,12 @@ def run(stage: Stage, config: ml_collections.ConfigDict, workdir: str, tokenizer
   ckpt = ckpt_lib.Checkpointer(ckpt_dir, cfg.keep_checkpoints, cfg.ckpt_every, cfg.async_checkpoint)
   steps = ckpt.steps()
   if steps:
+    saved = ckpt.saved_processes(steps[-1])
+    if saved is not None and saved != jax.process_count():
+      ckpt.close()
+      raise UserError(f"{ckpt.directory}/{steps[-1]} was written by {saved} processes and this run has "
+                      f"{jax.process_count()}: each saved its own data iterator, so resume with {saved} "
+                      f"(launch/local.sh: NPROC={saved})")
     _check_architecture(ckpt, steps[-1], config)
     restored = ckpt.restore_newest(stage.abstract_state(), hooks.batches)
     if restored is None:
