@@ -103,7 +103,10 @@ def main(argv: list[str]) -> int:
           f"{envs[0]['JAX_COORDINATOR_ADDRESS'].rsplit(':', 1)[1]}; processes 1..{a.nproc - 1} log to {logs}",
           file=sys.stderr, flush=True)
 
+  signalled = []
+
   def forward(signum, frame):
+    signalled.append(signum)  # every process got it and stops on its own: exits are not failures
     for p in procs:
       if p.poll() is None:
         p.send_signal(signum)
@@ -114,7 +117,7 @@ def main(argv: list[str]) -> int:
   try:
     while [p.poll() for p in procs].count(None):  # poll every one (any() would stop at the first)
       bad = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode not in (None, 0)]
-      if bad and failed is None:
+      if bad and failed is None and not signalled:
         failed, rc = bad[0]
         status = rc if rc > 0 else 128 - rc
         for p in procs:
@@ -138,7 +141,7 @@ def main(argv: list[str]) -> int:
   finally:
     for f in files:
       f.close()
-  if failed is not None and a.nproc > 1:
+  if failed is not None and a.nproc > 1 and not signalled:
     if failed:
       sys.stderr.write(tail(os.path.join(logs, f"process_{failed}.log")))
     print(f"local_procs: process {failed} of {a.nproc} exited with status {status}; the others were stopped "
