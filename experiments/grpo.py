@@ -12,6 +12,10 @@ rollout policy's log-probs with the training forward when `rl.passes` > 1
 (lm/losses.py:grpo) on the shared loop. The prompt iterator is a Grain iterator
 saved with every checkpoint, the sampling stream is a function of (seed, step),
 and the reference sits in `<workdir>/reference`: a killed run resumes exactly.
+On several processes (`NPROC=2 bash launch/local.sh experiments.grpo ...`) every
+process takes the same prompts and drives the same sharded rollout, gathers
+all of its rows, scores them and feeds the same batch (each device its rows):
+the losses are one process's. RLHF (`reward.kind=model`) is one process only.
 
 Evaluation, independent of the training reward, every `train.eval_every`
 iterations on held-out prompts: greedy accuracy and format, pass@1 and pass@k
@@ -122,9 +126,9 @@ def make_tasks(config) -> dict:
 def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
   validate(config)
   sharding.initialize_distributed()
-  if jax.process_count() > 1:
-    raise UserError("experiments.grpo runs in one process for now (its rollouts are built on one host); "
-                    "use one process per job")
+  if jax.process_count() > 1 and config.reward.kind == "model":
+    raise UserError("config.reward.kind='model' (RLHF) runs in one process for now (the reward model's "
+                    "scores and its sample files are not yet split across hosts); use one process per job")
   own = init_from.own_checkpoint(workdir)
   source = init_from.resolve(config.init_from)
   with config.unlocked():
@@ -190,7 +194,11 @@ def reference(run: Run, stage: loop.Stage, start_params_fn):
   path = os.path.join(os.path.abspath(run.workdir), "reference")
   target = stage.abstract_state().params
   ckptr = ocp.StandardCheckpointer()
-  if os.path.isdir(path):
+  exists = os.path.isdir(path)
+  if jax.process_count() > 1:  # process 0's answer for all: the save is collective, and another may be writing it
+    from jax.experimental import multihost_utils
+    exists = bool(multihost_utils.broadcast_one_to_all(np.bool_(exists)))
+  if exists:
     return ckptr.restore(path, target)
   params = start_params_fn()
   ckptr.save(path, params)
@@ -228,7 +236,7 @@ def evaluate(run: Run, stage: loop.Stage, params, ref=None) -> dict:
     if ref is not None:
       rows = grpo.training_rows(prompts, k, ro.tokens_BN, ro.forced_BN, ro.lengths_B, run.eval_seq_len,
                                 run.tokenizer.pad_id)
-      s_R, n_R = grpo.kl_terms(stage.forward_step, params, ref, sharding.host_batch_to_global(rows, run.mesh))
+      s_R, n_R = grpo.kl_terms(stage.forward_step, params, ref, sharding.same_batch_to_global(rows, run.mesh))
       kl_sum += s_R[:len(chunk) * k].sum()  # not the repeated rows that fill the last chunk
       kl_tokens += n_R[:len(chunk) * k].sum()
   c_EK = np.array(correct).reshape(-1, k)

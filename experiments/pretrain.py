@@ -128,7 +128,7 @@ def samples(run: Run, params) -> list[tuple[str, str]]:
                           temperature=cfg.temperature, top_k=cfg.top_k, seed=0,
                           stop_ids=[run.tokenizer.eos_id], pad_id=run.tokenizer.pad_id,
                           mesh=run.mesh, rule_pairs=run.rules)
-  tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+  tokens, lengths = sharding.to_host((out.tokens, out.lengths))
   return [(p, run.tokenizer.decode([t for t in tokens[i, :lengths[i]].tolist() if t != run.tokenizer.eos_id]))
           for i, p in enumerate(cfg.prompts)]
 

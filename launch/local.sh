@@ -6,7 +6,14 @@
 #   bash launch/local.sh experiments.pretrain --config=configs/pretrain.py:tiny --workdir=runs/tiny
 #   bash launch/local.sh pytest                      # the test suite (adds requirements-test.txt)
 #
-# Needs only python3 (3.11+) with venv and pip. LM_VENV picks another env folder.
+# Several processes on loopback, as on several hosts (jax.distributed, gloo; launch/local_procs.py):
+#   NPROC=2 DEVICES=4 bash launch/local.sh experiments.sft --config=configs/sft.py:tiny --workdir=runs/sft2 ...
+# NPROC processes with DEVICES/NPROC virtual CPU devices each (DEVICES: default one per process;
+# set alone, the virtual CPU devices of one process). Signals reach every process; the first to
+# fail stops the others and gives the exit status. DRY_RUN=1 prints their commands instead.
+#
+# Needs only python3 (3.11+) with venv and pip. LM_VENV picks another env folder;
+# LM_SKIP_INSTALL=1 runs that env's python as it is (no venv creation, no pip).
 # On hosts without an accelerator it starts Python with glibc malloc tunables that
 # stop XLA:CPU's per-step page faults (lm/cpu/malloc.py; LM_CPU_SPEEDUPS=0: off).
 set -euo pipefail
@@ -25,14 +32,21 @@ case "$module" in
   experiments.bench) reqs+=(requirements-test.txt) ;;  # the PyTorch / transformers peers
 esac
 
-if [[ ! -x "$venv/bin/python" ]]; then
-  python3 -m venv "$venv"
-fi
-stamp="$venv/.installed-$(cat "${reqs[@]}" | sha1sum | cut -c1-12)"
-if [[ ! -f "$stamp" ]]; then
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $(printf -- "-r %s " "${reqs[@]}")
-  touch "$stamp"
+if [[ "${LM_SKIP_INSTALL:-0}" != 1 ]]; then
+  if [[ ! -x "$venv/bin/python" ]]; then
+    python3 -m venv "$venv"
+  fi
+  stamp="$venv/.installed-$(cat "${reqs[@]}" | sha1sum | cut -c1-12)"
+  if [[ ! -f "$stamp" ]]; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $(printf -- "-r %s " "${reqs[@]}")
+    touch "$stamp"
+  fi
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 eval "$("$venv/bin/python" -m lm.cpu.malloc)"
+nproc="${NPROC:-1}"
+if [[ "$nproc" != 1 || -n "${DEVICES:-}" || "${DRY_RUN:-0}" == 1 ]]; then
+  exec "$venv/bin/python" -m launch.local_procs --nproc="$nproc" --devices="${DEVICES:-0}" \
+      ${LOGS:+--logs="$LOGS"} $([[ "${DRY_RUN:-0}" == 1 ]] && echo --dry_run) "$module" "$@"
+fi
 exec "$venv/bin/python" -m "$module" "$@"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 from typing import Any
 
@@ -19,6 +20,7 @@ import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 
 from lm import tokenizer as tokenizer_lib
 from lm.errors import UserError
@@ -91,6 +93,13 @@ class Checkpointer:
   def steps(self) -> list[int]:
     """Finished checkpoint steps, oldest first."""
     return sorted(self.manager.all_steps())
+
+  def saved_processes(self, step: int) -> int | None:
+    """How many processes wrote `step` (one data-iterator file each), None when it does not say."""
+    for path in (epath.Path(self.directory) / str(step) / "data").glob("process_0-of-*.json"):
+      if m := re.fullmatch(r"process_0-of-(\d+)\.json", path.name):
+        return int(m.group(1))
+    return None
 
   def check_errors(self) -> None:
     """Raise the failure of a finished background save now (called after every train step)."""

@@ -32,7 +32,10 @@ G rows (GRPO's groups). With no tool calls the tokens equal
 step); `sampling.generate` stays the lockstep fast path when tools are off.
 
 With a mesh, rows are split over the batch axes and parameters keep their
-shardings, as in `lm.sampling`.
+shardings, as in `lm.sampling`. On several hosts every host drives the same
+decode (the same prompts, whole rows gathered each chunk) and runs the same
+tool calls; a chunk then waits for all pending calls, so every host resumes
+the same rows.
 """
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm import conversation, kv_cache, sampling
+from lm import conversation, kv_cache, sampling, sharding
 from lm.errors import UserError
 
 Tool = Callable[[str], str]
@@ -236,7 +239,7 @@ def stream(model, params, tok, prompts: Sequence[Sequence[int]], max_new_tokens:
                          jax.random.key(seed), max_new_tokens=int(max_new_tokens),
                          max_tool_tokens=int(max_tool_tokens), group=G)
   B = len(prompts) * G
-  limits_B = np.repeat(np.asarray(limit_B), G)
+  limits_B = np.repeat(sharding.to_host(limit_B), G)
   out_start, out_end = tok.special_ids.get("<|output_start|>"), tok.special_ids.get("<|output_end|>")
   calls: list[ToolCall] = []
   pending: dict[cf.Future, ToolCall] = {}
@@ -260,8 +263,8 @@ def stream(model, params, tok, prompts: Sequence[Sequence[int]], max_new_tokens:
       with sampling.mesh_context(mesh, rule_pairs):
         steps = min(chunk, poll_chunk) if pending else chunk
         state = _decode_jit(model, params, state, jnp.int32(steps), *settings)
-      n_B, done_B, paused_B, tokens_BN, forced_BN = (
-          np.asarray(x) for x in (state.n_B, state.done_B, state.paused_B, state.tokens_BN, state.forced_BN))
+      n_B, done_B, paused_B, tokens_BN, forced_BN = sharding.to_host(
+          (state.n_B, state.done_B, state.paused_B, state.tokens_BN, state.forced_BN))
       now = time.perf_counter() - t0
       finished_s[done_B & np.isnan(finished_s)] = now
       dispatched = []
@@ -275,7 +278,11 @@ def stream(model, params, tok, prompts: Sequence[Sequence[int]], max_new_tokens:
         pending[pool.submit(timed, tools[name], call)] = call
         waiting[b] = True
       runnable = ~done_B & ~paused_B
-      if pending and not runnable.any():  # nothing to decode until a tool answers
+      if pending and jax.process_count() > 1:
+        # Every host runs the same tools on the same rows; which have answered by now is a race that
+        # would resume different rows on different hosts. All of them, then: one decode state.
+        cf.wait(list(pending))
+      elif pending and not runnable.any():  # nothing to decode until a tool answers
         cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
       ready = [f for f in pending if f.done()]
       answered = [pending.pop(f) for f in ready]
@@ -307,11 +314,13 @@ def stream(model, params, tok, prompts: Sequence[Sequence[int]], max_new_tokens:
       f.cancel()
     pool.shutdown(wait=False, cancel_futures=True)
   if _result is not None:
-    lengths_B = np.asarray(state.n_B).astype(np.int32)
+    n_B, tokens_BN, logprobs_BN, forced_BN, step = sharding.to_host(
+        (state.n_B, state.tokens_BN, state.logprobs_BN, state.forced_BN, state.step))
+    lengths_B = n_B.astype(np.int32)
     # The decode loop writes only a row's own tokens; past its end the buffer still holds its zeros.
-    ended_BN = np.arange(state.tokens_BN.shape[1])[None, :] >= lengths_B[:, None]
-    _result.append(Rollout(np.where(ended_BN, pad_id, np.asarray(state.tokens_BN)), np.asarray(state.logprobs_BN),
-                           np.asarray(state.forced_BN), lengths_B, calls, finished_s, int(state.step)))
+    ended_BN = np.arange(tokens_BN.shape[1])[None, :] >= lengths_B[:, None]
+    _result.append(Rollout(np.where(ended_BN, pad_id, tokens_BN), logprobs_BN, forced_BN, lengths_B, calls,
+                           finished_s, int(step)))
 
 
 def rollout(model, params, tok, prompts: Sequence[Sequence[int]], max_new_tokens: int, **kwargs) -> Rollout:

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lm import chat_template, conversation, engine, sampling
+from lm import chat_template, conversation, engine, sampling, sharding
 
 _REFUSAL = re.compile(r"\b(I don't know|I do not know|I'm not sure|I am not sure|I can't say|I cannot say|"
                       r"no reliable information|don't have reliable information)\b", re.IGNORECASE)
@@ -73,7 +73,7 @@ def run_tasks(model, params, tok, examples: Sequence[Any], reward: Callable[[str
     else:
       out = sampling.generate(model, params, padded, max_new_tokens, temperature=0.0, stop_ids=fmt.stop_ids,
                               pad_id=tok.pad_id, pad_multiple=32, mesh=mesh, rule_pairs=rules)
-      tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+      tokens, lengths = sharding.to_host((out.tokens, out.lengths))  # rows on every host
     for i, ex in enumerate(chunk):
       reply_ids = tokens[i, :lengths[i]].tolist()
       # With tools the whole turn (calls and forced outputs) is parsed; the reward reads the words.

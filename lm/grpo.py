@@ -111,9 +111,8 @@ def completion_text(out: engine.Rollout, r: int, tok) -> tuple[str, bool]:
 def kl_terms(forward_step, params, ref_params, batch) -> tuple[np.ndarray, np.ndarray]:
   """Per row of `batch` (training rows): the sum of k3 KL(π ‖ π_ref) over its sampled completion
   tokens, and their count. Two forward passes; for KL measured outside the loss."""
-  logp = np.asarray(forward_step(params, batch)["logprobs"], np.float64)
-  ref = np.asarray(forward_step(ref_params, batch)["logprobs"], np.float64)
-  mask = np.asarray(batch["loss_mask"], np.float64)
+  logp, ref, mask = (x.astype(np.float64) for x in sharding.to_host(
+      (forward_step(params, batch)["logprobs"], forward_step(ref_params, batch)["logprobs"], batch["loss_mask"])))
   d = ref - logp
   return ((np.exp(d) - d - 1.0) * mask).sum(-1), mask.sum(-1)
 
@@ -161,7 +160,7 @@ class Rollouts:
     rows = training_rows(prompts, G, out.tokens_BN, out.forced_BN, out.lengths_B, self.seq_len,
                          self.tok.pad_id)
     rows["advantages"] = adv_BG.reshape(-1)
-    batch = sharding.host_batch_to_global(rows, self.mesh)
+    batch = sharding.same_batch_to_global(rows, self.mesh)  # every host has every rollout
     if self.old_logprobs:
       batch["old_logprobs"] = self.forward_step(params, batch)["logprobs"]
     if self.ref_params is not None:

@@ -213,7 +213,12 @@ def _unlock(path: str, me: dict) -> None:
 
 
 class _Signals:
-  """SIGTERM / SIGINT: finish the current step, save, exit (0 after SIGTERM). A second one exits at once."""
+  """SIGTERM / SIGINT: finish the current step, save, exit (0 after SIGTERM). A second one exits at once.
+
+  On several processes the stop step must be the same on all of them (the save is collective), and
+  a signal may reach only some. SIGTERM is then left to jax.distributed's preemption notifier (a
+  Python handler would replace it), whose sync point every process reaches at the same step;
+  SIGINT is turned into a SIGTERM to this process, so it takes the same road."""
 
   def __init__(self):
     self.received: int | None = None
@@ -221,8 +226,9 @@ class _Signals:
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGTERM, signal.SIGINT):
-        self.previous[sig] = signal.signal(sig, self._handle)
+      multi = jax.process_count() > 1
+      for sig in (signal.SIGINT,) if multi else (signal.SIGTERM, signal.SIGINT):
+        self.previous[sig] = signal.signal(sig, self._handle_multi if multi else self._handle)
     return self
 
   def __exit__(self, *exc):
@@ -236,12 +242,16 @@ class _Signals:
     tqdm.write(f"{signal.Signals(signum).name}: finishing this step, saving a checkpoint, then exiting "
                "(send it again to exit at once)")
 
+  def _handle_multi(self, signum, frame):
+    self._handle(signum, frame)
+    os.kill(os.getpid(), signal.SIGTERM)  # to the preemption notifier: every process stops at one step
+
   def stop_at(self, step: int) -> bool:
     """Whether every process stops after `step`: on several hosts, the preemption sync point that
     jax.distributed's coordination service agrees on (it sees the cluster's SIGTERM)."""
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils
-      return self.received is not None or multihost_utils.reached_preemption_sync_point(step)
+      return multihost_utils.reached_preemption_sync_point(step)
     return self.received is not None
 
 
@@ -281,6 +291,12 @@ def run(stage: Stage, config: ml_collections.ConfigDict, workdir: str, tokenizer
   ckpt = ckpt_lib.Checkpointer(ckpt_dir, cfg.keep_checkpoints, cfg.ckpt_every, cfg.async_checkpoint)
   steps = ckpt.steps()
   if steps:
+    saved = ckpt.saved_processes(steps[-1])
+    if saved is not None and saved != jax.process_count():
+      ckpt.close()
+      raise UserError(f"{ckpt.directory}/{steps[-1]} was written by {saved} processes and this run has "
+                      f"{jax.process_count()}: each saved its own data iterator, so resume with {saved} "
+                      f"(launch/local.sh: NPROC={saved})")
     _check_architecture(ckpt, steps[-1], config)
     restored = ckpt.restore_newest(stage.abstract_state(), hooks.batches)
     if restored is None:

@@ -285,7 +285,7 @@ def stream(model, params, prompts: Sequence[Sequence[int]], max_new_tokens: int,
     step = int(state.step)
     if step == emitted:
       return
-    yield np.asarray(state.tokens_BN[:, emitted:step])
+    yield sharding_lib.to_host(state.tokens_BN[:, emitted:step])
     emitted = step
     if bool(jnp.all(state.done_B)):
       return

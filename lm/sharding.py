@@ -13,7 +13,9 @@ would otherwise make Explicit axes.
 Multi-host: `initialize_distributed()` calls `jax.distributed.initialize()` when
 the launcher says several processes take part; every process then builds the
 same global mesh and feeds only its slice of the global batch
-(`host_batch_to_global`).
+(`host_batch_to_global`); what every host needs whole (sampled tokens,
+per-example outputs) comes back through `to_host`, and a batch built from it
+on every host goes in through `same_batch_to_global`.
 """
 from __future__ import annotations
 
@@ -104,6 +106,25 @@ def host_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, 
   """Each process passes its own rows; the result is one global array per key."""
   return {k: jax.make_array_from_process_local_data(batch_sharding(mesh), v)
           for k, v in batch.items()}
+
+
+def same_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+  """Every process passes the whole global batch, the same on all (rows built from gathered
+  rollouts); each device takes its own rows of it."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh), v, v.shape)
+          for k, v in batch.items()}
+
+
+def to_host(tree: Any) -> Any:
+  """Every leaf as a whole numpy array on every process. A batch-sharded output of a program run on
+  a multi-host mesh (sampled tokens, per-example log-probs) has rows on other hosts, which
+  np.asarray cannot read: those are gathered (a collective: every process must call it, in the
+  same order). Single-process, it is np.asarray."""
+  if jax.process_count() == 1:
+    return jax.tree.map(np.asarray, tree)
+  from jax.experimental import multihost_utils
+  return jax.tree.map(lambda x: np.asarray(x) if not isinstance(x, jax.Array) or x.is_fully_addressable
+                      else np.asarray(multihost_utils.process_allgather(x, tiled=True)), tree)
 
 
 def check_batch(global_batch: int, grad_accum: int, mesh: Mesh) -> None:

@@ -84,3 +84,14 @@ def test_keeps_only_the_newest(tmp_path):
   ck.close()
   assert saved == [2, 4, 6, 8]
   assert sorted(int(d) for d in os.listdir(tmp_path / "ckpt") if d.isdigit()) == [6, 8]
+
+
+def test_saved_processes_reads_the_data_iterator_files(tmp_path):
+  """A multi-process checkpoint says how many processes wrote it: a resume with another count is
+  refused with one line (lm/loop.py) instead of every checkpoint 'not loading'."""
+  (tmp_path / "ck" / "7" / "data").mkdir(parents=True)
+  for i in range(2):
+    (tmp_path / "ck" / "7" / "data" / f"process_{i}-of-2.json").write_text("{}")
+  ck = ckpt_lib.Checkpointer(str(tmp_path / "ck"), keep=2, every=1, async_save=False)
+  assert ck.saved_processes(7) == 2 and ck.saved_processes(8) is None
+  ck.close()
