@@ -6,6 +6,8 @@
 #   DATA=runs/data RUN=runs/base SFT=runs/sft STEPS=620 VOCAB=2048 bash launch/pipeline.sh
 #   SFT= bash launch/pipeline.sh                 # stop after pretraining
 #   SEEDS="0 1 2" bash launch/pipeline.sh        # base + SFT per seed in <RUN|SFT>/seed=<s>; <SFT>/sweep.md: mean ± std
+#   STEPS=20 SFT_STEPS=10 bash launch/pipeline.sh  # a quick try of the whole chain (its models learn little)
+#   DRY_RUN=1 bash launch/pipeline.sh            # print the steps, run nothing
 #
 # Every step is an experiment with the same workdir, so any one can be re-run alone.
 set -euo pipefail
@@ -24,9 +26,10 @@ SEEDS="${SEEDS:-}"              # "" = one run (seed 0) in $RUN and $SFT; "0 1 2
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 # Each step through launch/local.sh (its venv, the requirements that step needs, the CPU
-# malloc tuning), or with $PYTHON when given.
-run() {
-  if [[ -n "${PYTHON:-}" ]]; then "$PYTHON" -m "$@"; else bash launch/local.sh "$@"; fi
+# malloc tuning), or with $PYTHON when given; DRY_RUN=1 prints the steps and runs nothing.
+source launch/dry_run.sh
+step() {
+  if [[ -n "${PYTHON:-}" ]]; then run "$PYTHON" -m "$@"; else run bash launch/local.sh "$@"; fi
 }
 
 data_flags=(--config=configs/data.py:synthetic --workdir="$DATA"
@@ -38,15 +41,15 @@ data_flags=(--config=configs/data.py:synthetic --workdir="$DATA"
 #    C4 and FineWeb filters, MinHash dedup, PII replacement. Writes clean/jsonl,
 #    clean/parquet and web_report.md (per-filter counts; precision/recall on the
 #    synthetic crawl's labels) plus web_filters.png.
-run experiments.prepare_data "${data_flags[@]}"
+step experiments.prepare_data "${data_flags[@]}"
 
 # 2. Clean text (+ the interpreter's docs) → sentencepiece BPE with byte fallback
 #    and the chat/tool special tokens. Writes tokenizer/tokenizer.model and
 #    tokenizer_report.json (bytes per token on held-out documents).
-run experiments.train_tokenizer "${data_flags[@]}"
+step experiments.train_tokenizer "${data_flags[@]}"
 
 # 3. Clean text → token shards (train/ and val/, each carrying tokenizer.model).
-run experiments.tokenize_data "${data_flags[@]}"
+step experiments.tokenize_data "${data_flags[@]}"
 
 # 4. Pretrain on the shards; the tokenizer comes from them and is saved in every checkpoint.
 # 5. Supervised fine-tuning from the base model (parameters only, via init_from) on
@@ -55,11 +58,11 @@ run experiments.tokenize_data "${data_flags[@]}"
 # With SEEDS, both steps run once per seed (init, data order and SFT examples all follow
 # it) and <SFT>/sweep.md tables every held-out metric as mean ± std over the seeds.
 train_and_finetune() {  # <base workdir> <sft workdir> <seed>
-  run experiments.pretrain --config=configs/pretrain.py:world --workdir="$1" \
+  step experiments.pretrain --config=configs/pretrain.py:world --workdir="$1" \
     --config.data.path="$DATA/shards" --config.train.steps="$STEPS" \
     --config.seed="$3" --config.data.shuffle_seed="$3"
   [[ -z "$SFT" ]] && return 0
-  run experiments.sft --config=configs/sft.py:tiny --workdir="$2" \
+  step experiments.sft --config=configs/sft.py:tiny --workdir="$2" \
     --config.init_from.workdir="$1" --config.data.world="$DATA/crawl/world.json" \
     --config.data.exposures="$DATA/shards/train/exposures.json" --config.train.steps="$SFT_STEPS" \
     --config.seed="$3"
@@ -71,5 +74,5 @@ else
   for s in $SEEDS; do
     train_and_finetune "$RUN/seed=$s" "$SFT/seed=$s" "$s"
   done
-  [[ -n "$SFT" ]] && run launch.sweep --collect --workdir="$SFT"
+  if [[ -n "$SFT" ]]; then step launch.sweep --collect --workdir="$SFT"; fi
 fi
