@@ -57,21 +57,8 @@ def crawl_source(config, workdir: str) -> tuple[list[str], dict | None]:
   return warcs, labels
 
 
-# The web pipeline's packages (requirements-web.txt) by import name; the core install lacks them.
-WEB_MODULES = ("datatrove", "fasttext", "trafilatura", "warcio", "tldextract")
-
-
-def check_web_requirements() -> None:
-  import importlib.util
-  missing = [m for m in WEB_MODULES if importlib.util.find_spec(m) is None]
-  if missing:
-    raise UserError(f"experiments.prepare_data needs the web pipeline's packages (missing: {', '.join(missing)}): "
-                    "pip install -r requirements-web.txt, or run it as `bash launch/local.sh "
-                    "experiments.prepare_data ...`, which installs them")
-
-
 def validate(config) -> None:
-  check_web_requirements()
+  web.check_packages()
   w = config.web
   if w.executor not in ("local", "slurm", "ray"):
     raise UserError(f"config.web.executor: {w.executor!r} is not one of local, slurm, ray")

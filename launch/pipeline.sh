@@ -2,7 +2,9 @@
 # From a crawl to an assistant, on one machine (nanochat style: read it top to bottom).
 #
 #   bash launch/pipeline.sh                      # synthetic crawl → BPE base model → SFT (15–19 min on 2 cores)
-#   WARC=../shared/data bash launch/pipeline.sh  # real Common Crawl WARCs instead (English only)
+#   WARC=../shared/data bash launch/pipeline.sh  # real Common Crawl WARCs instead (English only): base model
+#                                                # in runs/base_cc from runs/data_cc; no SFT (it asks about the
+#                                                # synthetic world's facts, which a real crawl does not state)
 #   DATA=runs/data RUN=runs/base SFT=runs/sft STEPS=620 VOCAB=2048 bash launch/pipeline.sh
 #   SFT= bash launch/pipeline.sh                 # stop after pretraining
 #   SEEDS="0 1 2" bash launch/pipeline.sh        # base + SFT per seed in <RUN|SFT>/seed=<s>; <SFT>/sweep.md: mean ± std
@@ -13,11 +15,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DATA="${DATA:-runs/data}"       # data workdir: crawl, clean text, tokenizer, shards, reports
-RUN="${RUN:-runs/base}"         # pretraining workdir
-SFT="${SFT-runs/sft}"           # supervised fine-tuning workdir (SFT= : stop after pretraining)
+WARC="${WARC:-}"                # "" = generate the synthetic world's crawl; a folder of .warc.gz = real pages
+# Own default workdirs for real WARCs: a synthetic run's base model has another tokenizer.
+cc="${WARC:+_cc}"
+DATA="${DATA:-runs/data$cc}"    # data workdir: crawl, clean text, tokenizer, shards, reports
+RUN="${RUN:-runs/base$cc}"      # pretraining workdir
+if [[ -z "$WARC" ]]; then
+  SFT="${SFT-runs/sft}"         # supervised fine-tuning workdir (SFT= : stop after pretraining)
+else
+  SFT="${SFT:-}"                # none with real WARCs
+fi
+if [[ -n "$WARC" && -n "$SFT" ]]; then
+  echo "error: SFT=$SFT with WARC=$WARC: the SFT step asks about the synthetic world's facts" \
+       "($DATA/crawl/world.json), which real WARCs do not have; leave SFT unset with WARC" >&2
+  exit 2
+fi
 SFT_STEPS="${SFT_STEPS:-150}"   # SFT steps
-WARC="${WARC:-}"                # "" = generate the synthetic world's crawl
 VOCAB="${VOCAB:-2048}"          # sentencepiece vocabulary
 STEPS="${STEPS:-620}"           # pretraining steps
 EXTRA="${EXTRA:-0.05}"          # share of the interpreter's docs mixed into the shards beside the crawl

@@ -395,3 +395,15 @@ def test_sweep_dry_runs_change_nothing(sandbox):
   assert len(r.stdout.strip().splitlines()) == 3 * len(launchers)
   assert _snapshot(*sandbox.folders) == before
   assert not sandbox.calls.exists()
+
+
+def test_pipeline_sh_real_warcs_get_their_own_workdirs_and_no_sft(sandbox):
+  """A synthetic run's runs/base has another tokenizer, and SFT asks about the synthetic world's facts."""
+  run = lambda **env: subprocess.run(["bash", str(sandbox.repo / "launch" / "pipeline.sh")], cwd=sandbox.repo,
+                                     env={**sandbox.env, **env}, capture_output=True, text=True, timeout=30)
+  r = run(WARC="../shared/data")
+  assert r.returncode == 0, r.stderr
+  workdirs = [w.split("=", 1)[1] for w in r.stdout.split() if w.startswith("--workdir=")]
+  assert workdirs == ["runs/data_cc"] * 3 + ["runs/base_cc"]
+  r = run(WARC="../shared/data", SFT="runs/sft")
+  assert r.returncode == 2 and r.stderr.startswith("error: SFT=runs/sft with WARC=") and not r.stdout
