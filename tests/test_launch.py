@@ -381,18 +381,17 @@ def test_dry_run_prints_commands_and_changes_nothing(script, sandbox):
                                              "experiments.tokenize_data", "experiments.pretrain", "experiments.sft"]
 
 
-def test_sweep_dry_runs_change_nothing(sandbox):
-  """--launcher=print and every cluster launcher's --dry_run, in one process (importing the config costs ~4 s)."""
-  launchers = [["--launcher=print"]] + [[f"--launcher={l}", "--dry_run"] for l in ("slurm", "tpu_vm", "xpk")]
-  code = ("import sys; from launch import sweep\n"
-          f"for extra in {launchers!r}:\n"
-          "  assert sweep.main(['--config=configs/pretrain.py:tiny', '--sweep=sweep_lr', '--workdir=runs/lr_sweep',"
-          " *extra]) == 0\n")
+def test_sweep_dry_runs_change_nothing(sandbox, monkeypatch, capsys):
+  """--launcher=print and every cluster launcher's --dry_run, with the sweep's repository root and the
+  working directory pointed at the sandbox's copy: nothing appears there, nothing is called."""
+  monkeypatch.setattr(sweep, "ROOT", str(sandbox.repo))
+  monkeypatch.chdir(sandbox.repo)
+  monkeypatch.setenv("PATH", sandbox.env["PATH"])
   before = _snapshot(*sandbox.folders)
-  r = subprocess.run([sys.executable, "-c", code], cwd=sandbox.repo,
-                     env={**sandbox.env, "PYTHONPATH": str(sandbox.repo)}, capture_output=True, text=True, timeout=60)
-  assert r.returncode == 0, r.stderr
-  assert len(r.stdout.strip().splitlines()) == 3 * len(launchers)
+  launchers = [["--launcher=print"]] + [[f"--launcher={l}", "--dry_run"] for l in ("slurm", "tpu_vm", "xpk")]
+  for extra in launchers:
+    assert sweep.main(["--config=configs/pretrain.py:tiny", "--sweep=sweep_lr", "--workdir=runs/lr_sweep", *extra]) == 0
+  assert len(capsys.readouterr().out.strip().splitlines()) == 3 * len(launchers)
   assert _snapshot(*sandbox.folders) == before
   assert not sandbox.calls.exists()
 
