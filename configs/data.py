@@ -1,19 +1,21 @@
 """Data preparation: web pipeline, tokenizer training, token shards (one config, three experiments).
 
 The whole chain on this CPU (≈3 min on 2 cores; see launch/pipeline.sh):
-  python -m experiments.prepare_data    --config=configs/data.py:synthetic --workdir=runs/data
-  python -m experiments.train_tokenizer --config=configs/data.py:synthetic --workdir=runs/data
-  python -m experiments.tokenize_data        --config=configs/data.py:synthetic --workdir=runs/data
-  python -m experiments.pretrain --config=configs/pretrain.py:tiny --workdir=runs/tiny \\
-      --config.data.path=runs/data/shards
+  python -m experiments.prepare_data    --config=configs/data.py:synthetic --workdir=runs/data_steps
+  python -m experiments.train_tokenizer --config=configs/data.py:synthetic --workdir=runs/data_steps
+  python -m experiments.tokenize_data   --config=configs/data.py:synthetic --workdir=runs/data_steps
+  python -m experiments.pretrain --config=configs/pretrain.py:tiny --workdir=runs/tiny_bpe \\
+      --config.data.path=runs/data_steps/shards
 
-What to expect in runs/data: crawl/ (the synthetic WARCs, labels.jsonl, world.json),
-clean/jsonl + clean/parquet (kept documents, e-mails and public IPs replaced),
-web_stats.json / web_report.md / web_filters.png (documents in, kept, dropped
-by each filter; for the synthetic crawl also precision and recall per filter
-against the labels: near-duplicates, non-English and blocklisted pages removed,
-≥90% of encyclopedia pages kept), tokenizer/tokenizer.model with
-tokenizer_report.json (bytes per token on held-out text), shards/{train,val}.
+(its own workdirs: runs/data is launch/pipeline.sh's, runs/tiny the byte-level
+first run's, whose vocabulary differs). What to expect in the data workdir:
+crawl/ (the synthetic WARCs, labels.jsonl, world.json), clean/jsonl +
+clean/parquet (kept documents, e-mails and public IPs replaced), web_stats.json
+/ web_report.md / web_filters.png (documents in, kept, dropped by each filter;
+for the synthetic crawl also precision and recall per filter against the labels:
+near-duplicates, non-English and blocklisted pages removed, ≥90% of encyclopedia
+pages kept), tokenizer/tokenizer.model with tokenizer_report.json (bytes per
+token on held-out text), shards/{train,val}.
 
 Args: `synthetic` (generate the synthetic crawl; the default), `cc_sample` (the
 two real Common Crawl samples in ../shared/data), `warc` (your own WARCs:

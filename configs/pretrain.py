@@ -1,6 +1,7 @@
 """Pretraining a base model with next-token prediction.
 
-Run on this CPU (2–3½ min on 2 cores, validation loss ≈5.8 → ≈1.9 nats/byte-token):
+Run on this CPU (2–3½ min on 2 idle cores, 7–8 min while other jobs share them;
+validation loss ≈5.8 → ≈1.9 nats/byte-token):
   python -m experiments.pretrain --config=configs/pretrain.py:tiny --workdir=runs/tiny
 
 The base model that post-training starts from (BPE shards of the synthetic

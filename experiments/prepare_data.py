@@ -58,6 +58,7 @@ def crawl_source(config, workdir: str) -> tuple[list[str], dict | None]:
 
 
 def validate(config) -> None:
+  web.check_packages()
   w = config.web
   if w.executor not in ("local", "slurm", "ray"):
     raise UserError(f"config.web.executor: {w.executor!r} is not one of local, slurm, ray")

@@ -1,8 +1,8 @@
 """Continue a prompt with a trained model (KV-cache sampler), or answer through a few-shot template.
 
   python -m experiments.sample --workdir=runs/tiny --prompt="The tuple is"
-  python -m experiments.sample --workdir=runs/tiny --few_shot_file=prompts/capitals.txt \
-      --prompt="Quenmoor" --temperature=0 --stop="\\n"
+  python -m experiments.sample --workdir=runs/tiny --few_shot_file=experiments/prompts/city_country.txt \
+      --prompt=Rudford --temperature=0 --stop=. --max_new_tokens=16
   python -m experiments.sample --hf_dir=path/to/gpt2_folder --prompt="Hello" --tokenizer=hf
 
 The model comes from the newest checkpoint of a training workdir (pretraining,
@@ -63,18 +63,26 @@ def setup():
   loaded = load(_M.workdir.value, _M.hf_dir.value, _M.step.value, _M.tokenizer.value)
   ids = prompt_ids(loaded.tokenizer, text)
   cfg = loaded.model.cfg
+  max_new = _M.max_new_tokens.value
   if cfg.positions == "learned" and len(ids) + _M.max_new_tokens.value > cfg.max_len:
-    raise UserError(f"--max_new_tokens: prompt ({len(ids)} tokens) + {_M.max_new_tokens.value} exceeds the "
-                     f"model's max_len {cfg.max_len}")
-  return loaded, text, ids
+    room = cfg.max_len - len(ids)
+    if _M.max_new_tokens.present or room < 1:
+      raise UserError(f"--max_new_tokens: prompt ({len(ids)} tokens) + {_M.max_new_tokens.value} exceeds the "
+                      f"model's max_len {cfg.max_len}; give at most --max_new_tokens={max(room, 0)}"
+                      + (" and a shorter prompt" if room < 1 else ""))
+    # The default is a budget, not a request: fill what the context leaves.
+    print(f"note: generating {room} new tokens (the prompt's {len(ids)} fill the rest of max_len "
+          f"{cfg.max_len}); --max_new_tokens sets it", file=sys.stderr)
+    max_new = room
+  return loaded, text, ids, max_new
 
 
 def work(prepared) -> list[str]:
-  loaded, text, ids = prepared
+  loaded, text, ids, max_new = prepared
   tok = loaded.tokenizer
   eos = getattr(tok, "eos_id", None)
   t = time.perf_counter()
-  out = sampling.generate(loaded.model, loaded.params, [ids] * _NUM.value, _M.max_new_tokens.value,
+  out = sampling.generate(loaded.model, loaded.params, [ids] * _NUM.value, max_new,
                           temperature=_M.temperature.value, top_k=_M.top_k.value, top_p=_M.top_p.value,
                           seed=_M.seed.value, stop_ids=[eos] if eos is not None else [],
                           pad_id=getattr(tok, "pad_id", 0) or 0, mesh=loaded.mesh,

@@ -16,11 +16,13 @@
 # LM_SKIP_INSTALL=1 runs that env's python as it is (no venv creation, no pip).
 # On hosts without an accelerator it starts Python with glibc malloc tunables that
 # stop XLA:CPU's per-step page faults (lm/cpu/malloc.py; LM_CPU_SPEEDUPS=0: off).
+# DRY_RUN=1 prints what it would run (venv, pip, python) and changes nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${LM_VENV:-.venv}"
 module="${1:?usage: launch/local.sh <module> [args...]}"
 shift
+source launch/dry_run.sh
 
 # Requirements by use: the core stack always; the web pipeline's heavy dependencies for the
 # data experiments (and the tests); test-only ones (PyTorch, transformers) for pytest.
@@ -34,18 +36,35 @@ esac
 
 if [[ "${LM_SKIP_INSTALL:-0}" != 1 ]]; then
   if [[ ! -x "$venv/bin/python" ]]; then
-    python3 -m venv "$venv"
+    [[ "${DRY_RUN:-0}" == 1 ]] || echo "creating the virtual environment $venv (python3 -m venv)" >&2
+    run python3 -m venv "$venv"
   fi
-  stamp="$venv/.installed-$(cat "${reqs[@]}" | sha1sum | cut -c1-12)"
-  if [[ ! -f "$stamp" ]]; then
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $(printf -- "-r %s " "${reqs[@]}")
-    touch "$stamp"
+  # A stamp per set of requirement files; the full set's (what pytest installs) serves every module.
+  digest() { cat "$@" | sha1sum | cut -c1-12; }
+  stamp="$venv/.installed-$(digest "${reqs[@]}")"
+  full="$venv/.installed-$(digest requirements.txt requirements-web.txt requirements-test.txt)"
+  if [[ ! -f "$stamp" && ! -f "$full" ]]; then
+    if [[ "${DRY_RUN:-0}" != 1 ]]; then
+      # Measured on the 2-core VM, 2026-12-02, from its local wheel mirror: requirements.txt 52 s, then
+      # the tests' extras (torch, transformers, the web pipeline) 2 min 41 s more; 2.4 GB in all.
+      echo "installing ${reqs[*]} into $venv (once per change of those files: about 1 min for" \
+           "requirements.txt, 3-4 min with the tests' extras, more on a slow network; pip's output follows)" >&2
+    fi
+    run "$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar=on \
+      $(printf -- "-r %s " "${reqs[@]}")
+    run touch "$stamp"
   fi
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-eval "$("$venv/bin/python" -m lm.cpu.malloc)"
 nproc="${NPROC:-1}"
-if [[ "$nproc" != 1 || -n "${DEVICES:-}" || "${DRY_RUN:-0}" == 1 ]]; then
+several=$([[ "$nproc" != 1 || -n "${DEVICES:-}" ]] && echo 1 || echo 0)
+if [[ "${DRY_RUN:-0}" == 1 && ! ( "$several" == 1 && -x "$venv/bin/python" ) ]]; then
+  echo "eval \"\$($venv/bin/python -m lm.cpu.malloc)\""
+  show exec "$venv/bin/python" -m "$module" "$@"
+  exit 0
+fi
+eval "$("$venv/bin/python" -m lm.cpu.malloc)"
+if [[ "$several" == 1 ]]; then  # (with DRY_RUN=1: local_procs prints each process's command, runs none)
   exec "$venv/bin/python" -m launch.local_procs --nproc="$nproc" --devices="${DEVICES:-0}" \
       ${LOGS:+--logs="$LOGS"} $([[ "${DRY_RUN:-0}" == 1 ]] && echo --dry_run) "$module" "$@"
 fi

@@ -105,6 +105,10 @@ def run(setup: Callable[[], object], work: Callable[[object], object], required=
     if len(argv) > 1:
       fail(f"unexpected arguments {argv[1:]} (flags look like --name=value)")
     logging.set_verbosity(logging.WARNING)
+    # Piped into a log or a pipeline, stdout would be block-buffered and its lines (evaluations) would
+    # arrive long after the progress bar's on stderr; one line at a time keeps them in order.
+    if hasattr(sys.stdout, "reconfigure"):
+      sys.stdout.reconfigure(line_buffering=True)
     prepared = guard(setup)
     guard(lambda: work(prepared))
 

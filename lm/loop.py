@@ -325,8 +325,22 @@ def run(stage: Stage, config: ml_collections.ConfigDict, workdir: str, tokenizer
   last_samples: list[tuple[str, str]] = []
   final: dict = {}
   t_last, tokens_since = time.perf_counter(), 0
-  bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train",
+  # The bar counts completed steps, not dispatched ones: it advances when a step's metrics have been
+  # read back (one step late, see `pending`), and its rate leaves out the first step's compilation and
+  # the evaluations, so the ETA is steps left × the steady step time.
+  bar = tqdm(initial=start, total=cfg.steps, desc="train", unit="step", smoothing=0.1,
              disable=jax.process_index() != 0, dynamic_ncols=True)
+  first_done = start + 1
+
+  def completed(step: int) -> None:
+    if step <= bar.n or bar.disable:
+      return
+    if step == first_done:  # compilation is not the steady rate: the rate starts after this step
+      bar.n = bar.last_print_n = bar.initial = step
+      bar.last_print_t = time.time()  # tqdm's clock
+      bar.refresh()
+    else:
+      bar.update(step - bar.n)
   profile_at = start + cfg.log_every if cfg.profile_steps > 0 else -1
   skipped = 0
   pending = None  # (step, its metrics): read one step late, so the device is never left idle
@@ -351,7 +365,9 @@ def run(stage: Stage, config: ml_collections.ConfigDict, workdir: str, tokenizer
     if step_and_metrics is None:
       return
     step, metrics = step_and_metrics
-    if not int(metrics["nonfinite"]):
+    nonfinite = int(metrics["nonfinite"])  # waits for that step: it is complete from here on
+    completed(step)
+    if not nonfinite:
       return
     what = f"non-finite loss, gradient or update (loss {float(metrics['loss']):.4g}, gradient norm " \
            f"{float(metrics['grad_norm']):.4g})"
@@ -371,7 +387,7 @@ def run(stage: Stage, config: ml_collections.ConfigDict, workdir: str, tokenizer
   stopped_by = None
   try:
     with _Signals() as signals:
-      for step in bar:
+      for step in range(start, cfg.steps):
         if step == profile_at:  # after compilation and warm-up: a trace of steady-state steps
           jax.profiler.start_trace(os.path.join(workdir, "profile"))
         if step == profile_at + cfg.profile_steps:
@@ -393,6 +409,7 @@ def run(stage: Stage, config: ml_collections.ConfigDict, workdir: str, tokenizer
           check_finite(pending)
           pending = None
           metrics = jax.device_get(metrics)
+          completed(done)
           tps = tokens_since / (time.perf_counter() - t_last)
           row = {f"train/{k}": metrics[k] for k in hooks.train_metrics if k in metrics}
           row.update({"train/grad_norm": metrics["grad_norm"], "train/lr": metrics["lr"],
@@ -409,6 +426,7 @@ def run(stage: Stage, config: ml_collections.ConfigDict, workdir: str, tokenizer
         if done % cfg.eval_every == 0 or done == cfg.steps:
           evaluate(done, state.params)
           t_last, tokens_since = time.perf_counter(), 0  # evaluation time is not training throughput
+          bar.last_print_t = time.time()  # nor is it the bar's rate
         if signals.stop_at(done):
           check_finite(pending)
           pending = None
@@ -420,6 +438,7 @@ def run(stage: Stage, config: ml_collections.ConfigDict, workdir: str, tokenizer
           pending = None
         ckpt.save(done, state, hooks.batches, config, tokenizer, force=done == cfg.steps)
   finally:
+    bar.close()
     ckpt.close()  # waits for the last save to commit; raises SaveFailed if it did not
     writer.close()
   if stopped_by is not None:

@@ -4,8 +4,10 @@ import glob
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -313,3 +315,94 @@ def test_local_sweep_runs_points_in_parallel_and_summarizes(tmp_path, monkeypatc
   text = (out / "sweep.md").read_text()
   assert "| opt.lr=0.003 | 0.003 | 5 | 2.0000 |" in text and "Best: `opt.lr=0.003`" in text
   assert (out / "sweep.png").exists() and (out / "opt.lr=0.01" / "sweep.log").exists()
+
+
+# --- Dry runs change nothing on this machine --------------------------------------------------------
+
+def _snapshot(*folders):
+  """Every file and folder under `folders` with its size and mtime: what a dry run must leave alone."""
+  seen = {}
+  for top in folders:
+    for dirpath, dirnames, filenames in os.walk(top):
+      for name in dirnames + filenames:
+        p = os.path.join(dirpath, name)
+        st = os.lstat(p)
+        seen[p] = (st.st_size, st.st_mtime_ns)
+  return seen
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+  """A copy of the launchers, configs and code (no .venv), a HOME and TMPDIR, and a PATH on which every
+  tool a launcher could install or submit with (python3, pip, gcloud, xpk, sbatch, srun, scontrol) only
+  leaves a trace in <tmp>/calls."""
+  repo, home, tmp, fake = (tmp_path / n for n in ("repo", "home", "tmp", "bin"))
+  ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+  for d in ("launch", "configs", "lm", "experiments"):
+    shutil.copytree(os.path.join(ROOT, d), repo / d, ignore=ignore)
+  for f in glob.glob(os.path.join(ROOT, "requirements*.txt")):
+    shutil.copy(f, repo)
+  for d in (home, tmp, fake):
+    d.mkdir()
+  calls = tmp_path / "calls"
+  for tool in ("python3", "pip", "pip3", "gcloud", "xpk", "sbatch", "srun", "scontrol", "docker"):
+    (fake / tool).write_text(f"#!/usr/bin/env bash\necho \"{tool} $*\" >> {calls}\n")
+    (fake / tool).chmod(0o755)
+  env = {"PATH": f"{fake}:/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(tmp), "DRY_RUN": "1",
+         "PYTHONDONTWRITEBYTECODE": "1"}
+  return types.SimpleNamespace(repo=repo, env=env, calls=calls, folders=(repo, home, tmp))
+
+
+DRY_RUNS = {  # launcher: (extra environment, arguments)
+    "local.sh": ({}, EXP[:2] + ["--workdir=runs/tiny"]),
+    "pipeline.sh": ({}, []),
+    "slurm.sbatch": ({}, EXP[:2] + ["--workdir=/shared/runs/gpt2"]),
+    "tpu_vm.sh": ({"TPU_NAME": "t", "ZONE": "z"}, EXP),
+    "gke_xpk.sh": ({"CLUSTER": "c", "TPU_TYPE": "v5p-8"}, EXP),
+}
+
+
+@pytest.mark.parametrize("script", sorted(DRY_RUNS))
+def test_dry_run_prints_commands_and_changes_nothing(script, sandbox):
+  extra, args = DRY_RUNS[script]
+  before = _snapshot(*sandbox.folders)
+  r = subprocess.run(["bash", str(sandbox.repo / "launch" / script), *args], cwd=sandbox.repo,
+                     env={**sandbox.env, **extra}, capture_output=True, text=True, timeout=30)
+  assert r.returncode == 0, r.stderr
+  assert _snapshot(*sandbox.folders) == before, f"DRY_RUN=1 {script} changed files"
+  assert not sandbox.calls.exists(), f"DRY_RUN=1 {script} ran: {sandbox.calls.read_text()}"
+  lines = r.stdout.strip().splitlines()
+  assert lines and all(subprocess.run(["bash", "-n", "-c", l]).returncode == 0 for l in lines), r.stdout
+  if script in ("local.sh", "slurm.sbatch"):  # a fresh checkout: the venv and pip steps are printed, not run
+    assert any(l.startswith("python3 -m venv .venv") for l in lines), r.stdout
+    assert any(" -m pip install " in l for l in lines), r.stdout
+  if script == "pipeline.sh":
+    assert [l.split()[2] for l in lines] == ["experiments.prepare_data", "experiments.train_tokenizer",
+                                             "experiments.tokenize_data", "experiments.pretrain", "experiments.sft"]
+
+
+def test_sweep_dry_runs_change_nothing(sandbox, monkeypatch, capsys):
+  """--launcher=print and every cluster launcher's --dry_run, with the sweep's repository root and the
+  working directory pointed at the sandbox's copy: nothing appears there, nothing is called."""
+  monkeypatch.setattr(sweep, "ROOT", str(sandbox.repo))
+  monkeypatch.chdir(sandbox.repo)
+  monkeypatch.setenv("PATH", sandbox.env["PATH"])
+  before = _snapshot(*sandbox.folders)
+  launchers = [["--launcher=print"]] + [[f"--launcher={l}", "--dry_run"] for l in ("slurm", "tpu_vm", "xpk")]
+  for extra in launchers:
+    assert sweep.main(["--config=configs/pretrain.py:tiny", "--sweep=sweep_lr", "--workdir=runs/lr_sweep", *extra]) == 0
+  assert len(capsys.readouterr().out.strip().splitlines()) == 3 * len(launchers)
+  assert _snapshot(*sandbox.folders) == before
+  assert not sandbox.calls.exists()
+
+
+def test_pipeline_sh_real_warcs_get_their_own_workdirs_and_no_sft(sandbox):
+  """A synthetic run's runs/base has another tokenizer, and SFT asks about the synthetic world's facts."""
+  run = lambda **env: subprocess.run(["bash", str(sandbox.repo / "launch" / "pipeline.sh")], cwd=sandbox.repo,
+                                     env={**sandbox.env, **env}, capture_output=True, text=True, timeout=30)
+  r = run(WARC="../shared/data")
+  assert r.returncode == 0, r.stderr
+  workdirs = [w.split("=", 1)[1] for w in r.stdout.split() if w.startswith("--workdir=")]
+  assert workdirs == ["runs/data_cc"] * 3 + ["runs/base_cc"]
+  r = run(WARC="../shared/data", SFT="runs/sft")
+  assert r.returncode == 2 and r.stderr.startswith("error: SFT=runs/sft with WARC=") and not r.stdout

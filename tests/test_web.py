@@ -152,3 +152,16 @@ def test_pii_formatter_replaces_unicode_emails_and_only_public_ips():
   assert "jörg" not in out and "bob@" not in out and "81.23.145.7" not in out
   assert "192.168.1.20" in out and "127.0.0.1" in out
   assert out.count("@example.") == 2
+
+
+def test_prepare_data_without_the_web_packages_is_one_line(monkeypatch):
+  """After only the first README command (.venv with requirements.txt), the data step says what to install."""
+  import importlib.util
+  from lm.errors import UserError
+  from lm.prep import web
+  real = importlib.util.find_spec
+  monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fasttext" else real(name, *a))
+  with pytest.raises(UserError, match=r"missing: fasttext\): pip install -r requirements-web.txt"):
+    web.check_packages()
+  monkeypatch.undo()
+  web.check_packages()  # this environment has them

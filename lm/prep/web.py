@@ -22,6 +22,19 @@ from typing import Any
 
 from lm.errors import MissingFile, UserError
 
+# The web pipeline's packages (requirements-web.txt) by import name; the first README command's
+# .venv (requirements.txt only) lacks them.
+PACKAGES = ("datatrove", "fasttext", "trafilatura", "warcio", "tldextract")
+
+
+def check_packages() -> None:
+  import importlib.util
+  missing = [m for m in PACKAGES if importlib.util.find_spec(m) is None]
+  if missing:
+    raise UserError(f"experiments.prepare_data needs the web pipeline's packages (missing: {', '.join(missing)}): "
+                    "pip install -r requirements-web.txt, or run it as `bash launch/local.sh "
+                    "experiments.prepare_data ...`, which installs them")
+
 # Steps that write what they drop to removed/<step>/ (Trafilatura drops silently), in pipeline order.
 FILTER_STEPS = ("url", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb", "minhash")
 
