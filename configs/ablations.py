@@ -22,9 +22,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from lm.ablations import ABLATIONS
 
-ARGS = tuple(ABLATIONS)
+ARGS = ("sft_vs_rl", "tokens_to_think", "grpo_vs_drgrpo", "tools", "refusal")  # = lm.ablations.ABLATIONS (tested)
 
 
 def get_config(arg: str = "sft_vs_rl") -> ml_collections.ConfigDict:

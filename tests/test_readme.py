@@ -107,6 +107,8 @@ PLAN: list[tuple[str, tuple]] = [
     (r"--launcher=(slurm|tpu_vm|xpk)", ("skip", "a cluster launcher (its dry run is tests/test_launch.py's)")),
     (r"hf_dir=path/to|/models/|\.data\.path=rankings\.jsonl|chats\.jsonl",
      ("skip", "needs a Hugging Face folder or the user's own data file")),
+    (r"experiments\.ablate (?!.*--config\.launcher=)", ("skip", "starts from the whole pipeline's workdir (skipped "
+                                                               "above); tests/test_ablations.py runs it with stand-ins")),
     (r"experiments\.chat ", ("run", [])),  # stdin is empty: it exits at the first prompt
     (r"experiments\.bench ", ("run", ["--config.rounds=1", "--config.steps=2", "--config.peer=False"])),
     (r"^STEPS=|launch/pipeline\.sh$|launch/pipeline\.sh ", ("run", [])),  # its env shrink is added below
