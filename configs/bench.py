@@ -18,7 +18,7 @@
   python -m experiments.bench --config=configs/bench.py:tool_decode
       The rollout engine with half the rows calling a tool (5 ms latency, 10 forced
       tokens per call) vs the same batch without tools, and vs the lockstep sampler:
-      batch 8, prompt 64, 256 new tokens, alternating 9 rounds, medians.
+      batch 8, prompt 64, 256 new tokens, alternating 15 rounds, medians.
   python -m experiments.bench --config=configs/bench.py:rollout
       GRPO's group sampling: 8 prompts × 8 samples each (prompt 64, exactly 128 new
       tokens, temperature 1, full softmax, no tools) through lm.engine.rollout
@@ -92,12 +92,12 @@ def get_config(arg: str = "train_step") -> ml_collections.ConfigDict:
     c.xla_cpu_flags = "--xla_cpu_use_xnnpack=false"  # appended to XLA_FLAGS, as for decode
   if arg == "tool_decode":
     c.batch_size, c.prompt_len, c.new_tokens = 8, 64, 256
-    c.rounds, c.warmup_steps = 9, 1
+    c.rounds, c.warmup_steps = 15, 1
     c.model.max_len = 320        # learned positions must cover prompt_len + new_tokens
     c.model.attention = "auto"   # decoding reads the KV cache, not the training kernel
     c.model.init_std = 0.3       # greedy decoding of a wide random init cycles: the marker token recurs
     c.chunk = 16                 # decode steps per jitted call (fewer when a row pauses)
-    c.poll_chunk = 4             # decode steps per jitted call while a tool call is out (the engine's default)
+    c.poll_chunk = 2             # decode steps per jitted call while a tool call is out (the engine's default)
     c.tool_latency_s = 0.005     # each tool call's wall time
     c.tool_output = "12345678"   # each call's output (+2 marker tokens, forced)
     c.peer = False
