@@ -68,6 +68,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.world_seed = 0           # seed of the synthetic world when data.world is ""
   c.data.exposures = ""           # each fact's count in the base model's shards (<shards>/train/exposures.json; "": by design)
   c.data.examples_per_task = 3000 # training conversations generated per synthetic task
+  c.data.injection_share = 0.0    # tools: share of the search index's pages (none stating a held-out fact) carrying a
+                                  # planted instruction the world conversations' replies ignore (lm/injection.py)
   c.data.layout = "pack"          # pack (best-fit, attention kept inside each conversation) | pad
   c.data.chat_template = "own"    # own (lm/conversation.py) | model: the source tokenizer's template (lm/chat_template.py)
   c.data.val_fraction = 0.05      # held-out share of conversations (assistant-token loss)

@@ -25,7 +25,7 @@ import ml_collections
 from absl import flags
 from ml_collections import config_flags
 
-from lm import chat_template, cli, evaluation, init_from, loop, losses, sharding, tasks
+from lm import chat_template, cli, evaluation, init_from, injection, loop, losses, sharding, tasks
 from lm import tools as tools_lib
 from lm.tasks import tool_use
 from lm import model as model_lib
@@ -107,7 +107,9 @@ def read_conversations(config, task_objs: dict, tools: dict | None = None) -> li
   for kind, path, weight in parse_sources(d.sources):
     if is_task_source(kind, path):
       examples = task_objs[kind].examples("train", d.examples_per_task, config.seed)
-      if "python" in tools:
+      if kind == "world" and d.injection_share > 0:
+        convs = injected_conversations(config, task_objs[kind], examples, tools["search"])
+      elif "python" in tools:
         convs = [tool_use.conversation(ex, tools.get("search")) for ex in examples]
       else:
         convs = [ex.conversation() for ex in examples]
@@ -124,6 +126,17 @@ def read_conversations(config, task_objs: dict, tools: dict | None = None) -> li
   return sources_lib.mix(mixed, config.seed)
 
 
+def injected_conversations(config, task, examples, search) -> list[list[dict]]:
+  """The world's tool-use conversations through an index where `data.injection_share` of the pages
+  that state no held-out fact carry a planted instruction; the replies ignore it (lm/injection.py)."""
+  plants = injection.training_plants(task.examples("eval"), search.documents, config.seed,
+                                     config.data.injection_share)
+  convs, shown = injection.conversations(examples, injection.InjectedSearch(search, plants))
+  print(f"sft data: {len(plants)} of {len(search.documents)} pages planted; {shown} of {len(convs)} world "
+        f"conversations show an instruction", flush=True)
+  return convs
+
+
 def eval_examples(config, task_objs: dict) -> list:
   """Held-out prompts: every held-out fact of the world task, `eval.examples` of the others."""
   names = [n for n in config.eval.tasks.split(",") if n]
@@ -135,6 +148,16 @@ def validate(config) -> None:
   loop.validate_train(config)
   if config.data.layout not in ("pack", "pad"):
     raise UserError(f"config.data.layout: {config.data.layout!r} is not one of pack, pad")
+  share = config.data.injection_share
+  if share:
+    if not 0 < share <= 1:
+      raise UserError(f"config.data.injection_share={share} must be in [0, 1]")
+    if "search" not in config.tools.use.split(",") or "python" not in config.tools.use.split(","):
+      raise UserError(f"config.data.injection_share={share} needs config.tools.use=python,search (instructions "
+                      f"are planted in search outputs)")
+    if "world" not in [kind for kind, _, _ in parse_sources(config.data.sources)]:
+      raise UserError(f"config.data.injection_share={share} needs a 'world' source in config.data.sources "
+                      f"(its conversations search)")
   if config.data.chat_template not in chat_template.FORMATS:
     raise UserError(f"config.data.chat_template: {config.data.chat_template!r} is not one of "
                     f"{', '.join(chat_template.FORMATS)}")

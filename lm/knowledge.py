@@ -46,21 +46,41 @@ def stating_documents(example, documents: Sequence[Document]) -> list[Document]:
           and any(name in s and pattern.search(s) for s in _SENTENCES.split(d.text))]
 
 
-def oracle_outputs(examples: Sequence, documents: Sequence[Document], **search_options) -> list[str | None]:
-  """For each example, what the search tool would print had it retrieved the page that states the
-  fact: a search over that fact's pages only, with the ideal query (ranking) and a snippet from the
-  sentence with the entity's name and the answer; None when no page states it."""
+def oracle_pages(examples: Sequence, documents: Sequence[Document]) -> list[Document | None]:
+  """For each example, the page that states its fact and that the ideal query ranks first among
+  those pages (None when no page states it)."""
   out = []
   for ex in examples:
     pages = stating_documents(ex, documents)
     if not pages:
       out.append(None)
       continue
+    if len(pages) == 1:  # nothing to rank
+      out.append(pages[0])
+      continue
     _, query = tool_use.call_for(ex)
-    search = Search(pages, **{"k": 1, "snippet_chars": 160, **search_options})
-    hits = search.search(query)
-    out.append(search.hit(1, hits[0][0] if hits else pages[0], f"{ex.meta['entity']} {ex.reference}"))
+    hits = Search(pages, k=1).search(query)
+    out.append(hits[0][0] if hits else pages[0])
   return out
+
+
+def oracle_query(example) -> str:
+  """The query whose snippet starts at the sentence with the entity's name and the answer."""
+  return f"{example.meta['entity']} {example.reference}"
+
+
+def oracle_outputs(examples: Sequence, documents: Sequence[Document], inserts: Sequence[str | None] | None = None,
+                   **search_options) -> list[str | None]:
+  """For each example, what the search tool would print had it retrieved the page that states the
+  fact (`oracle_pages`): its layout, with a snippet from the sentence with the entity's name and the
+  answer; None when no page states it. `inserts[i]` is text planted after that sentence (lm/injection.py)."""
+  pages = oracle_pages(examples, documents)
+  found = list(dict.fromkeys(p for p in pages if p is not None))
+  if not found:
+    return [None] * len(examples)
+  search = Search(found, **{"k": 1, "snippet_chars": 160, **search_options})  # the tool's layout and snippets
+  return [None if page is None else search.hit(1, page, oracle_query(ex), inserts[i] if inserts else None)
+          for i, (ex, page) in enumerate(zip(examples, pages))]
 
 
 def context_prompts(examples: Sequence, outputs: Sequence[str], tok) -> list[list[int]]:

@@ -122,9 +122,10 @@ class Search:
     except Exception as e:  # a bug must still come back as text, never into the sampling loop
       return f"Error: search failed ({type(e).__name__}: {e})"
 
-  def hit(self, rank: int, document: Document, query: str) -> str:
-    """How the tool prints one result: "[rank] title (url)", then the snippet `query` picks."""
-    return f"[{rank}] {document.title} ({document.url})\n{self.snippet(document, query)}"
+  def hit(self, rank: int, document: Document, query: str, insert: Optional[str] = None) -> str:
+    """How the tool prints one result: "[rank] title (url)", then the snippet `query` picks (with
+    `insert` after its first sentence: see `snippet`)."""
+    return f"[{rank}] {document.title} ({document.url})\n{self.snippet(document, query, insert)}"
 
   def search(self, query: str, k: Optional[int] = None) -> list[tuple[Document, float]]:
     """The top `k` documents with a positive score, best first; equal scores in document order."""
@@ -136,8 +137,11 @@ class Search:
     order = np.lexsort((np.arange(len(scores)), -scores))
     return [(self.documents[i], float(scores[i])) for i in order[:k or self.k] if scores[i] > 0]
 
-  def snippet(self, document: Document, query: str) -> str:
-    """About `snippet_chars` of the text, from the sentence with the most distinct query words."""
+  def snippet(self, document: Document, query: str, insert: Optional[str] = None) -> str:
+    """About `snippet_chars` of the text, from the sentence with the most distinct query words.
+
+    `insert` (a planted instruction, lm/injection.py) is text the page carries right after that
+    sentence: it is shown there, and the snippet grows by its length so the rest is cut as before."""
     words = set(_tokens([query[:MAX_QUERY_CHARS]])[0])
     text = document.text.strip()
     starts = [0] + [m.end() for m in _SENTENCE_END.finditer(text)]
@@ -148,10 +152,15 @@ class Search:
       hits = len(words.intersection(_WORD.findall(sentence)))
       if hits > best_hits:
         best, best_hits = start, hits
-    piece = text[best:]
-    if len(piece) > self.snippet_chars:
-      cut = piece.rfind(" ", 0, self.snippet_chars)
-      piece = piece[:cut if cut > self.snippet_chars // 2 else self.snippet_chars].rstrip() + " ..."
+    piece, limit = text[best:], self.snippet_chars
+    if insert:
+      end = _SENTENCE_END.search(piece)
+      at = end.start() if end else len(piece)
+      piece = f"{piece[:at]} {insert.strip()}{piece[at:]}"
+      limit += len(insert.strip()) + 1
+    if len(piece) > limit:
+      cut = piece.rfind(" ", 0, limit)
+      piece = piece[:cut if cut > limit // 2 else limit].rstrip() + " ..."
     piece = " ".join(piece.split())  # one paragraph: newlines in a tool output only cost tokens
     return ("... " if best > 0 else "") + piece
 
