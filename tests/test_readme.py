@@ -113,7 +113,7 @@ PLAN: list[tuple[str, tuple]] = [
     (r"experiments\.bench ", ("run", ["--config.rounds=1", "--config.steps=2", "--config.peer=False"])),
     (r"^STEPS=|launch/pipeline\.sh$|launch/pipeline\.sh ", ("run", [])),  # its env shrink is added below
     (r"experiments\.gold_rankings ", ("run", ["--prompts=16"])),
-    (r"experiments\.(sft|grpo|refusal) --config", ("run", POST)),
+    (r"experiments\.(sft|grpo|refusal|injection) --config", ("run", POST)),
     (r"experiments\.reward_model --config", ("run", STEPS)),
     (r"experiments\.pretrain ", ("run", STEPS)),
     (r"launch\.sweep --config=.* --sweep=sweep_seeds", ("run", POST)),
