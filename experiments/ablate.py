@@ -41,9 +41,9 @@ def main(config, workdir: str) -> None:
     return
   ablations.check_source(config)
   try:
-    pipeline.run_stages(stages, stages, workdir, pipeline.subprocess_runner(
-        pipeline_experiment.environment(config, workdir)), card=lambda wd, _: ablations.write_report(config, wd),
-        what=f"ablation {config.name}")
+    runner = pipeline.subprocess_runner(pipeline_experiment.environment(config, workdir))
+    pipeline.run_stages(stages, stages, workdir, runner, card=lambda wd, _: ablations.write_report(config, wd, stages),
+                        what=f"ablation {config.name}")
   except pipeline.Interrupted as e:
     print(f"{e}: run {e.stage!r} stopped (it saved its checkpoint); run the same command to resume",
           file=sys.stderr, flush=True)

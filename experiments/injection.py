@@ -39,7 +39,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import sft
-from lm import cli, evaluation, init_from, injection, knowledge, sharding
+from lm import cli, evaluation, init_from, injection, knowledge, report, sharding
 from lm.errors import UserError
 from lm.tasks.world import WorldTask
 
@@ -221,16 +221,11 @@ def collect(dirs: list[str]) -> str:
     with open(path) as f:
       results.append(json.load(f))
   lines, summary = table(results)
-  out = os.path.dirname(os.path.abspath(dirs[0]))
-  text = ["# Prompt injection over seeds", "", f"Runs: {', '.join(dirs)}. Held-out facts, greedy; before = tools "
-          f"SFT, after = tools SFT with conversations that ignore planted instructions; mean ± std over "
-          f"{len(dirs)} runs (values per run in brackets).", ""] + lines
-  with open(os.path.join(out, "injection_seeds.md"), "w") as f:
-    f.write("\n".join(text) + "\n")
-  with open(os.path.join(out, "injection_seeds.json"), "w") as f:
-    json.dump(summary, f, indent=1)
-  print("\n".join(lines) + f"\n→ {os.path.join(out, 'injection_seeds.md')}", flush=True)
-  return out
+  return report.write_seed_table(
+      dirs, "injection_seeds", "Prompt injection over seeds",
+      f"Runs: {', '.join(dirs)}. Held-out facts, greedy; before = tools SFT, after = tools SFT with conversations "
+      f"that ignore planted instructions; mean ± std over {len(dirs)} runs (values per run in brackets).",
+      lines, summary)
 
 
 if __name__ == "__main__":

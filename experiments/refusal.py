@@ -37,7 +37,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import sft
-from lm import cli, evaluation, init_from, refusal, sharding
+from lm import cli, evaluation, init_from, refusal, report, sharding
 from lm.errors import UserError
 from lm.metrics import read_metrics
 from lm.tasks.world import WorldTask
@@ -204,16 +204,10 @@ def collect(workdirs: list[str]) -> str:
       befores.append(json.load(f))
     afters.append(evals[-1])
   lines, summary = refusal.seed_table(befores, afters)
-  out = os.path.dirname(os.path.abspath(workdirs[0]))
-  text = ["# The refusal recipe over seeds", "", f"Runs: {', '.join(workdirs)}. Held-out facts, greedy; "
-          f"before = the probed SFT model, after = the SFT with refusals; mean ± std over {len(workdirs)} runs "
-          f"(values per run in brackets).", ""] + lines
-  with open(os.path.join(out, "refusal_seeds.md"), "w") as f:
-    f.write("\n".join(text) + "\n")
-  with open(os.path.join(out, "refusal_seeds.json"), "w") as f:
-    json.dump(summary, f, indent=1)
-  print("\n".join(lines) + f"\n→ {os.path.join(out, 'refusal_seeds.md')}", flush=True)
-  return out
+  return report.write_seed_table(
+      workdirs, "refusal_seeds", "The refusal recipe over seeds",
+      f"Runs: {', '.join(workdirs)}. Held-out facts, greedy; before = the probed SFT model, after = the SFT with "
+      f"refusals; mean ± std over {len(workdirs)} runs (values per run in brackets).", lines, summary)
 
 
 if __name__ == "__main__":

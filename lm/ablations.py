@@ -17,6 +17,7 @@ per arm (mean over seeds, min–max band) against step.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -24,7 +25,7 @@ import statistics
 
 from lm import pipeline
 from lm.errors import UserError
-from lm.stage_outputs import metrics, read_json, series
+from lm.stage_outputs import metrics, refusal_before_after, series
 
 GRPO_MEASURES = (
     ("held-out pass@1, start (SFT alone)", "grpo", "eval/pass@1", "first"),
@@ -153,22 +154,23 @@ def plan(config, workdir: str) -> list[pipeline.Stage]:
   return stages
 
 
-def _value(run_dir: str, stage: str, key: str, when: str) -> float | None:
-  d = os.path.join(run_dir, stage)
-  if key.startswith("before:"):  # the refusal recipe's "before": the probed model, measured once
-    v = (read_json(os.path.join(d, "refusal", "before.json")) or {}).get(key[len("before:"):])
-    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
-  rows = metrics(d)
-  if stage == "refusal":  # the evaluations after training (step 0 is the base model, not the "before")
-    rows = [r for r in rows if r.get("step", 0) > 0]
-  s = series(rows, key)
-  return (s[0][1] if when == "first" else s[-1][1]) if s else None
-
-
 def table(config, workdir: str) -> dict[str, dict[str, list[float | None]]]:
-  """{measure label: {arm: [value per seed, None where not measured yet]}}."""
+  """{measure label: {arm: [value per seed, None where not measured yet]}}; each run's files read once."""
   ab = ABLATIONS[config.name]
-  return {label: {arm: [_value(os.path.join(workdir, arm, f"seed={s}"), stage, key, when) for s in seeds(config)]
+
+  @functools.cache
+  def read(stage_dir: str):
+    return refusal_before_after(stage_dir) if stage_dir.endswith("refusal") else metrics(stage_dir)
+
+  def value(stage_dir: str, key: str, when: str) -> float | None:
+    if stage_dir.endswith("refusal"):  # before: the probed model, measured once; after: the last evaluation
+      before, after = read(stage_dir)
+      v = (before if key.startswith("before:") else after).get(key.removeprefix("before:"))
+      return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+    s = series(read(stage_dir), key)
+    return (s[0][1] if when == "first" else s[-1][1]) if s else None
+
+  return {label: {arm: [value(os.path.join(workdir, arm, f"seed={s}", stage), key, when) for s in seeds(config)]
                   for arm in ab.arms}
           for label, stage, key, when in ab.measures}
 
@@ -215,17 +217,18 @@ def write_report(config, workdir: str, stages=None) -> str:
   """report.md, ablation.json and ablation.png in <workdir>, from the runs' own files (atomic writes)."""
   ab = ABLATIONS[config.name]
   values = table(config, workdir)
-  done = sum(pipeline.is_done(workdir, s.name) for s in plan(config, workdir))
+  stages = stages if stages is not None else plan(config, workdir)
+  done = sum(pipeline.is_done(workdir, s.name) for s in stages)
   lines = [f"# Ablation: {config.name}", "", f"Claim: {ab.claim}.", "",
            f"Arms: {', '.join(ab.arms)}; seeds {config.seeds}; source {config.source}; "
-           f"{done} of {len(ab.arms) * len(seeds(config))} runs' stages finished. Each cell: mean ± std over "
+           f"{done} of {len(stages)} runs' stages finished. Each cell: mean ± std over "
            "seeds (population std), then the value of each seed; — where a run has not logged it yet.", "",
            "| measure | " + " | ".join(ab.arms) + " |", "|---|" + "---|" * len(ab.arms)]
   lines += [f"| {label} | " + " | ".join(_cell(per_arm[a]) for a in ab.arms) + " |" for label, per_arm in values.items()]
   if _plot(config, workdir, os.path.join(workdir, "ablation.png")):
     lines += ["", "![curves](ablation.png)"]
   lines += ["", "Commands (each run's log is beside its workdir):", "", "```"]
-  lines += [" ".join(["python -m", *cmd]) for s in plan(config, workdir) for cmd in s.commands] + ["```", ""]
+  lines += [" ".join(["python -m", *cmd]) for s in stages for cmd in s.commands] + ["```", ""]
   for name, text in (("report.md", "\n".join(lines)),
                      ("ablation.json", json.dumps({"name": config.name, "seeds": seeds(config), "table": values},
                                                   indent=1))):

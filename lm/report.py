@@ -1,6 +1,7 @@
 """What a person looks at after a run: a loss-curve PNG and a markdown report."""
 from __future__ import annotations
 
+import json
 import os
 
 import matplotlib
@@ -75,3 +76,15 @@ def write_report(workdir: str, title: str, summary: dict, samples: list[tuple[st
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")
   return path
+
+
+def write_seed_table(runs: list[str], stem: str, title: str, about: str, lines: list[str], summary: dict) -> str:
+  """<stem>.md (title, `about`, the table `lines`) and <stem>.json (`summary`) beside the runs (the folder of
+  the first); the table is printed too. An experiment's --collect over seeds."""
+  out = os.path.dirname(os.path.abspath(runs[0]))
+  with open(os.path.join(out, f"{stem}.md"), "w") as f:
+    f.write("\n".join([f"# {title}", "", about, ""] + lines) + "\n")
+  with open(os.path.join(out, f"{stem}.json"), "w") as f:
+    json.dump(summary, f, indent=1)
+  print("\n".join(lines) + f"\n→ {os.path.join(out, stem + '.md')}", flush=True)
+  return out

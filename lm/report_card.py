@@ -14,7 +14,7 @@ import re
 
 from lm import pipeline, report_card_plots
 from lm.stage_outputs import (eval_rows, first_last, median, metrics, rankings_stats, read_json, read_jsonl,
-                              report_samples, series)
+                              refusal_before_after, report_samples, series)
 
 DASH = "—"
 
@@ -81,7 +81,7 @@ def checks(workdir: str) -> list[dict]:
       _rises(*first_last(m, "eval/arithmetic/accuracy")))
   m = metrics(p("grpo"))
   add("grpo", "held-out pass@1", *first_last(m, "eval/pass@1"), "rises", _rises(*first_last(m, "eval/pass@1")))
-  before, after = refusal_before_after(workdir)
+  before, after = refusal_before_after(os.path.join(workdir, "refusal"))
   never, known = "eval/world/seen_never/hallucinated", "eval/world/seen_8+/accuracy"
   b, a = before.get(never), after.get(never)
   add("refusal", "facts never seen: hallucinated (probed sft_chat → after the recipe)", b, a,
@@ -101,15 +101,6 @@ def checks(workdir: str) -> list[dict]:
   add("rlhf", "gold reward (hidden labeller, never trained on)", *first_last(m, "eval/gold"),
       "measured: rises, then falls once the policy exploits the proxy", None)
   return rows
-
-
-def refusal_before_after(workdir: str) -> tuple[dict, dict]:
-  """The refusal stage's "before" (the probed model on the held-out facts, refusal/before.json) and its
-  last evaluation after training ({} where not written yet)."""
-  d = os.path.join(workdir, "refusal")
-  before = read_json(os.path.join(d, "refusal", "before.json")) or {}
-  evals = [r for r in metrics(d) if "eval/world/accuracy" in r and r.get("step", 0) > 0]
-  return before, (evals[-1] if evals else {})
 
 
 # --- sections --------------------------------------------------------------------------------------
@@ -307,7 +298,7 @@ def _rlhf_section(workdir: str, plots: dict) -> list[str]:
 
 def _refusal_section(workdir: str) -> list[str]:
   d = os.path.join(workdir, "refusal")
-  before, after = refusal_before_after(workdir)
+  before, after = refusal_before_after(os.path.join(workdir, "refusal"))
   probe = read_jsonl(os.path.join(d, "refusal", "probe.jsonl"))
   out = ["## Refusal recipe (Llama 3): say \"I don't know\" where the model does not know", ""]
   if probe:

@@ -91,3 +91,12 @@ def rankings_stats(path: str) -> tuple[int, int, float | None]:
               for g in (r.get("gold") or [] for r in rankings))
   golds = [x for r in rankings for x in (r.get("gold") or [])]
   return len(rankings), pairs, (sum(golds) / len(golds) if golds else None)
+
+
+def refusal_before_after(stage_dir: str) -> tuple[dict, dict]:
+  """An experiments.refusal run's "before" (the probed model on the held-out facts, refusal/before.json)
+  and its last evaluation after training (step 0 is the base model, not the "before"); {} where not
+  written yet."""
+  before = read_json(os.path.join(stage_dir, "refusal", "before.json")) or {}
+  evals = [r for r in metrics(stage_dir) if r.get("step", 0) > 0 and any(k.startswith("eval/") for k in r)]
+  return before, (evals[-1] if evals else {})
