@@ -119,3 +119,17 @@ def test_tiny_default_run_learns(tmp_path):
   print(f"elapsed {elapsed:.0f}s, val loss {val}")
   assert val[-1] < 0.5 * val[0] and val[-1] < 2.0
   assert elapsed < 300
+
+
+def test_metric_writer_does_not_import_torch(tmp_path):
+  """TensorBoard events are written without PyTorch (tensorboardX imports it when installed: seconds
+  per stage), and a process that already uses torch keeps it."""
+  code = ("import sys; from lm.metrics import MetricWriter; w = MetricWriter(sys.argv[1]); "
+          "w.write(1, {'train/loss': 2.5}); w.close(); print('torch' in sys.modules); "
+          "import torch; print(torch.ones(1).item())")
+  out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env(), capture_output=True,
+                       text=True, timeout=120, check=True).stdout.split()
+  assert out == ["False", "1.0"]
+  events = os.listdir(tmp_path / "tensorboard")
+  assert len(events) == 1 and (tmp_path / "tensorboard" / events[0]).stat().st_size > 0
+  assert json.loads((tmp_path / "metrics.jsonl").read_text()) == {"step": 1, "train/loss": 2.5}
