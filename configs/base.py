@@ -94,6 +94,7 @@ def task_options() -> ml_collections.ConfigDict:
   t.arithmetic.mul_digits = (2, 3)      # digits of the multiplicand
   t.arithmetic.mul_by_digits = (1, 2)   # digits of the multiplier
   t.arithmetic.worked = True            # targets show the steps (False: "Answer: <n>" only)
+  t.arithmetic.compact = False          # worked steps in their short form ("8+7=15" per column: ~1/3 of the tokens)
   t.spelling = ml_collections.ConfigDict()
   t.spelling.kinds = "count,spell"      # question kinds (count: letters in a word, spell: letter by letter)
   return t

@@ -129,6 +129,26 @@ def test_arithmetic_steps_are_correct():
       assert [int(f) for f, _ in partials] == [int(d) * 10 ** i for i, d in enumerate(str(b)[::-1])]
 
 
+def test_compact_arithmetic_steps_are_correct_and_short():
+  kw = dict(add_digits=(1, 6), mul_digits=(1, 4), mul_by_digits=(1, 3))
+  long, short = (arithmetic.ArithmeticTask(**kw, compact=c).examples("train", n=300, seed=1) for c in (False, True))
+  for lx, ex in zip(long, short):
+    a, b, op = ex.meta["a"], ex.meta["b"], ex.meta["op"]
+    assert (lx.messages, lx.reference) == (ex.messages, ex.reference)  # the same problems, other targets
+    eqs = re.findall(r"^([\d+*]+)=(\d+)$", ex.target, flags=re.M)
+    assert eqs and all(eval(lhs) == int(rhs) for lhs, rhs in eqs)  # only digits, + and * reach eval
+    assert ex.target.endswith(f"Answer: {ex.reference}") and len(ex.target) < len(lx.target) / 2
+    if op == "add":  # the sums' last digits read upwards, the last sum whole, spell the answer
+      sums = [int(rhs) for _, rhs in eqs]
+      assert int(str(sums[-1]) + "".join(str(s % 10) for s in sums[-2::-1])) == a + b
+      assert eqs[0][0] == f"{a % 10}+{b % 10}"
+    else:
+      assert [lhs for lhs, _ in eqs[:len(str(b))]] == [f"{a}*{int(d) * 10 ** i}" for i, d in enumerate(str(b)[::-1])]
+  assert arithmetic.compact_addition_steps(598, 317) == "8+7=15\n9+1+1=11\n5+3+1=9\nAnswer: 915"
+  assert arithmetic.compact_addition_steps(95, 7) == "5+7=12\n9+0+1=10\nAnswer: 102"
+  assert arithmetic.compact_multiplication_steps(77, 12) == "77*2=154\n77*10=770\n154+770=924\nAnswer: 924"
+
+
 def test_arithmetic_splits_and_reward():
   task = tasks.get("arithmetic")
   key = lambda ex: (ex.meta["op"], min(ex.meta["a"], ex.meta["b"]), max(ex.meta["a"], ex.meta["b"]))

@@ -7,7 +7,9 @@ Targets show the method and end with a line "Answer: <n>":
   addition         column by column from the ones, with the carries
   multiplication   one partial product per digit of the multiplier, then their sum
 or, with `worked=False`, the answer alone ("Answer: <n>"): the "models need
-tokens to think" ablation compares the two.
+tokens to think" ablation compares the two. `compact=True` writes the same steps in
+about a third of the tokens (one "x+y+carry=sum" line per column, one "a*d=p" line
+per partial product), for RL, whose rollouts and updates cost per token.
 The reward reads the last number of the completion.
 
 Splits are by problem: a pair of operands (in either order) is held out when
@@ -52,6 +54,31 @@ def addition_steps(a: int, b: int) -> str:
   return "\n".join(lines)
 
 
+def compact_addition_steps(a: int, b: int) -> str:
+  """One line per column from the ones, "x+y[+carry]=sum", then "Answer: a+b" (the answer's digits are
+  the last digits of the sums read upwards, the last sum whole)."""
+  da, db = str(a)[::-1], str(b)[::-1]
+  lines, carry = [], 0
+  for i in range(max(len(da), len(db))):
+    x, y = int(da[i]) if i < len(da) else 0, int(db[i]) if i < len(db) else 0
+    s = x + y + carry
+    lines.append(f"{x}+{y}" + (f"+{carry}" if carry else "") + f"={s}")
+    carry = s // 10
+  return "\n".join(lines + [f"Answer: {a + b}"])
+
+
+def compact_multiplication_steps(a: int, b: int) -> str:
+  """One line per partial product, "a*f=p", their sum when there are several, then "Answer: a*b"."""
+  lines, partials = [], []
+  for i, d in enumerate(str(b)[::-1]):
+    factor = int(d) * 10 ** i
+    partials.append(a * factor)
+    lines.append(f"{a}*{factor}={a * factor}")
+  if len(partials) > 1:
+    lines.append("+".join(str(p) for p in partials) + f"={sum(partials)}")
+  return "\n".join(lines + [f"Answer: {a * b}"])
+
+
 def multiplication_steps(a: int, b: int) -> str:
   """One partial product per digit of b (from the ones), their sum, ending with "Answer: a*b"."""
   digits = str(b)[::-1]
@@ -80,6 +107,7 @@ class ArithmeticTask:
   mul_by_digits: tuple = (1, 2)    # digits of the multiplier (one partial product per digit)
   eval_every: int = 10             # about 1 in this many problems is held out
   worked: bool = True              # targets show the steps (False: "Answer: <n>" only)
+  compact: bool = False            # worked steps in their short form (about a third of the tokens)
   name: str = NAME
 
   def __post_init__(self):
@@ -119,6 +147,8 @@ class ArithmeticTask:
     answer = a + b if op == "add" else a * b
     if not self.worked:
       target = f"Answer: {answer}"
+    elif self.compact:
+      target = compact_addition_steps(a, b) if op == "add" else compact_multiplication_steps(a, b)
     else:
       target = addition_steps(a, b) if op == "add" else multiplication_steps(a, b)
     meta = {"op": op, "a": a, "b": b, "digits": [len(str(a)), len(str(b))], "template": k, "split": split}
