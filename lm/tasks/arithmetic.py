@@ -37,19 +37,30 @@ def _place(i: int) -> str:
   return PLACES[i] if i < len(PLACES) else f"Column {i + 1}"
 
 
-def addition_steps(a: int, b: int) -> str:
-  """Column-by-column addition with carries, ending with "Answer: a+b"."""
+def _columns(a: int, b: int):
+  """(digit of a, digit of b, carry in, column sum) per column, from the ones."""
   da, db = str(a)[::-1], str(b)[::-1]
-  lines = ["Add column by column, starting from the ones."]
   carry = 0
   for i in range(max(len(da), len(db))):
     x, y = int(da[i]) if i < len(da) else 0, int(db[i]) if i < len(db) else 0
-    s = x + y + carry
+    yield x, y, carry, x + y + carry
+    carry = (x + y + carry) // 10
+
+
+def _partials(a: int, b: int) -> list[tuple[int, int]]:
+  """(factor, a * factor) per digit of b, from the ones: 77 × 12 → (2, 154), (10, 770)."""
+  return [(int(d) * 10 ** i, a * int(d) * 10 ** i) for i, d in enumerate(str(b)[::-1])]
+
+
+def addition_steps(a: int, b: int) -> str:
+  """Column-by-column addition with carries, ending with "Answer: a+b"."""
+  lines = ["Add column by column, starting from the ones."]
+  cols = list(_columns(a, b))
+  for i, (x, y, carry, s) in enumerate(cols):
     terms = f"{x} + {y}" + (f" + {carry}" if carry else "")
     lines.append(f"{_place(i)}: {terms} = {s}. Write {s % 10}" + (f", carry {s // 10}." if s >= 10 else "."))
-    carry = s // 10
-  if carry:
-    lines.append(f"{_place(max(len(da), len(db)))}: write the carry {carry}.")
+  if cols[-1][3] >= 10:
+    lines.append(f"{_place(len(cols))}: write the carry {cols[-1][3] // 10}.")
   lines += [f"So {a} + {b} = {a + b}.", f"Answer: {a + b}"]
   return "\n".join(lines)
 
@@ -57,41 +68,28 @@ def addition_steps(a: int, b: int) -> str:
 def compact_addition_steps(a: int, b: int) -> str:
   """One line per column from the ones, "x+y[+carry]=sum", then "Answer: a+b" (the answer's digits are
   the last digits of the sums read upwards, the last sum whole)."""
-  da, db = str(a)[::-1], str(b)[::-1]
-  lines, carry = [], 0
-  for i in range(max(len(da), len(db))):
-    x, y = int(da[i]) if i < len(da) else 0, int(db[i]) if i < len(db) else 0
-    s = x + y + carry
-    lines.append(f"{x}+{y}" + (f"+{carry}" if carry else "") + f"={s}")
-    carry = s // 10
+  lines = [f"{x}+{y}" + (f"+{carry}" if carry else "") + f"={s}" for x, y, carry, s in _columns(a, b)]
   return "\n".join(lines + [f"Answer: {a + b}"])
-
-
-def compact_multiplication_steps(a: int, b: int) -> str:
-  """One line per partial product, "a*f=p", their sum when there are several, then "Answer: a*b"."""
-  lines, partials = [], []
-  for i, d in enumerate(str(b)[::-1]):
-    factor = int(d) * 10 ** i
-    partials.append(a * factor)
-    lines.append(f"{a}*{factor}={a * factor}")
-  if len(partials) > 1:
-    lines.append("+".join(str(p) for p in partials) + f"={sum(partials)}")
-  return "\n".join(lines + [f"Answer: {a * b}"])
 
 
 def multiplication_steps(a: int, b: int) -> str:
   """One partial product per digit of b (from the ones), their sum, ending with "Answer: a*b"."""
-  digits = str(b)[::-1]
+  parts = _partials(a, b)
   lines = [f"Multiply {a} by each digit of {b}, starting from the ones, then add the partial products."]
-  partials = []
-  for i, d in enumerate(digits):
-    factor = int(d) * 10 ** i
-    partials.append(a * factor)
-    lines.append(f"{a} * {factor} = {a * factor}")
-  if len(partials) > 1:
-    lines.append(" + ".join(str(p) for p in partials) + f" = {sum(partials)}")
+  lines += [f"{a} * {f} = {p}" for f, p in parts]
+  if len(parts) > 1:
+    lines.append(" + ".join(str(p) for _, p in parts) + f" = {a * b}")
   lines += [f"So {a} * {b} = {a * b}.", f"Answer: {a * b}"]
   return "\n".join(lines)
+
+
+def compact_multiplication_steps(a: int, b: int) -> str:
+  """One line per partial product, "a*f=p", their sum when there are several, then "Answer: a*b"."""
+  parts = _partials(a, b)
+  lines = [f"{a}*{f}={p}" for f, p in parts]
+  if len(parts) > 1:
+    lines.append("+".join(str(p) for _, p in parts) + f"={a * b}")
+  return "\n".join(lines + [f"Answer: {a * b}"])
 
 
 def _number(rng: random.Random, digits: tuple[int, int]) -> int:
