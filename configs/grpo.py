@@ -57,6 +57,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.rl.temperature = 1.0          # rollout sampling temperature
   c.rl.passes = 1                 # K optimizer steps on each rollout batch (1: on-policy)
   c.rl.scale_by_std = True        # advantages divided by the group's std (Dr. GRPO: False)
+  c.rl.drop_no_signal = False     # rows of groups whose rewards are all equal leave the loss's
+                                  # denominator (DAPO's token mean over the groups with a signal)
   c.rl.aggregation = "token_mean" # token_mean | sequence_mean | constant (Dr. GRPO)
   c.rl.clip_low = 0.2             # ratio clipped below at 1 - clip_low
   c.rl.clip_high = 0.2            # and above at 1 + clip_high (DAPO's clip-higher: 0.28)

@@ -322,7 +322,7 @@ def train_loop(run: Run) -> dict:
   keys = grpo.forward_keys(rl)
   rollouts = grpo.Rollouts(stage.model, run.tokenizer, run.mesh, stage.rules, stage.forward_step,
                            reward_of(run), rl.group, rl.max_new_tokens, cfg.train.seq_len, rl.temperature,
-                           rl.scale_by_std, run.tools, cfg.tools.max_tool_tokens,
+                           rl.scale_by_std, rl.drop_no_signal, run.tools, cfg.tools.max_tool_tokens,
                            ref_params=ref if keys["ref_logprobs"] else None, old_logprobs=keys["old_logprobs"],
                            batch_reward=rm_reward(run))
   prompts_it = prompt_iterator(len(run.train_prompts), rl.prompts_per_step, cfg.seed)

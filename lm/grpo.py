@@ -47,6 +47,18 @@ def group_advantages(rewards_BG: np.ndarray, scale_by_std: bool, eps: float = 1e
   return adv.astype(np.float32)
 
 
+def drop_no_signal(loss_mask_RT: np.ndarray, rewards_BG: np.ndarray) -> np.ndarray:
+  """The loss mask with the rows of every group whose rewards are all equal set to 0.
+
+  Those rows have advantage 0 and add nothing to the gradient, but under token or sequence
+  averaging they still count in its denominator, so the update shrinks as more groups saturate
+  (all right or all wrong). Leaving them out of the mask averages over the groups with a signal
+  only: DAPO's normalisation for its dynamic sampling, without resampling to refill the batch."""
+  G = rewards_BG.shape[1]
+  signal_R = np.repeat(np.asarray(rewards_BG).std(axis=1) > 0, G)
+  return np.where(signal_R[:, None], loss_mask_RT, 0).astype(loss_mask_RT.dtype)
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
   """Unbiased pass@k from n samples of which c are correct (Chen et al. 2021)."""
   if n - c < k:
@@ -131,6 +143,7 @@ class Rollouts:
   seq_len: int
   temperature: float = 1.0
   scale_by_std: bool = True
+  drop_no_signal: bool = False      # groups without signal leave the loss's denominator (`drop_no_signal`)
   tools: dict | None = None
   max_tool_tokens: int = 64
   ref_params: Any = None            # frozen reference: its log-probs go in the batch (KL in the loss)
@@ -160,6 +173,8 @@ class Rollouts:
     rows = training_rows(prompts, G, out.tokens_BN, out.forced_BN, out.lengths_B, self.seq_len,
                          self.tok.pad_id)
     rows["advantages"] = adv_BG.reshape(-1)
+    if self.drop_no_signal:
+      rows["loss_mask"] = drop_no_signal(rows["loss_mask"], rewards_BG)
     batch = sharding.same_batch_to_global(rows, self.mesh)  # every host has every rollout
     if self.old_logprobs:
       batch["old_logprobs"] = self.forward_step(params, batch)["logprobs"]

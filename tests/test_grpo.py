@@ -151,6 +151,36 @@ def test_prompt_padding_and_tool_output_tokens_get_no_gradient():
   assert (g[learns] > 0).all() and not g[~learns].any()
 
 
+@pytest.mark.parametrize("aggregation", losses.AGGREGATIONS)
+def test_groups_without_signal_leave_the_denominator(aggregation):
+  """rl.drop_no_signal: rows of all-equal groups get mask 0, so the update is the mean over the groups
+  with a signal, as if the others had never been sampled (their advantages are 0 either way)."""
+  prompts, tokens, forced, lengths, N = fake_rollout()
+  rows = grpo.training_rows(prompts, 2, tokens, forced, lengths, seq_len=10, pad_id=0)
+  rewards = np.array([[1.0, 0.0], [1.0, 1.0]], np.float32)  # the second prompt's group: no signal
+  mask = grpo.drop_no_signal(rows["loss_mask"], rewards)
+  np.testing.assert_array_equal(mask[:2], rows["loss_mask"][:2])
+  assert not mask[2:].any() and mask.dtype == rows["loss_mask"].dtype
+  rng = np.random.default_rng(4)
+  logits = {"logits": jnp.asarray(rng.normal(size=(4, 10, 32)), jnp.float32)}
+  fn = losses.grpo(MockModel(), clip_low=0.2, clip_high=0.2, kl_coef=0.0, aggregation=aggregation,
+                   max_new_tokens=N)
+  adv = jnp.asarray(grpo.group_advantages(rewards, True).reshape(-1))
+
+  def mean_loss(p, batch):
+    loss, aux = fn(p, batch, None)
+    return loss / jnp.maximum(aux["weight"], 1.0)
+
+  full = {k: jnp.asarray(v) for k, v in rows.items()} | {"advantages": adv}
+  g_drop = jax.grad(mean_loss)(logits, full | {"loss_mask": jnp.asarray(mask)})["logits"]
+  only = {k: v[:2] for k, v in full.items()}  # the batch of the signal group alone
+  g_only = jax.grad(mean_loss)({"logits": logits["logits"][:2]}, only)["logits"]
+  np.testing.assert_allclose(g_drop[:2], g_only, atol=1e-7)
+  assert not np.asarray(g_drop[2:]).any() and np.abs(np.asarray(g_only)).max() > 1e-3
+  g_keep = jax.grad(mean_loss)(logits, full)["logits"]  # kept rows dilute the mean instead
+  assert np.abs(np.asarray(g_keep[:2])).max() < np.abs(np.asarray(g_only)).max()
+
+
 def test_pass_at_k_is_the_unbiased_estimator():
   for n, c, k in [(4, 0, 1), (4, 1, 1), (4, 1, 2), (8, 3, 4), (5, 5, 3)]:
     brute = np.mean([any(i < c for i in s) for s in itertools.combinations(range(n), k)])
