@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # From a crawl to an assistant, on one machine (nanochat style: read it top to bottom).
 #
-#   bash launch/pipeline.sh                      # synthetic crawl → BPE base model → SFT (15–19 min on 2 cores)
+#   bash launch/pipeline.sh                      # synthetic crawl → BPE base model → SFT (13½–14 min on 2 quiet cores)
 #   WARC=../shared/data bash launch/pipeline.sh  # real Common Crawl WARCs instead (English only): base model
 #                                                # in runs/base_cc from runs/data_cc; no SFT (it asks about the
 #                                                # synthetic world's facts, which a real crawl does not state)
-#   DATA=runs/data RUN=runs/base SFT=runs/sft STEPS=620 VOCAB=2048 bash launch/pipeline.sh
+#   DATA=runs/data RUN=runs/base SFT=runs/sft STEPS=560 VOCAB=2048 bash launch/pipeline.sh
 #   SFT= bash launch/pipeline.sh                 # stop after pretraining
 #   SEEDS="0 1 2" bash launch/pipeline.sh        # base + SFT per seed in <RUN|SFT>/seed=<s>; <SFT>/sweep.md: mean ± std
 #   STEPS=20 SFT_STEPS=10 bash launch/pipeline.sh  # a quick try of the whole chain (its models learn little)
@@ -32,7 +32,7 @@ if [[ -n "$WARC" && -n "$SFT" ]]; then
 fi
 SFT_STEPS="${SFT_STEPS:-150}"   # SFT steps
 VOCAB="${VOCAB:-2048}"          # sentencepiece vocabulary
-STEPS="${STEPS:-620}"           # pretraining steps
+STEPS="${STEPS:-560}"           # pretraining steps (configs/pretrain.py:world)
 EXTRA="${EXTRA:-0.05}"          # share of the interpreter's docs mixed into the shards beside the crawl
 WORKERS="${WORKERS:-2}"         # processes for the web pipeline and tokenization
 SEEDS="${SEEDS:-}"              # "" = one run (seed 0) in $RUN and $SFT; "0 1 2" = one base + SFT per seed
