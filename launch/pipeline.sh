@@ -30,9 +30,9 @@ if [[ -n "$WARC" && -n "$SFT" ]]; then
        "($DATA/crawl/world.json), which real WARCs do not have; leave SFT unset with WARC" >&2
   exit 2
 fi
-SFT_STEPS="${SFT_STEPS:-150}"   # SFT steps
+SFT_STEPS="${SFT_STEPS:-}"      # SFT steps ("": configs/sft.py:tiny's)
 VOCAB="${VOCAB:-2048}"          # sentencepiece vocabulary
-STEPS="${STEPS:-560}"           # pretraining steps (configs/pretrain.py:world)
+STEPS="${STEPS:-}"              # pretraining steps ("": configs/pretrain.py:world's)
 EXTRA="${EXTRA:-0.05}"          # share of the interpreter's docs mixed into the shards beside the crawl
 WORKERS="${WORKERS:-2}"         # processes for the web pipeline and tokenization
 SEEDS="${SEEDS:-}"              # "" = one run (seed 0) in $RUN and $SFT; "0 1 2" = one base + SFT per seed
@@ -72,12 +72,12 @@ step experiments.tokenize_data "${data_flags[@]}"
 # it) and <SFT>/sweep.md tables every held-out metric as mean ± std over the seeds.
 train_and_finetune() {  # <base workdir> <sft workdir> <seed>
   step experiments.pretrain --config=configs/pretrain.py:world --workdir="$1" \
-    --config.data.path="$DATA/shards" --config.train.steps="$STEPS" \
+    --config.data.path="$DATA/shards" ${STEPS:+--config.train.steps="$STEPS"} \
     --config.seed="$3" --config.data.shuffle_seed="$3"
   [[ -z "$SFT" ]] && return 0
   step experiments.sft --config=configs/sft.py:tiny --workdir="$2" \
     --config.init_from.workdir="$1" --config.data.world="$DATA/crawl/world.json" \
-    --config.data.exposures="$DATA/shards/train/exposures.json" --config.train.steps="$SFT_STEPS" \
+    --config.data.exposures="$DATA/shards/train/exposures.json" ${SFT_STEPS:+--config.train.steps="$SFT_STEPS"} \
     --config.seed="$3"
 }
 

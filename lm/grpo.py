@@ -47,6 +47,11 @@ def group_advantages(rewards_BG: np.ndarray, scale_by_std: bool, eps: float = 1e
   return adv.astype(np.float32)
 
 
+def has_signal(rewards_BG: np.ndarray) -> np.ndarray:
+  """(B,) whether each group's rewards differ: a group whose rewards are all equal has advantage 0."""
+  return np.asarray(rewards_BG).std(axis=1) > 0
+
+
 def drop_no_signal(loss_mask_RT: np.ndarray, rewards_BG: np.ndarray) -> np.ndarray:
   """The loss mask with the rows of every group whose rewards are all equal set to 0.
 
@@ -54,8 +59,7 @@ def drop_no_signal(loss_mask_RT: np.ndarray, rewards_BG: np.ndarray) -> np.ndarr
   averaging they still count in its denominator, so the update shrinks as more groups saturate
   (all right or all wrong). Leaving them out of the mask averages over the groups with a signal
   only: DAPO's normalisation for its dynamic sampling, without resampling to refill the batch."""
-  G = rewards_BG.shape[1]
-  signal_R = np.repeat(np.asarray(rewards_BG).std(axis=1) > 0, G)
+  signal_R = np.repeat(has_signal(rewards_BG), rewards_BG.shape[1])
   return np.where(signal_R[:, None], loss_mask_RT, 0).astype(loss_mask_RT.dtype)
 
 
@@ -187,7 +191,7 @@ class Rollouts:
         "rollout/reward": float(rewards_BG.mean()),
         "rollout/response_tokens": float(lengths.mean()),
         "rollout/truncated": float(np.mean(~np.asarray(ended))),
-        "rollout/no_signal_groups": float(np.mean(rewards_BG.std(axis=1) == 0)),
+        "rollout/no_signal_groups": float(np.mean(~has_signal(rewards_BG))),
         "rollout/tool_calls": len(out.calls) / len(texts),
         "rollout/seconds": time.perf_counter() - t0,
         "rollout/sampling_seconds": t_rollout,
