@@ -112,7 +112,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.eval.tasks = "arithmetic"
     c.eval.examples = 128
     c.eval.max_new_tokens = 128
-    c.tasks.arithmetic.update(add_digits=(1, 3), mul_digits=(1, 2), mul_by_digits=(1, 1))
+    # Worked steps in their short form ("8+7=15" per column, 27 tokens per 2–3-digit sum against 111):
+    # greedy 0.602 on this mix (0.586 verbose), and GRPO's iterations ~3× cheaper (README, GRPO).
+    c.tasks.arithmetic.update(add_digits=(1, 3), mul_digits=(1, 2), mul_by_digits=(1, 1), compact=True)
     c.opt.lr = 1e-3  # nothing of pretraining's to protect here but the language
     c.train.update(steps=300, eval_every=100)
   if arg == "tools":

@@ -50,7 +50,7 @@ def test_every_ablation_plans_its_arms_and_seeds(tmp_path):
   assert grpo.needs == ("answer_only/seed=1/sft_arith",)
   assert "--config.tasks.arithmetic.worked=False" in cmd(s, "answer_only/seed=1/sft_arith")
   assert f"--config.init_from.workdir={wd}/answer_only/seed=1/sft_arith" in cmd(s, "answer_only/seed=1/grpo")
-  assert cmd(s, "worked/seed=0/grpo").endswith("--config.tasks.arithmetic.worked=True --config.train.steps=40 "
+  assert cmd(s, "worked/seed=0/grpo").endswith("--config.tasks.arithmetic.worked=True --config.train.steps=100 "
                                                "--config.seed=0 --config.eval.examples=8")
   s = ablations.plan(_config("tools", source=src), wd)
   assert f"{src}/sft --config" in cmd(s, "calculator/seed=0/grpo") and "tools.use=python" in cmd(s, "calculator/seed=0/grpo")
