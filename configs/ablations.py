@@ -7,11 +7,11 @@
   tokens_to_think  SFT on answer-only vs worked arithmetic, each followed by GRPO                                 (b)
   grpo_vs_drgrpo   GRPO (per-completion mean, std-scaled advantages) vs Dr. GRPO (constant normaliser, unscaled):
                    the length of wrong answers over training                                                      (c)
-  tools            GRPO from the worked-arithmetic SFT without tools vs from the tool-use SFT with the
-                   calculator running inside the rollouts                                                         (d)
+  tools            GRPO from the worked-arithmetic SFT without tools vs from the same SFT taught to call the
+                   calculator (its own run per seed), with the calculator running inside the rollouts            (d)
   refusal          the refusal recipe, pure vs also refusing made-up people
 
-Every run starts from a finished pipeline (`source`: its base, sft, sft_arith, sft_chat); `{seed}` in
+Every run starts from a finished pipeline (`source`: its base, sft_arith, sft_chat); `{seed}` in
 `source` gives each seed its own pipeline (runs/pipeline/seed={seed}: base model and SFTs per seed
 too). Runs go to <workdir>/<arm>/seed=<s>/<stage>; report.md (the table, mean ± std over seeds and
 each seed's value), ablation.json and ablation.png are rewritten after each run. Finished runs are
@@ -38,7 +38,7 @@ def get_config(arg: str = "sft_vs_rl") -> ml_collections.ConfigDict:
   c.compilation_cache = True      # runs share <workdir>/jax_cache: repeated shapes load their programs
 
   c.sft_arith = ml_collections.ConfigDict()
-  c.sft_arith.steps = 300         # tokens_to_think: arithmetic SFT steps per arm (the pipeline's sft_arith)
+  c.sft_arith.steps = 300         # tokens_to_think, tools: arithmetic SFT steps of the arms that run their own
   c.sft_arith.overrides = ""      # more flags for its experiments.sft commands
 
   c.grpo = ml_collections.ConfigDict()

@@ -53,8 +53,14 @@ def test_every_ablation_plans_its_arms_and_seeds(tmp_path):
   assert cmd(s, "worked/seed=0/grpo").endswith("--config.tasks.arithmetic.worked=True --config.train.steps=100 "
                                                "--config.seed=0 --config.eval.examples=8")
   s = ablations.plan(_config("tools", source=src), wd)
-  assert f"{src}/sft --config" in cmd(s, "calculator/seed=0/grpo") and "tools.use=python" in cmd(s, "calculator/seed=0/grpo")
-  assert "tools.use" not in cmd(s, "no_tool/seed=0/grpo")
+  calc = next(x for x in s if x.name == "calculator/seed=2/grpo")
+  assert calc.needs == ("calculator/seed=2/sft_arith",)
+  assert f"--config.init_from.workdir={wd}/calculator/seed=2/sft_arith" in cmd(s, "calculator/seed=2/grpo")
+  assert "tools.use=python" in cmd(s, "calculator/seed=2/grpo")
+  sft = cmd(s, "calculator/seed=2/sft_arith")
+  assert "configs/sft.py:arith" in sft and f"{src}/base" in sft and "tools.use=python" in sft and "seed=2" in sft
+  assert f"{src}/sft_arith" in cmd(s, "no_tool/seed=0/grpo") and "tools.use" not in cmd(s, "no_tool/seed=0/grpo")
+  assert [x.name for x in s if x.name.startswith("no_tool")] == [f"no_tool/seed={i}/grpo" for i in range(3)]
   s = ablations.plan(_config("refusal", source=str(tmp_path / "p{seed}")), wd)
   assert f"--config.refusal.probe={tmp_path}/p1/sft_chat" in cmd(s, "made_up/seed=1/refusal")
   assert "--config.refusal.made_up=24" in cmd(s, "made_up/seed=1/refusal")
