@@ -42,7 +42,7 @@ def get_config(arg: str = "sft_vs_rl") -> ml_collections.ConfigDict:
   c.sft_arith.overrides = ""      # more flags for its experiments.sft commands
 
   c.grpo = ml_collections.ConfigDict()
-  c.grpo.steps = 100              # GRPO iterations per run, ~7 min each here (the preset's 320 gain 16-18 points of
+  c.grpo.steps = 100              # GRPO iterations per run, ~6 min each here (the preset's 320 gain 16-18 points of
                                   # pass@1 in ~21 min; 100 gain 5-8)
   c.grpo.eval_every = 25          # iterations between held-out evaluations: the points of the curves
   c.grpo.overrides = ""           # more flags for every experiments.grpo command

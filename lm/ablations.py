@@ -133,6 +133,12 @@ def plan(config, workdir: str) -> list[pipeline.Stage]:
                    f"--config.init_from.workdir={start}", f"--config.train.eval_every={c.grpo.eval_every}",
                    f"--config.train.ckpt_every={c.grpo.eval_every}", *flags)
 
+      def sft_arith_then_grpo(flag):
+        """This arm's own arithmetic SFT from the source's base, then GRPO from it, `flag` on both."""
+        sft = run("sft_arith", "experiments.sft", "configs/sft.py:arith", c.sft_arith.steps,
+                  f"--config.init_from.workdir={src}/base", f"--config.train.eval_every={c.sft_arith.steps}", flag)
+        return [sft, dataclasses.replace(grpo(sft.workdirs[0], flag), needs=(sft.name,))]
+
       if c.name == "sft_vs_rl":
         stages.append(grpo(f"{src}/sft_arith"))
       elif c.name == "grpo_vs_drgrpo":
@@ -140,17 +146,11 @@ def plan(config, workdir: str) -> list[pipeline.Stage]:
         stages.append(grpo(f"{src}/sft_arith", f"--config.rl.aggregation={'constant' if dr else 'sequence_mean'}",
                            f"--config.rl.scale_by_std={not dr}"))
       elif c.name == "tokens_to_think":
-        worked = f"--config.tasks.arithmetic.worked={arm == 'worked'}"
-        sft = run("sft_arith", "experiments.sft", "configs/sft.py:arith", c.sft_arith.steps,
-                  f"--config.init_from.workdir={src}/base", f"--config.train.eval_every={c.sft_arith.steps}", worked)
-        stages += [sft, dataclasses.replace(grpo(sft.workdirs[0], worked), needs=(sft.name,))]
+        stages += sft_arith_then_grpo(f"--config.tasks.arithmetic.worked={arm == 'worked'}")
       elif c.name == "tools" and arm == "no_tool":
         stages.append(grpo(f"{src}/sft_arith"))
       elif c.name == "tools":  # the pipeline's sft_arith, calling the calculator: its own SFT per seed
-        sft = run("sft_arith", "experiments.sft", "configs/sft.py:arith", c.sft_arith.steps,
-                  f"--config.init_from.workdir={src}/base", f"--config.train.eval_every={c.sft_arith.steps}",
-                  "--config.tools.use=python")
-        stages += [sft, dataclasses.replace(grpo(sft.workdirs[0], "--config.tools.use=python"), needs=(sft.name,))]
+        stages += sft_arith_then_grpo("--config.tools.use=python")
       elif c.name == "refusal":
         stages.append(run("refusal", "experiments.refusal", "configs/refusal.py:tiny", c.refusal.steps,
                           f"--config.init_from.workdir={src}/base", f"--config.refusal.probe={src}/sft_chat", *facts,
