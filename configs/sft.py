@@ -121,6 +121,12 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     # The same SFT, with arithmetic and spelling answered through Python (the calculator for plain
     # arithmetic) and world facts through BM25 search over the crawl's pages.
     c.tools.use = "python,search"
+    # Copying operands into a call and the output into the answer is learnt late and only at the higher
+    # rate (held-out arithmetic through the calculator, seed 0: lr 3e-4 × 150 steps 0.031, 1e-3 × 150
+    # 0.078, 1e-3 × 300 0.906; without tools 0.016). The facts the weights store matter less here:
+    # this model looks them up.
+    c.opt.lr = 1e-3
+    c.train.update(steps=300, eval_every=300)
   if arg == "qwen_gsm8k":
     c.init_from.hf_dir = "/models/Qwen2.5-1.5B"  # override with the real folder; the architecture comes from it
     c.model.update(dtype="bfloat16", remat="full", scan_layers=True, attention="auto", max_len=4096)
