@@ -97,6 +97,7 @@ def task_options() -> ml_collections.ConfigDict:
   t.arithmetic.compact = False          # worked steps in their short form ("8+7=15" per column: ~1/3 of the tokens)
   t.spelling = ml_collections.ConfigDict()
   t.spelling.kinds = "count,spell"      # question kinds (count: letters in a word, spell: letter by letter)
+  t.spelling.made_up_words = 0          # made-up words added to the training split: copying, not memorising
   return t
 
 

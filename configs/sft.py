@@ -68,6 +68,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.world_seed = 0           # seed of the synthetic world when data.world is ""
   c.data.exposures = ""           # each fact's count in the base model's shards (<shards>/train/exposures.json; "": by design)
   c.data.examples_per_task = 3000 # training conversations generated per synthetic task
+  c.data.made_up_people = 0       # tools: half the world conversations ask about this many people of another
+                                  # world instead (searched with its pages): copying names, not recalling them
   c.data.injection_share = 0.0    # tools: share of the search index's pages (none stating a held-out fact) carrying a
                                   # planted instruction the world conversations' replies ignore (lm/injection.py)
   c.data.layout = "pack"          # pack (best-fit, attention kept inside each conversation) | pad
@@ -127,6 +129,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     # this model looks them up.
     c.opt.lr = 1e-3
     c.train.update(steps=300, eval_every=300)
+    c.tasks.spelling.made_up_words = 2000  # words it must copy into the call, not recall (lm/tasks/spelling.py)
+    c.data.made_up_people = 300            # names it must copy into the query (lm/tasks/tool_use.py)
   if arg == "qwen_gsm8k":
     c.init_from.hf_dir = "/models/Qwen2.5-1.5B"  # override with the real folder; the architecture comes from it
     c.model.update(dtype="bfloat16", remat="full", scan_layers=True, attention="auto", max_len=4096)

@@ -113,6 +113,8 @@ def read_conversations(config, task_objs: dict, tools: dict | None = None) -> li
         convs = [tool_use.conversation(ex, tools.get("search")) for ex in examples]
       else:
         convs = [ex.conversation() for ex in examples]
+      if kind == "world" and d.made_up_people:
+        convs = with_stand_ins(config, task_objs[kind], convs, tools)
     else:
       if kind not in sources_lib.kinds():
         raise UserError(f"config.data.sources: unknown conversation source kind {kind!r}; known: "
@@ -124,6 +126,20 @@ def read_conversations(config, task_objs: dict, tools: dict | None = None) -> li
       convs = list(sources_lib.source(kind, path))
     mixed.append((convs, weight))
   return sources_lib.mix(mixed, config.seed)
+
+
+def with_stand_ins(config, task, convs: list, tools: dict) -> list:
+  """Half of the world's tool-use conversations swapped for ones about `data.made_up_people` people of
+  another synthetic world, searched with their pages (`tool_use.stand_in_conversations`)."""
+  d = config.data
+  if d.made_up_people < 0 or "search" not in tools:
+    raise UserError(f"config.data.made_up_people={d.made_up_people}: needs a count ≥ 0 and "
+                    "config.tools.use with search (the stand-ins are tool-use conversations)")
+  half = len(convs) // 2
+  stand_ins = tool_use.stand_in_conversations(task, tools["search"], d.made_up_people, half, config.seed)
+  print(f"sft data: {half} of {len(convs)} world conversations ask about {d.made_up_people} people of "
+        f"another world instead", flush=True)
+  return convs[:len(convs) - half] + stand_ins
 
 
 def injected_conversations(config, task, examples, search) -> list[list[dict]]:

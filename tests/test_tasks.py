@@ -6,6 +6,7 @@ import re
 import pytest
 
 from lm import tasks
+from lm.errors import UserError
 from lm.prep import synthetic
 from lm.tasks import arithmetic, gsm8k, spelling, world
 from lm.tasks.base import Example
@@ -185,6 +186,19 @@ def test_spelling_steps_splits_and_reward():
   assert task.reward(f"It is spelled {'-'.join(word[:-1])}.", ex) == 0.0
   assert task.reward(f"{'-'.join(word)}, no wait, {'-'.join(word[::-1])}", ex) == float(word == word[::-1])
 
+
+
+def test_made_up_words_join_training_only_and_are_fixed():
+  plain, more = spelling.SpellingTask(), spelling.SpellingTask(made_up_words=500)
+  assert more.words("eval") == plain.words("eval")  # the held-out words never change
+  extra = set(more.words("train")) - set(plain.words("train"))
+  assert len(extra) == 500 and not extra & set(spelling.WORDS)
+  assert spelling.made_up(500) == spelling.made_up(500) and spelling.made_up(50) == spelling.made_up(500)[:50]
+  assert all(w.isalpha() and w.islower() and 4 <= len(w) <= 14 for w in extra)
+  drawn = {ex.meta["word"] for ex in more.examples("train", n=2000, seed=0)}
+  assert len(drawn & extra) > 400  # the examples use them, not only the real words
+  with pytest.raises(UserError, match="made_up_words"):
+    spelling.SpellingTask(made_up_words=-1)
 
 # Hand-checked: (reference, completion, reward). The answer is the last \\boxed{} or else the last number.
 SPELLING_COUNT = [

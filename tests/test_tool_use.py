@@ -94,4 +94,27 @@ print(len(convs), calls.count("search"), calls.count("python"))
 """
   out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-2000:]
-  assert out.stdout.split() == ["60", "20", "40"]
+  assert out.stdout.splitlines()[-1].split() == ["60", "20", "40"]
+  assert "10 of 20 world conversations ask about 300 people of another world" in out.stdout
+
+
+def test_stand_ins_are_new_names_searched_in_their_own_pages(search):
+  """The made-up people's conversations: names no entity of the world has, the asked name copied
+  into the query, the reply the page's fact when the output states it and "not found" otherwise."""
+  task = tasks.get("world")
+  world_names = {e["name"] for kind in ("person", "city", "company") for e in task.world.entities(kind)}
+  convs = tool_use.stand_in_conversations(task, search, people=60, n=120, seed=0)
+  assert convs == tool_use.stand_in_conversations(task, search, people=60, n=120, seed=0)
+  names, found = set(), 0
+  for conv in convs:
+    (question,), call, output, reply = conv[:1], conv[1], conv[2]["content"], conv[3]["content"]
+    name, _, _ = call["tool_call"]["arguments"].partition(" " + next(
+        w for w in tool_use.SEARCH_WORDS.values() if call["tool_call"]["arguments"].endswith(w)))
+    assert name in question["content"] and name not in world_names
+    names.add(name)
+    if reply == tool_use.NOT_FOUND:
+      continue
+    found += 1
+    assert name in output  # the answer comes from the page about them, which the world's index lacks
+    assert not any(d.title == name or name in d.text for d in search.documents)
+  assert len(names) >= 40 and 0.3 * len(convs) < found < 0.9 * len(convs)

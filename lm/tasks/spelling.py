@@ -13,7 +13,11 @@ completion; a spelling question checks the last dash-separated spelling
 Splits are by word: a word is held out when its stable hash says so (about
 one in `eval_every`), whatever the seed. The list mixes everyday words,
 words with doubled letters, and the 40 words of the pretraining spelling
-lessons (`synthetic_text.SPELLING_WORDS`).
+lessons (`synthetic_text.SPELLING_WORDS`). `made_up_words = N` adds N
+pronounceable made-up words ("brintavel") to the training split only: with
+~145 training words a small model memorises them and, asked about a new word,
+writes a memorised one into its answer or its tool call; thousands of words it
+cannot memorise teach it to copy the word it was given.
 """
 from __future__ import annotations
 
@@ -40,6 +44,22 @@ assassin occasion embarrassment millionaire accessory parallel balloonist woodpe
 hippopotamus alligator caterpillar butterfly dragonfly pineapple watermelon peppermint marshmallow
 spaghetti broccoli zucchini avocado mushroom cabbage carrot onion garlic ginger almond hazelnut peanut
 """.split())))
+_ONSETS = ("b", "br", "c", "ch", "d", "dr", "f", "fl", "g", "gr", "h", "j", "k", "l", "m", "n", "p", "pl", "qu",
+           "r", "s", "sh", "st", "t", "th", "tr", "v", "w", "y", "z", "")
+_VOWELS = ("a", "e", "i", "o", "u", "ai", "ea", "ee", "oo", "ou")
+_CODAS = ("", "", "", "n", "r", "l", "s", "t", "m", "ck", "ng", "nd", "st")
+
+
+def made_up(n: int) -> tuple[str, ...]:
+  """`n` distinct pronounceable non-words of 2–4 syllables, the same for every caller."""
+  rng, real, out = random.Random(f"{NAME}/made_up"), set(WORDS), {}
+  while len(out) < n:
+    w = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(rng.choice((2, 2, 3, 3, 4))))
+    if 4 <= len(w) <= 14 and w not in real:
+      out[w] = None
+  return tuple(out)
+
+
 COUNT_PROMPTS = ("How many times does the letter {c} appear in {w}?", "How many {c}'s are in the word {w}?",
                  "Count the letter {c} in the word {w}.", "How many letters {c} does {w} have?")
 SPELL_PROMPTS = ("Spell the word {w} letter by letter.", "How do you spell {w}? Give it letter by letter.",
@@ -75,17 +95,21 @@ class SpellingTask:
   kinds: tuple = ("count", "spell")   # question kinds, drawn uniformly
   absent_letter_rate: float = 0.2     # share of count questions about a letter the word lacks
   eval_every: int = 5                 # about 1 in this many words is held out
+  made_up_words: int = 0              # made-up words added to the training split (never evaluated)
   name: str = NAME
 
   def __post_init__(self):
     bad = [k for k in self.kinds if k not in ("count", "spell")]
     if bad or not self.kinds:
       raise UserError(f"spelling task: kinds {bad or 'empty'} not among ('count', 'spell')")
+    if not 0 <= self.made_up_words <= 100_000:
+      raise UserError(f"spelling task: made_up_words {self.made_up_words} is not in [0, 100000]")
 
   def words(self, split: str) -> list[str]:
     check_split(split)
     held_out = lambda w: stable_hash(f"{NAME}/{w}") % self.eval_every == 0
-    return [w for w in WORDS if held_out(w) == (split == "eval")]
+    words = [w for w in WORDS if held_out(w) == (split == "eval")]
+    return words if split == "eval" else words + list(made_up(self.made_up_words))
 
   def examples(self, split: str, n: int | None = None, seed: int = 0) -> list[Example]:
     rng = random.Random(f"{NAME}/{split}/{seed}")

@@ -19,6 +19,7 @@ sandbox prints exactly the same for them.
 """
 from __future__ import annotations
 
+import random
 import re
 from typing import Callable
 
@@ -58,10 +59,12 @@ def reply_after(example: Example, output: str) -> str:
     if m["kind"] == "count":
       return f"The letter {m['letter']} appears {out} {'time' if out == '1' else 'times'} in {m['word']}.\nAnswer: {out}"
     return f"Answer: {out}"
-  # world: the fact when the search output states it; otherwise the reply says the search did not
-  # find it. Answering anyway would teach the model that the output does not matter (a third of the
-  # ideal queries' top hits miss the fact) and to state facts it has no evidence for.
-  if re.search(rf"(?<!\w){re.escape(str(example.reference))}(?!\w)", out):
+  # world: the fact when the search output states it about the asked entity; otherwise the reply says
+  # the search did not find it. Answering anyway would teach the model that the output does not matter
+  # (a third of the ideal queries' top hits miss the fact) and to state facts it has no evidence for;
+  # so would reading a value off a page about someone else that happens to be the same ("teacher").
+  if (re.search(rf"(?<!\w){re.escape(str(example.reference))}(?!\w)", out)
+      and m.get("entity", "") in out):
     return example.target
   return NOT_FOUND
 
@@ -89,3 +92,29 @@ def conversation(example: Example, search: Search | None = None) -> list[dict]:
       {"role": "tool", "content": output},
       {"role": "assistant", "content": reply_after(example, output)},
   ]
+
+
+def stand_in_conversations(task, search, people: int, n: int, seed: int) -> list[list[dict]]:
+  """`n` tool-use conversations asking about the people of another synthetic world (`people` of them,
+  none named like an entity of `task.world`), searched in a copy of `search` with that world's pages
+  added. The world task's few training entities (50 in the default world) are names a small model
+  memorises: asked about a held-out one, it writes a memorised name into its query ("Stefan Brandby"
+  → "Cora Brandby birth year"). Hundreds of new names, each asked once or twice, teach it to copy the
+  name it was given and read the answer off the page; a fifth of them have no page (never in any
+  text), so "not found" stays an answer. The pages are in no index the model is evaluated with."""
+  from lm.prep import synthetic
+  from lm.tasks.base import take_cycled
+  from lm.tasks.world import ASKED, WorldTask
+  from lm.tools.search import Document, Search
+
+  other_seed = 1_000_003 + seed
+  other = synthetic.make_world(other_seed, n_people=people)
+  taken = {e["name"] for kind in ("person", "city", "company") for e in task.world.entities(kind)}
+  pages = [Document(p.title, p.url, p.text) for p in synthetic.make_pages(other, other_seed)
+           if p.kind in synthetic.KEEP_KINDS and p.kind not in ("arithmetic", "spelling")]
+  wider = Search(list(search.documents) + pages, k=search.k, snippet_chars=search.snippet_chars)
+  stand_in = WorldTask(other)
+  rows = [r for r in other.facts()
+          if r["type"] == "person" and r["attribute"] in ASKED["person"] and r["entity"] not in taken]
+  rng = random.Random(f"tool_use/stand_in/{seed}")
+  return [conversation(stand_in.example(row, rng, "train"), wider) for row in take_cycled(rows, n, rng)]
