@@ -129,8 +129,10 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     # this model looks them up.
     c.opt.lr = 1e-3
     c.train.update(steps=300, eval_every=300)
-    c.tasks.spelling.made_up_words = 2000  # words it must copy into the call, not recall (lm/tasks/spelling.py)
-    c.data.made_up_people = 300            # names it must copy into the query (lm/tasks/tool_use.py)
+    # Names it must copy into the query, not recall (lm/tasks/tool_use.py): the query names the asked
+    # held-out entity 0.72 of the time instead of 0.15, facts through search 0.118 instead of 0.036.
+    # (`tasks.spelling.made_up_words=2000` did not do the same for words: letter counting 0.38 vs 0.41.)
+    c.data.made_up_people = 300
   if arg == "qwen_gsm8k":
     c.init_from.hf_dir = "/models/Qwen2.5-1.5B"  # override with the real folder; the architecture comes from it
     c.model.update(dtype="bfloat16", remat="full", scan_layers=True, attention="auto", max_len=4096)
