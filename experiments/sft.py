@@ -107,14 +107,16 @@ def read_conversations(config, task_objs: dict, tools: dict | None = None) -> li
   for kind, path, weight in parse_sources(d.sources):
     if is_task_source(kind, path):
       examples = task_objs[kind].examples("train", d.examples_per_task, config.seed)
+      stand_ins = []
+      if kind == "world" and d.made_up_people:  # half of them ask about people of another world instead
+        examples, stand_ins = with_stand_ins(config, task_objs[kind], examples, tools)
       if kind == "world" and d.injection_share > 0:
         convs = injected_conversations(config, task_objs[kind], examples, tools["search"])
       elif "python" in tools:
         convs = [tool_use.conversation(ex, tools.get("search")) for ex in examples]
       else:
         convs = [ex.conversation() for ex in examples]
-      if kind == "world" and d.made_up_people:
-        convs = with_stand_ins(config, task_objs[kind], convs, tools)
+      convs += stand_ins
     else:
       if kind not in sources_lib.kinds():
         raise UserError(f"config.data.sources: unknown conversation source kind {kind!r}; known: "
@@ -128,18 +130,19 @@ def read_conversations(config, task_objs: dict, tools: dict | None = None) -> li
   return sources_lib.mix(mixed, config.seed)
 
 
-def with_stand_ins(config, task, convs: list, tools: dict) -> list:
-  """Half of the world's tool-use conversations swapped for ones about `data.made_up_people` people of
-  another synthetic world, searched with their pages (`tool_use.stand_in_conversations`)."""
+def with_stand_ins(config, task, examples: list, tools: dict) -> tuple[list, list]:
+  """(the first half of the world's `examples`, conversations standing in for the rest): questions
+  about `data.made_up_people` people of another synthetic world, searched with their pages
+  (`tool_use.stand_in_conversations`)."""
   d = config.data
   if d.made_up_people < 0 or "search" not in tools:
     raise UserError(f"config.data.made_up_people={d.made_up_people}: needs a count ≥ 0 and "
                     "config.tools.use with search (the stand-ins are tool-use conversations)")
-  half = len(convs) // 2
+  half = len(examples) // 2
   stand_ins = tool_use.stand_in_conversations(task, tools["search"], d.made_up_people, half, config.seed)
-  print(f"sft data: {half} of {len(convs)} world conversations ask about {d.made_up_people} people of "
+  print(f"sft data: {half} of {len(examples)} world conversations ask about {d.made_up_people} people of "
         f"another world instead", flush=True)
-  return convs[:len(convs) - half] + stand_ins
+  return examples[:len(examples) - half], stand_ins
 
 
 def injected_conversations(config, task, examples, search) -> list[list[dict]]:

@@ -187,7 +187,6 @@ def test_spelling_steps_splits_and_reward():
   assert task.reward(f"{'-'.join(word)}, no wait, {'-'.join(word[::-1])}", ex) == float(word == word[::-1])
 
 
-
 def test_made_up_words_join_training_only_and_are_fixed():
   plain, more = spelling.SpellingTask(), spelling.SpellingTask(made_up_words=500)
   assert more.words("eval") == plain.words("eval")  # the held-out words never change
@@ -199,6 +198,7 @@ def test_made_up_words_join_training_only_and_are_fixed():
   assert len(drawn & extra) > 400  # the examples use them, not only the real words
   with pytest.raises(UserError, match="made_up_words"):
     spelling.SpellingTask(made_up_words=-1)
+
 
 # Hand-checked: (reference, completion, reward). The answer is the last \\boxed{} or else the last number.
 SPELLING_COUNT = [

@@ -22,6 +22,7 @@ cannot memorise teach it to copy the word it was given.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import re
 import string
@@ -50,6 +51,7 @@ _VOWELS = ("a", "e", "i", "o", "u", "ai", "ea", "ee", "oo", "ou")
 _CODAS = ("", "", "", "n", "r", "l", "s", "t", "m", "ck", "ng", "nd", "st")
 
 
+@functools.lru_cache(maxsize=8)
 def made_up(n: int) -> tuple[str, ...]:
   """`n` distinct pronounceable non-words of 2–4 syllables, the same for every caller."""
   rng, real, out = random.Random(f"{NAME}/made_up"), set(WORDS), {}

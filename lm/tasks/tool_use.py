@@ -23,7 +23,9 @@ import random
 import re
 from typing import Callable
 
-from lm.tasks.base import Example
+from lm.prep import synthetic
+from lm.tasks.base import Example, take_cycled
+from lm.tasks.world import ASKED, WorldTask
 
 NOT_FOUND = "The search did not find it, so I don't know."  # lm.evaluation.is_refusal counts it as a refusal
 
@@ -64,7 +66,7 @@ def reply_after(example: Example, output: str) -> str:
   # (a third of the ideal queries' top hits miss the fact) and to state facts it has no evidence for;
   # so would reading a value off a page about someone else that happens to be the same ("teacher").
   if (re.search(rf"(?<!\w){re.escape(str(example.reference))}(?!\w)", out)
-      and m.get("entity", "") in out):
+      and m["entity"] in out):
     return example.target
   return NOT_FOUND
 
@@ -102,17 +104,14 @@ def stand_in_conversations(task, search, people: int, n: int, seed: int) -> list
   → "Cora Brandby birth year"). Hundreds of new names, each asked once or twice, teach it to copy the
   name it was given and read the answer off the page; a fifth of them have no page (never in any
   text), so "not found" stays an answer. The pages are in no index the model is evaluated with."""
-  from lm.prep import synthetic
-  from lm.tasks.base import take_cycled
-  from lm.tasks.world import ASKED, WorldTask
-  from lm.tools.search import Document, Search
+  from lm.tools import search as search_lib  # bm25s: only for the callers that build an index
 
   other_seed = 1_000_003 + seed
   other = synthetic.make_world(other_seed, n_people=people)
   taken = {e["name"] for kind in ("person", "city", "company") for e in task.world.entities(kind)}
-  pages = [Document(p.title, p.url, p.text) for p in synthetic.make_pages(other, other_seed)
+  pages = [search_lib.Document(p.title, p.url, p.text) for p in synthetic.make_pages(other, other_seed)
            if p.kind in synthetic.KEEP_KINDS and p.kind not in ("arithmetic", "spelling")]
-  wider = Search(list(search.documents) + pages, k=search.k, snippet_chars=search.snippet_chars)
+  wider = search_lib.Search(list(search.documents) + pages, k=search.k, snippet_chars=search.snippet_chars)
   stand_in = WorldTask(other)
   rows = [r for r in other.facts()
           if r["type"] == "person" and r["attribute"] in ASKED["person"] and r["entity"] not in taken]
