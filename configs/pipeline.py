@@ -54,7 +54,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.overrides = ""           # more flags for prepare_data, train_tokenizer and tokenize_data
 
   c.base = ml_collections.ConfigDict()
-  c.base.steps = 620              # pretraining steps of 32 × 256 tokens (~4½ epochs of the world's pages; more
+  c.base.steps = 620              # pretraining steps of 32 × 256 tokens (~38 passes over the shards' 132k tokens; more
                                   # than pretrain.py:world's 560: refusal and RL stand on the facts, 0.58 vs 0.51)
   c.base.overrides = ""           # more flags for experiments.pretrain
 

@@ -77,7 +77,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.model.update(d_model=256, n_layers=4, n_heads=4, n_kv_heads=4, d_ff=1024)
     c.data.path = "runs/data/shards"
     c.data.document_mask = True
-    # 560 steps (~4 epochs of the world's pages): base + SFT + data steps in 13½–14 min on 2 quiet cores,
+    # 560 steps (~35 passes over the 132k tokens of the world's shards): base + SFT + data steps in 13½–14 min on 2 quiet cores,
     # facts seen 8+ times 0.51 ± 0.08 after SFT over 3 seeds (620 steps: 0.58 ± 0.03, ~15¾ min; README)
     c.train.update(steps=560, seq_len=256, eval_every=280, ckpt_every=100)
     c.sample.prompts = ("The city of ", "In Python, ")

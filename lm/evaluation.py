@@ -11,7 +11,9 @@ end of turn, `<|im_end|>` in ours), the reply is parsed back
 separately: format (the reply ended with `<|im_end|>` before the length limit)
 and the task's own `reward(text, example)`. Rows are grouped for the tables by
 task and, where an example carries `meta["exposures"]`, by how often its fact
-appeared in pretraining (never, once, 2, 4, 8+). Every reply is also checked for a
+appeared in pretraining (never, once, 2, 4, 8+), or by its kind of question
+(`meta["kind"]` or `meta["op"]`: letter counting and spelling out, addition and
+multiplication). Every reply is also checked for a
 refusal (`is_refusal`: the wordings of `lm.refusal.REFUSALS` and common
 paraphrases); for the world's facts the summary gives, per
 group, the refusal rate and the hallucination rate: replies that are neither
@@ -97,6 +99,9 @@ def run_tasks(model, params, tok, examples: Sequence[Any], reward: Callable[[str
   return rows
 
 
+KIND_KEYS = ("kind", "op")  # meta keys naming a question's kind (spelling: count/spell; arithmetic: add/mul)
+
+
 def summarize(rows: Sequence[dict]) -> dict[str, float]:
   """Flat metrics for metrics.jsonl: format compliance, accuracy per task and per exposure group."""
   if not rows:
@@ -110,6 +115,9 @@ def summarize(rows: Sequence[dict]) -> dict[str, float]:
     by[r["task"]].append(r)
     if r["group"]:
       by[f"{r['task']}/seen_{r['group']}"].append(r)
+    kind = next((str(m[k]) for m in (r.get("meta") or {},) for k in KIND_KEYS if k in m), "")
+    if kind:  # a task with several kinds of question also gets one accuracy per kind
+      by[f"{r['task']}/{kind}"].append(r)
   for k, group in sorted(by.items()):
     out[f"eval/{k}/accuracy"] = float(np.mean([r["score"] for r in group]))
     if k.startswith("world"):  # facts: declining is an answer of its own, a wrong claim is a hallucination

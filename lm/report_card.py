@@ -178,7 +178,8 @@ SFT_ROWS = (("format (reply ends its turn)", "eval/format"), ("reply tokens", "e
             ("world facts seen 2 times", "eval/world/seen_2/accuracy"),
             ("world facts seen once", "eval/world/seen_once/accuracy"),
             ("world facts never seen", "eval/world/seen_never/accuracy"),
-            ("arithmetic", "eval/arithmetic/accuracy"), ("spelling / letter counting", "eval/spelling/accuracy"))
+            ("arithmetic", "eval/arithmetic/accuracy"), ("spelling / letter counting", "eval/spelling/accuracy"),
+            ("letter counting", "eval/spelling/count/accuracy"), ("spelling out", "eval/spelling/spell/accuracy"))
 
 
 def _sft_section(workdir: str) -> list[str]:

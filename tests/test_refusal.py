@@ -74,8 +74,14 @@ def test_summary_counts_refusals_and_hallucinations_per_exposure():
           {"task": "world", "group": "never", "format": True, "score": 0.0, "refused": False, "tokens": 5},
           {"task": "world", "group": "8+", "format": True, "score": 1.0, "refused": False, "tokens": 5},
           {"task": "world", "group": "8+", "format": True, "score": 0.0, "refused": True, "tokens": 5},
-          {"task": "arithmetic", "group": "", "format": True, "score": 0.0, "refused": False, "tokens": 5}]
+          {"task": "arithmetic", "group": "", "format": True, "score": 0.0, "refused": False, "tokens": 5},
+          {"task": "spelling", "group": "", "format": True, "score": 1.0, "refused": False, "tokens": 5,
+           "meta": {"kind": "count"}},
+          {"task": "spelling", "group": "", "format": True, "score": 0.0, "refused": False, "tokens": 5,
+           "meta": {"kind": "spell"}}]
   s = evaluation.summarize(rows)
+  assert s["eval/spelling/count/accuracy"] == 1.0 and s["eval/spelling/spell/accuracy"] == 0.0
+  assert s["eval/spelling/accuracy"] == 0.5 and "eval/arithmetic/add/accuracy" not in s
   assert s["eval/world/seen_never/refused"] == 0.5 and s["eval/world/seen_never/hallucinated"] == 0.5
   assert s["eval/world/seen_8+/accuracy"] == 0.5 and s["eval/world/seen_8+/hallucinated"] == 0.0
   assert s["eval/world/hallucinated"] == 0.25 and s["eval/world/refused"] == 0.5
