@@ -86,6 +86,8 @@ def get_config(arg: str = "synthetic") -> ml_collections.ConfigDict:
   c.shards.workers = 2              # tokenization processes
   c.shards.shard_tokens = 1 << 24   # tokens per shard file
   c.shards.extra_fraction = 1.0     # share of the tokenizer.extra corpus's documents put into the shards
+  c.shards.copy_drills = 0          # copy-drill documents added to the training shards (lm/prep/copy_drills.py:
+  #                                 made-up words used again and again, so a small model learns to copy)
   #                                 (a synthetic crawl also gets <shards>/train/exposures.json: each fact's count)
 
   if arg == "cc_sample":

@@ -26,7 +26,7 @@ from ml_collections import config_flags
 from lm.errors import MissingFile, UserError
 from lm import checkpoint as ckpt_lib
 from lm import cli
-from lm import loop, losses, sampling, sharding
+from lm import loop, losses, probes, sampling, sharding
 from lm import model as model_lib
 from lm import tokenizer as tokenizer_lib
 from lm.data import packed as data_lib
@@ -116,8 +116,11 @@ def evaluate(run: Run, stage: loop.Stage, params) -> dict:
   ds = data_lib.dataset(run.val_dir, cfg.train.seq_len, host_batch, seed=0, shuffle=False,
                         repeat=True, document_mask=cfg.data.document_mask)
   ev = loop.held_out(stage, params, iter(ds), cfg.train.eval_batches)
-  return {"val/loss": ev["loss"], "val/accuracy": ev["accuracy"],
-          "val/bits_per_byte": ev["loss"] / math.log(2) / run.bytes_per_token}
+  out = {"val/loss": ev["loss"], "val/accuracy": ev["accuracy"],
+         "val/bits_per_byte": ev["loss"] / math.log(2) / run.bytes_per_token}
+  if run.model.cfg.vocab_size >= 128:  # in-context copying (lm/probes.py): nats gained on a repeated sequence
+    out["val/copy_gain"] = probes.copy_gain(run.model, params, run.model.cfg.vocab_size, mesh=run.mesh)["gain"]
+  return out
 
 
 def samples(run: Run, params) -> list[tuple[str, str]]:

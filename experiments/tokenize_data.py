@@ -14,6 +14,7 @@ them for training checks sizes (and, up to 256 MiB of shards, the hashes).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -23,8 +24,9 @@ from ml_collections import config_flags
 
 from lm.errors import MissingFile, UserError
 from lm import cli
+from lm import tokenizer as tokenizer_lib
 from lm.data import corpus, shards
-from lm.prep import synthetic, tokenize_shards
+from lm.prep import copy_drills, synthetic, tokenize_shards
 from lm.tasks import world
 
 
@@ -45,6 +47,10 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if not train or not val:
     raise UserError(f"config.shards.val_fraction={cfg.val_fraction} leaves {len(train)} train / "
                      f"{len(val)} val documents; need both")
+  if cfg.copy_drills:  # training only: the held-out loss stays a measure of the corpus itself
+    pieces = copy_drills.word_pieces(tokenizer_lib.load_tokenizer(tok_path))
+    drills = copy_drills.documents(cfg.copy_drills, seed=config.synthetic.seed, pieces=pieces)
+    train = [d for pair in itertools.zip_longest(train, drills) for d in pair if d is not None]
   out = os.path.join(workdir, "shards")
   report = {}
   for name, split_docs in (("train", train), ("val", val)):

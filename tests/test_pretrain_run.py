@@ -1,5 +1,6 @@
 """The pretraining entry point as a user runs it: errors, SIGKILL + resume, the tiny run."""
 import json
+import math
 import os
 import signal
 import subprocess
@@ -105,6 +106,8 @@ def test_tiny_default_run_starts_learning(tmp_path):
   print(f"val loss {val}, train loss {train}")
   assert sorted(val) == [0, 60]
   assert val[60] < 0.6 * val[0] and train[-1] < train[0]
+  copy = [r["val/copy_gain"] for r in rows if "val/loss" in r]  # lm/probes.py, logged at every evaluation
+  assert len(copy) == 2 and all(math.isfinite(c) for c in copy) and abs(copy[0]) < 0.5  # untrained: no copying
 
 
 @pytest.mark.slow

@@ -74,5 +74,16 @@ def test_tokenizer_and_tokenize_experiments(docs, tmp_path):
     meta = shards.read_meta(str(tmp_path / "shards" / split))
     assert meta["vocab_size"] == 512 and meta["tokenizer"] == "tokenizer.model"
   assert "MB/s" in r.stdout
+  # copy drills join the training shards only; the held-out split is the corpus's own
+  drilled = tmp_path / "drilled"
+  r = subprocess.run([sys.executable, "-m", "experiments.tokenize_data", *base[:1], f"--workdir={drilled}",
+                      f"--config.tokenizer.text={clean}", "--config.tokenizer.extra=none",
+                      f"--config.shards.tokenizer={tmp_path / 'tokenizer' / 'tokenizer.model'}",
+                      "--config.shards.copy_drills=20"], cwd=REPO, env=env, capture_output=True, text=True,
+                     timeout=300)
+  assert r.returncode == 0, r.stderr
+  for split, more in (("train", 20), ("val", 0)):
+    plain, drill = (shards.read_meta(str(d / "shards" / split)) for d in (tmp_path, drilled))
+    assert sum(x["num_docs"] for x in drill["shards"]) == sum(x["num_docs"] for x in plain["shards"]) + more
   r = run("experiments.train_tokenizer", "--config.tokenizer.text=/nonexistent/x.jsonl")
   assert r.returncode != 0 and "config.tokenizer.text" in r.stderr.strip().splitlines()[-1]

@@ -52,9 +52,10 @@ _CODAS = ("", "", "", "n", "r", "l", "s", "t", "m", "ck", "ng", "nd", "st")
 
 
 @functools.lru_cache(maxsize=8)
-def made_up(n: int) -> tuple[str, ...]:
-  """`n` distinct pronounceable non-words of 2–4 syllables, the same for every caller."""
-  rng, real, out = random.Random(f"{NAME}/made_up"), set(WORDS), {}
+def made_up(n: int, salt: str = "made_up") -> tuple[str, ...]:
+  """`n` distinct pronounceable non-words of 2–4 syllables (none a task word), the same for every
+  caller with the same `salt`."""
+  rng, real, out = random.Random(f"{NAME}/{salt}"), set(WORDS), {}
   while len(out) < n:
     w = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(rng.choice((2, 2, 3, 3, 4))))
     if 4 <= len(w) <= 14 and w not in real:
