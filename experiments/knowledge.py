@@ -23,7 +23,7 @@ import numpy as np
 from absl import flags
 
 from configs import base
-from lm import cli, evaluation, init_from, knowledge, sharding, tools as tools_lib
+from lm import cli, evaluation, init_from, knowledge, sharding, stage_outputs, tools as tools_lib
 from lm.errors import UserError
 from lm.tasks.world import WorldTask
 
@@ -96,7 +96,10 @@ def main() -> None:
       print(f"  seed {seed} {mode}: accuracy {np.mean([r['score'] for r in rows]):.3f} on {len(rows)}", flush=True)
     per_seed.append(by_mode)
   lines, summary = knowledge.table(per_seed)
-  write(lines, summary, weights, tool_models, len(examples), len(with_page))
+  final = lambda w: {k: v for r in stage_outputs.metrics(w) for k, v in r.items() if k.startswith("eval/")}
+  task_lines, task_summary = knowledge.tool_task_table([final(w) for w in weights], [final(t) for t in tool_models])
+  summary["tool_tasks"] = task_summary
+  write(lines, summary, weights, tool_models, len(examples), len(with_page), task_lines)
 
 
 def load(workdir: str, mesh, rules):
@@ -105,19 +108,23 @@ def load(workdir: str, mesh, rules):
                                                       "step": "-"})
 
 
-def write(lines, summary, weights, tool_models, n_facts, n_with_page) -> None:
+def write(lines, summary, weights, tool_models, n_facts, n_with_page, task_lines=()) -> None:
   out = _OUT.value
   text = ["# Knowledge in the weights versus in the context", "",
           f"{n_facts} held-out facts (entities never in SFT data), greedy; accuracy, mean ± std over "
           f"{len(weights)} seed(s). weights: {', '.join(weights)}; tool-use: {', '.join(tool_models)}. "
           f"context: the page that states the fact forced in as the search output ({n_with_page} facts have one; "
           f"facts never stated have none); search: the live BM25 tool.", ""] + lines + ["", "![accuracy](knowledge.png)"]
+  if len(task_lines) > 2:
+    text += ["", "## Tasks with and without tools", "",
+             "Each SFT's own final held-out evaluation (greedy): the plain SFT answers in words, the tool-use "
+             "SFT through the calculator and Python; mean ± std [per seed].", ""] + list(task_lines)
   with open(os.path.join(out, "knowledge.md"), "w") as f:
     f.write("\n".join(text) + "\n")
   with open(os.path.join(out, "knowledge.json"), "w") as f:
     json.dump(summary, f, indent=1)
   plot(summary, os.path.join(out, "knowledge.png"))
-  print("\n".join(lines), flush=True)
+  print("\n".join(lines + [""] + list(task_lines)), flush=True)
 
 
 def plot(summary: dict, path: str) -> None:

@@ -123,3 +123,25 @@ def table(per_seed: Sequence[dict[str, list[dict]]]) -> tuple[list[str], dict]:
     if any(c != "—" for c in cells):
       lines.append(f"| {g} | " + " | ".join(cells) + " |")
   return lines, summary
+
+
+TOOL_TASKS = (("multi-digit arithmetic", "eval/arithmetic/accuracy"),
+              ("letter counting", "eval/spelling/count/accuracy"),
+              ("spelling a word out", "eval/spelling/spell/accuracy"))
+
+
+def tool_task_table(without: Sequence[dict], with_tools: Sequence[dict]) -> tuple[list[str], dict]:
+  """Markdown rows (task: without tools, with tools, difference; mean ± std [per seed]) from each seed's
+  final held-out metrics of the plain SFT and of the tool-use SFT."""
+  def cell(v):
+    return f"{np.mean(v):.3f} ± {np.std(v):.3f} [{', '.join(f'{x:.3f}' for x in v)}]"
+  lines = ["| held-out task | without tools | with tools | with − without |", "|---|---|---|---|"]
+  summary = {}
+  for label, key in TOOL_TASKS:
+    a = [m[key] for m in without if key in m]
+    b = [m[key] for m in with_tools if key in m]
+    if len(a) != len(without) or len(b) != len(with_tools) or not a:
+      continue
+    summary[key] = {"without": a, "with": b}
+    lines.append(f"| {label} | {cell(a)} | {cell(b)} | {np.mean(b) - np.mean(a):+.3f} |")
+  return lines, summary

@@ -58,6 +58,16 @@ def test_table_is_mean_and_std_over_seeds():
   assert any(l.startswith("| once | 0.500 ± 0.500 (n=1) | 1.000 ± 0.000 (n=1) | — |") for l in lines)
 
 
+def test_tool_task_table_pairs_each_seeds_sfts():
+  without = [{"eval/arithmetic/accuracy": 0.0, "eval/spelling/count/accuracy": 0.25},
+             {"eval/arithmetic/accuracy": 0.5, "eval/spelling/count/accuracy": 0.25}]
+  with_tools = [{"eval/arithmetic/accuracy": 1.0, "eval/spelling/count/accuracy": 0.5},
+                {"eval/arithmetic/accuracy": 1.0}]
+  lines, summary = knowledge.tool_task_table(without, with_tools)
+  assert "| multi-digit arithmetic | 0.250 ± 0.250 [0.000, 0.500] | 1.000 ± 0.000 [1.000, 1.000] | +0.750 |" in lines
+  assert set(summary) == {"eval/arithmetic/accuracy"}  # a task some seed lacks is left out, not averaged short
+
+
 def test_knowledge_command_writes_its_table(tmp_path, byte_base):
   out = tmp_path / "k"
   args = [sys.executable, "-m", "experiments.knowledge", f"--weights={byte_base}", f"--tools_model={byte_base}",
