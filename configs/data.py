@@ -88,6 +88,7 @@ def get_config(arg: str = "synthetic") -> ml_collections.ConfigDict:
   c.shards.extra_fraction = 1.0     # share of the tokenizer.extra corpus's documents put into the shards
   c.shards.copy_drills = 0          # copy-drill documents added to the training shards (lm/prep/copy_drills.py:
   #                                 made-up words used again and again, so a small model learns to copy)
+  c.shards.corpus_repeats = 1       # the corpus's training documents written this many times (drills once each)
   #                                 (a synthetic crawl also gets <shards>/train/exposures.json: each fact's count)
 
   if arg == "cc_sample":

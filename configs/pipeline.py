@@ -51,6 +51,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.vocab_size = 2048        # sentencepiece BPE vocabulary (chat and tool tokens included)
   c.data.extra_fraction = 0.05    # share of the interpreter's docs put into the shards beside the crawl
   c.data.workers = 2              # processes for the web pipeline and tokenization
+  c.data.copy_drills = 0          # copy-drill documents in the training shards (lm/prep/copy_drills.py)
   c.data.overrides = ""           # more flags for prepare_data, train_tokenizer and tokenize_data
 
   c.base = ml_collections.ConfigDict()

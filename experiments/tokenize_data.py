@@ -14,9 +14,9 @@ them for training checks sizes (and, up to 256 MiB of shards, the hashes).
 """
 from __future__ import annotations
 
-import itertools
 import json
 import os
+import random
 
 import ml_collections
 from absl import flags
@@ -47,10 +47,17 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if not train or not val:
     raise UserError(f"config.shards.val_fraction={cfg.val_fraction} leaves {len(train)} train / "
                      f"{len(val)} val documents; need both")
-  if cfg.copy_drills:  # training only: the held-out loss stays a measure of the corpus itself
+  corpus_train = train
+  if cfg.corpus_repeats != 1 or cfg.copy_drills:
+    if not 1 <= cfg.corpus_repeats <= 1000:
+      raise UserError(f"config.shards.corpus_repeats={cfg.corpus_repeats} is not in [1, 1000]")
+    # Copy drills go into training only (the held-out loss stays a measure of the corpus). Each drill is
+    # written once and the corpus corpus_repeats times, so a run reads its pages many times but sees
+    # every drill about once: a drill seen again would be recalled, not copied.
     pieces = copy_drills.word_pieces(tokenizer_lib.load_tokenizer(tok_path))
-    drills = copy_drills.documents(cfg.copy_drills, seed=config.synthetic.seed, pieces=pieces)
-    train = [d for pair in itertools.zip_longest(train, drills) for d in pair if d is not None]
+    train = train * cfg.corpus_repeats + copy_drills.documents(cfg.copy_drills, seed=config.synthetic.seed,
+                                                               pieces=pieces)
+    random.Random(f"shards/{config.synthetic.seed}").shuffle(train)
   out = os.path.join(workdir, "shards")
   report = {}
   for name, split_docs in (("train", train), ("val", val)):
@@ -67,7 +74,8 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
     json.dump(report, f, indent=1)
   world_file = os.path.join(workdir, "crawl", "world.json")
   if os.path.exists(world_file):  # how often each fact is stated in what pretraining will read
-    counts = synthetic.count_exposures(train, world.world_from_file(world_file))
+    # per pass over the pages (corpus_repeats multiplies every count alike)
+    counts = synthetic.count_exposures(corpus_train, world.world_from_file(world_file))
     with open(os.path.join(out, "train", "exposures.json"), "w") as f:
       json.dump([{"entity": e, "attribute": a, "count": n} for (e, a), n in sorted(counts.items())], f)
   print(f"shards → {out} (use --config.data.path={out})", flush=True)

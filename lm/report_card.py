@@ -162,8 +162,12 @@ def _base_section(workdir: str, plots: dict) -> list[str]:
   v0, v1 = first_last(m, "val/loss")
   _, bpb = first_last(m, "val/bits_per_byte")
   _, tl = first_last(m, "train/loss")
+  c0, c1 = first_last(m, "val/copy_gain")
   out = ["## Base model (pretraining)", "",
          f"Held-out loss {fmt(v0)} → {fmt(v1)} nats/token ({fmt(bpb)} bits/byte); last training loss {fmt(tl)}."]
+  if c1 is not None:
+    out.append(f"In-context copying (`lm/probes.py`: loss on a random sequence's second copy below its first): "
+               f"{fmt(c0, 2)} → {fmt(c1, 2)} nats/token.")
   if "losses" in plots:
     out += ["", f"![losses]({plots['losses']})"]
   for s in [_quote(b, 300) for b in report_samples(os.path.join(workdir, "base"))]:

@@ -79,11 +79,11 @@ def test_tokenizer_and_tokenize_experiments(docs, tmp_path):
   r = subprocess.run([sys.executable, "-m", "experiments.tokenize_data", *base[:1], f"--workdir={drilled}",
                       f"--config.tokenizer.text={clean}", "--config.tokenizer.extra=none",
                       f"--config.shards.tokenizer={tmp_path / 'tokenizer' / 'tokenizer.model'}",
-                      "--config.shards.copy_drills=20"], cwd=REPO, env=env, capture_output=True, text=True,
-                     timeout=300)
+                      "--config.shards.copy_drills=20", "--config.shards.corpus_repeats=3"], cwd=REPO, env=env,
+                     capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr
-  for split, more in (("train", 20), ("val", 0)):
-    plain, drill = (shards.read_meta(str(d / "shards" / split)) for d in (tmp_path, drilled))
-    assert sum(x["num_docs"] for x in drill["shards"]) == sum(x["num_docs"] for x in plain["shards"]) + more
+  docs_in = lambda d, split: sum(x["num_docs"] for x in shards.read_meta(str(d / "shards" / split))["shards"])
+  assert docs_in(drilled, "train") == 3 * docs_in(tmp_path, "train") + 20
+  assert docs_in(drilled, "val") == docs_in(tmp_path, "val")
   r = run("experiments.train_tokenizer", "--config.tokenizer.text=/nonexistent/x.jsonl")
   assert r.returncode != 0 and "config.tokenizer.text" in r.stderr.strip().splitlines()[-1]
