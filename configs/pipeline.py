@@ -52,6 +52,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.extra_fraction = 0.05    # share of the interpreter's docs put into the shards beside the crawl
   c.data.workers = 2              # processes for the web pipeline and tokenization
   c.data.copy_drills = 0          # copy-drill documents in the training shards (lm/prep/copy_drills.py)
+  c.data.corpus_repeats = 1       # the pages written this many times into the shards, each drill once
   c.data.overrides = ""           # more flags for prepare_data, train_tokenizer and tokenize_data
 
   c.base = ml_collections.ConfigDict()

@@ -88,7 +88,8 @@ def plan(config, workdir: str) -> list[Stage]:
   data_flags = ("--config=configs/data.py:synthetic", f"--workdir={data}", f"--config.web.workers={c.data.workers}",
                 f"--config.shards.workers={c.data.workers}", f"--config.tokenizer.vocab_size={c.data.vocab_size}",
                 f"--config.shards.extra_fraction={c.data.extra_fraction}",
-                f"--config.shards.copy_drills={c.data.copy_drills}", *extra["data"])
+                f"--config.shards.copy_drills={c.data.copy_drills}",
+                f"--config.shards.corpus_repeats={c.data.corpus_repeats}", *extra["data"])
   stages = [Stage("data", (), tuple((m, *data_flags) for m in (
       "experiments.prepare_data", "experiments.train_tokenizer", "experiments.tokenize_data")),
       ((p("data", "shards", "train", "meta.json"), 0), (p("data", "shards", "val", "meta.json"), 0),
