@@ -96,7 +96,11 @@ def main() -> None:
       print(f"  seed {seed} {mode}: accuracy {np.mean([r['score'] for r in rows]):.3f} on {len(rows)}", flush=True)
     per_seed.append(by_mode)
   lines, summary = knowledge.table(per_seed)
-  final = lambda w: {k: v for r in stage_outputs.metrics(w) for k, v in r.items() if k.startswith("eval/")}
+  def final(workdir: str) -> dict:  # the last evaluation's graded rows (eval.jsonl), else its metrics
+    rows = stage_outputs.read_jsonl(os.path.join(workdir, "eval.jsonl"))
+    if rows:
+      return evaluation.summarize(rows)
+    return {k: v for r in stage_outputs.metrics(workdir) for k, v in r.items() if k.startswith("eval/")}
   task_lines, task_summary = knowledge.tool_task_table([final(w) for w in weights], [final(t) for t in tool_models])
   summary["tool_tasks"] = task_summary
   write(lines, summary, weights, tool_models, len(examples), len(with_page), task_lines)
