@@ -31,10 +31,13 @@ def copy_gain(model, params, vocab_size: int, *, mesh=None, rows: int = 8, lengt
   position of each copy is left out (nothing predicts it)."""
   if vocab_size <= first_id + length:
     raise ValueError(f"copy_gain: vocabulary of {vocab_size} is too small for {length} distinct tokens")
+  if mesh is not None:  # rows split over the batch axes: a multiple of their size
+    split = int(np.prod([mesh.shape[a] for a in sharding.BATCH_AXES]))
+    rows = -(-rows // split) * split
   rng = np.random.default_rng(seed)
   seq = np.stack([rng.choice(np.arange(first_id, vocab_size), length, replace=False) for _ in range(rows)])
   tokens = np.concatenate([seq, seq], 1).astype(np.int32)
-  # On a mesh every process passes the same rows (a global batch of identical copies: same means).
+  # On a mesh every process passes the whole batch (the same rows on all: same seed); each device takes its rows.
   tokens = (sharding.same_batch_to_global({"t": tokens}, mesh)["t"] if mesh is not None else jnp.asarray(tokens))
   first, second = (float(v) for v in jax.device_get(_copy_losses(model, params, tokens, length)))
   return {"first": first, "second": second, "gain": first - second}

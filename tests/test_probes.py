@@ -9,7 +9,7 @@ import numpy as np
 from configs import base
 
 from lm import model as model_lib
-from lm import probes
+from lm import probes, sharding
 from lm.prep import copy_drills
 from lm.tasks import spelling
 
@@ -37,6 +37,9 @@ def test_copy_gain_tells_a_copier_from_a_model_that_cannot_copy():
   params = m.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"]
   fresh = probes.copy_gain(m, params, 512, length=48)
   assert abs(fresh["gain"]) < 0.1 and np.isfinite(fresh["first"])  # an untrained model copies nothing
+  mesh = sharding.make_mesh(base.mesh_config(data=1, fsdp=-1))  # 8 virtual devices: 3 rows become 8
+  on_mesh = probes.copy_gain(m, params, 512, length=48, rows=3, mesh=mesh)
+  assert np.allclose([on_mesh["first"], on_mesh["second"]], [fresh["first"], fresh["second"]], atol=1e-4)
 
 
 def test_drills_use_new_made_up_words_again_and_again():
