@@ -54,9 +54,10 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # Copy drills go into training only (the held-out loss stays a measure of the corpus). Each drill is
     # written once and the corpus corpus_repeats times, so a run reads its pages many times but sees
     # every drill about once: a drill seen again would be recalled, not copied.
-    pieces = copy_drills.word_pieces(tokenizer_lib.load_tokenizer(tok_path))
-    train = train * cfg.corpus_repeats + copy_drills.documents(cfg.copy_drills, seed=config.synthetic.seed,
-                                                               pieces=pieces)
+    drills = (copy_drills.documents(cfg.copy_drills, seed=config.synthetic.seed,
+                                    pieces=copy_drills.word_pieces(tokenizer_lib.load_tokenizer(tok_path)))
+              if cfg.copy_drills else [])
+    train = train * cfg.corpus_repeats + drills
     random.Random(f"shards/{config.synthetic.seed}").shuffle(train)
   out = os.path.join(workdir, "shards")
   report = {}

@@ -115,7 +115,8 @@ def summarize(rows: Sequence[dict]) -> dict[str, float]:
     by[r["task"]].append(r)
     if r["group"]:
       by[f"{r['task']}/seen_{r['group']}"].append(r)
-    kind = next((str(m[k]) for m in (r.get("meta") or {},) for k in KIND_KEYS if k in m), "")
+    meta = r.get("meta") or {}
+    kind = next((meta[k] for k in KIND_KEYS if k in meta), None)
     if kind:  # a task with several kinds of question also gets one accuracy per kind
       by[f"{r['task']}/{kind}"].append(r)
   for k, group in sorted(by.items()):

@@ -40,17 +40,11 @@ def word_pieces(tok) -> list[str]:
 
 
 def _piece_words(n: int, pieces: Sequence[str], rng: random.Random) -> list[str]:
-  taken, out = set(spelling.WORDS), {}
-  for _ in range(100 * n):
-    if len(out) == n:
-      break
-    w = "".join(rng.choice(pieces) for _ in range(rng.choice((2, 2, 3))))
-    if 4 <= len(w) <= 16 and w not in taken:
-      out[w] = None
-  if len(out) < n:
-    raise UserError(f"copy drills: {len(pieces)} word pieces make only {len(out)} distinct words, {n} needed; "
+  words = spelling.non_words(n, lambda: "".join(rng.choice(pieces) for _ in range(rng.choice((2, 2, 3)))), 16)
+  if len(words) < n:
+    raise UserError(f"copy drills: {len(pieces)} word pieces make only {len(words)} distinct words, {n} needed; "
                     f"lower config.shards.copy_drills")
-  return list(out)
+  return words
 
 
 def documents(n: int, seed: int = 0, pieces: Sequence[str] = ()) -> list[str]:

@@ -26,6 +26,7 @@ import functools
 import random
 import re
 import string
+from typing import Callable
 
 from lm.errors import UserError
 from lm.prep import synthetic_text as T
@@ -51,16 +52,26 @@ _VOWELS = ("a", "e", "i", "o", "u", "ai", "ea", "ee", "oo", "ou")
 _CODAS = ("", "", "", "n", "r", "l", "s", "t", "m", "ck", "ng", "nd", "st")
 
 
+def non_words(n: int, draw: Callable[[], str], max_len: int) -> list[str]:
+  """Up to `n` distinct strings of 4..`max_len` letters from `draw()`, none a task word, in draw order
+  (fewer only if 100·n draws do not find them)."""
+  real, out = set(WORDS), {}
+  for _ in range(100 * n):
+    if len(out) == n:
+      break
+    w = draw()
+    if 4 <= len(w) <= max_len and w not in real:
+      out[w] = None
+  return list(out)
+
+
 @functools.lru_cache(maxsize=8)
 def made_up(n: int, salt: str = "made_up") -> tuple[str, ...]:
   """`n` distinct pronounceable non-words of 2–4 syllables (none a task word), the same for every
   caller with the same `salt`."""
-  rng, real, out = random.Random(f"{NAME}/{salt}"), set(WORDS), {}
-  while len(out) < n:
-    w = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(rng.choice((2, 2, 3, 3, 4))))
-    if 4 <= len(w) <= 14 and w not in real:
-      out[w] = None
-  return tuple(out)
+  rng = random.Random(f"{NAME}/{salt}")
+  syllable = lambda: rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS)  # noqa: E731
+  return tuple(non_words(n, lambda: "".join(syllable() for _ in range(rng.choice((2, 2, 3, 3, 4)))), 14))
 
 
 COUNT_PROMPTS = ("How many times does the letter {c} appear in {w}?", "How many {c}'s are in the word {w}?",
