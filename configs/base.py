@@ -98,6 +98,9 @@ def task_options() -> ml_collections.ConfigDict:
   t.spelling = ml_collections.ConfigDict()
   t.spelling.kinds = "count,spell"      # question kinds (count: letters in a word, spell: letter by letter)
   t.spelling.made_up_words = 0          # made-up words added to the training split: copying, not memorising
+  t.world = ml_collections.ConfigDict()
+  t.world.train_fold = ""               # "a" / "b": SFT on one half of the train entities (the refusal recipe's
+                                        # cross-fitted probes, configs/refusal.py refusal.fold_probes)
   return t
 
 

@@ -10,6 +10,13 @@
    <workdir>/refusal/probe.jsonl. Facts with at most `refusal.max_correct` right
    answers are "unknown". The same model answers the held-out questions greedily:
    refusal/before.json, the "before" of the report.
+   That model was fine-tuned on the very facts it is probed on, so it "knows" nearly
+   all that its SFT stated (facts seen once in pretraining: 77% right, 2.5% unknown)
+   and only never-stated facts come out unknown. `refusal.fold_probes` = "A,B"
+   cross-fits the probe instead: A and B are SFT runs of the same recipe on one
+   half of the train entities each (`--config.tasks.world.train_fold=a` / `b`), and
+   each answers the other half's facts, which it never saw in SFT: what the base
+   knows, as Llama 3 probes facts from pretraining data the SFT never stated.
 2. Data: `data.examples_per_task` world conversations over those facts (answer
    if known, a refusal in varied wording if not) in
    <workdir>/refusal/conversations.jsonl, replacing the `world` source of the
@@ -40,7 +47,7 @@ from experiments import sft
 from lm import cli, evaluation, init_from, refusal, report, sharding
 from lm.errors import UserError
 from lm.metrics import read_metrics
-from lm.tasks.world import WorldTask
+from lm.tasks.world import FOLDS, WorldTask
 
 PROBE, CONVERSATIONS, BEFORE, BEFORE_ROWS = "probe.jsonl", "conversations.jsonl", "before.json", "before_eval.jsonl"
 
@@ -66,6 +73,28 @@ def validate(config) -> None:
   if not r.probe or not os.path.isdir(os.path.join(r.probe, "checkpoints")):
     raise UserError(f"config.refusal.probe={r.probe!r}: not a training workdir with checkpoints/ (the SFT model "
                     f"to probe)")
+  fold_probes(config)
+
+
+def fold_probes(config) -> list[tuple[str, str]]:
+  """[(workdir, fold it was fine-tuned on)] of `refusal.fold_probes` ("": []), each checked."""
+  value = config.refusal.fold_probes
+  if not value:
+    return []
+  workdirs = [w for w in value.split(",") if w]
+  if len(workdirs) != len(FOLDS):
+    raise UserError(f"config.refusal.fold_probes={value!r}: give {len(FOLDS)} SFT workdirs, comma-separated, "
+                    f"trained with --config.tasks.world.train_fold={' and '.join(FOLDS)}")
+  for workdir, fold in zip(workdirs, FOLDS):
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")) or not os.path.exists(path):
+      raise UserError(f"config.refusal.fold_probes: {workdir!r} is not a training workdir with checkpoints/")
+    with open(path) as f:
+      trained = json.load(f).get("tasks", {}).get("world", {}).get("train_fold", "")
+    if trained != fold:
+      raise UserError(f"config.refusal.fold_probes: {path} has tasks.world.train_fold={trained!r}, expected "
+                      f"{fold!r} (the workdirs are given in fold order {','.join(FOLDS)})")
+  return list(zip(workdirs, FOLDS))
 
 
 def _write_jsonl(path: str, rows) -> None:
@@ -75,9 +104,14 @@ def _write_jsonl(path: str, rows) -> None:
   os.replace(tmp, path)  # all or nothing: a killed probe leaves no half file to train on
 
 
-def world_task(config) -> WorldTask:
+def world_task(config, train_fold: str = "") -> WorldTask:
   return WorldTask(config.data.world or None, seed=config.data.world_seed, min_train_exposure=0,
-                   exposures=config.data.exposures or None)
+                   exposures=config.data.exposures or None, train_fold=train_fold)
+
+
+def _load(workdir: str, key: str, mesh, rules):
+  spec = ml_collections.ConfigDict({"workdir": workdir, "hf_dir": "", "step": -1})
+  return init_from.load_model(spec, mesh, rules, key={"workdir": key, "hf_dir": "-", "step": "-"})
 
 
 def probe_and_write(config, folder: str) -> None:
@@ -87,14 +121,23 @@ def probe_and_write(config, folder: str) -> None:
   r = config.refusal
   mesh = sharding.make_mesh(config.mesh)
   rules = tuple(config.sharding_rules)
-  spec = ml_collections.ConfigDict({"workdir": r.probe, "hf_dir": "", "step": -1})
-  loaded = init_from.load_model(spec, mesh, rules, key={"workdir": "config.refusal.probe", "hf_dir": "-", "step": "-"})
   task = world_task(config)
-  examples = task.examples("train", None, config.seed)
-  print(f"refusal: probing {len(examples)} facts × {r.samples} answers", flush=True)
-  rows = refusal.probe(loaded.model, loaded.params, loaded.tokenizer, task, examples, samples=r.samples,
-                       max_new_tokens=r.max_new_tokens, batch=r.batch, seed=config.seed * 1_000_003,
-                       mesh=mesh, rules=rules)
+  # (model, the train facts it answers): the probed SFT model on all of them, or each fold's on the other fold's
+  probes = [(r.probe, "config.refusal.probe", task)]
+  if r.fold_probes:
+    probes = [(workdir, "config.refusal.fold_probes", world_task(config, FOLDS[1 - FOLDS.index(fold)]))
+              for workdir, fold in fold_probes(config)]
+  rows = []
+  for i, (workdir, key, facts) in enumerate(probes):
+    probed = _load(workdir, key, mesh, rules)
+    examples = facts.examples("train", None, config.seed)
+    print(f"refusal: {workdir} answers {len(examples)} facts × {r.samples}", flush=True)
+    rows += refusal.probe(probed.model, probed.params, probed.tokenizer, facts, examples, samples=r.samples,
+                          max_new_tokens=r.max_new_tokens, batch=r.batch, seed=config.seed * 1_000_003 + i,
+                          mesh=mesh, rules=rules)
+    for row in rows[len(rows) - len(examples):]:
+      row["probed_by"] = workdir
+  loaded = probed if not r.fold_probes else _load(r.probe, "config.refusal.probe", mesh, rules)
   unknown = refusal.mark_unknown(rows, r.max_correct)
   for row in rows:
     row["unknown"] = refusal.fact_key(row) in unknown
@@ -135,7 +178,10 @@ def report_section(workdir: str, folder: str, made_up: int) -> str:
   with open(os.path.join(folder, PROBE)) as f:
     rows = [json.loads(line) for line in f]
   unknown = {refusal.fact_key(r) for r in rows if r["unknown"]}
-  lines = ["## The refusal recipe", "", f"Probe: {len(rows)} facts of the training entities, "
+  by = sorted({r["probed_by"] for r in rows if "probed_by" in r})
+  who = (f" (cross-fitted: {' and '.join(by)}, each fine-tuned on one half of the training entities, answer "
+         f"the other half's facts)" if len(by) > 1 else "")
+  lines = ["## The refusal recipe", "", f"Probe: {len(rows)} facts of the training entities{who}, "
            f"{rows[0]['samples']} answers each at temperature 1; {len(unknown)} marked unknown; refusals also "
            f"for the {4 * made_up} facts of {made_up} made-up people (config.refusal.made_up).", ""]
   lines += refusal.probe_table(rows, unknown)

@@ -190,3 +190,58 @@ def test_a_bad_setting_is_one_line_and_writes_nothing(tmp_path, base_run):
   assert out.returncode == 2, out.stderr[-2000:]
   assert "config.refusal.max_correct=2" in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
   assert not wd.exists()
+
+
+def test_train_folds_halve_every_type_and_exposure_bucket(world):
+  halves = {f: WorldTask(seed=0, min_train_exposure=0, train_fold=f).facts("train") for f in ("a", "b")}
+  keys = {f: {refusal.fact_key(r) for r in rows} for f, rows in halves.items()}
+  assert not keys["a"] & keys["b"]
+  assert keys["a"] | keys["b"] == {refusal.fact_key(r) for r in world.facts("train")}
+  for f in ("a", "b"):  # whole entities per fold, about half of each (type, exposure) bucket
+    ents = {(r["type"], r["entity"]) for r in halves[f]}
+    other = {(r["type"], r["entity"]) for r in halves["b" if f == "a" else "a"]}
+    assert not ents & other
+  for kind in ("person", "city", "company"):
+    for fold_rows in halves.values():
+      n = {(r["type"], r["entity"]) for r in fold_rows if r["type"] == kind}
+      total = {(r["type"], r["entity"]) for r in world.facts("train") if r["type"] == kind}
+      assert abs(2 * len(n) - len(total)) <= len({r["exposures"] for r in world.facts("train")})
+  assert WorldTask(seed=0, train_fold="a").examples("eval") == WorldTask(seed=0).examples("eval")
+  with pytest.raises(Exception, match="config.tasks.world.train_fold='c'"):
+    WorldTask(seed=0, train_fold="c")
+
+
+def _fold_model(base_run, folder, fold):
+  """A copy of the tiny base whose config.json says it was fine-tuned on `fold`."""
+  import shutil
+  shutil.copytree(base_run, folder)
+  cfg = json.loads((folder / "config.json").read_text())
+  cfg.setdefault("tasks", {}).setdefault("world", {})["train_fold"] = fold
+  (folder / "config.json").write_text(json.dumps(cfg))
+  return folder
+
+
+def test_cross_fitted_probe_asks_each_fold_model_the_other_folds_facts(tmp_path, base_run):
+  from configs import refusal as refusal_config
+  from experiments import refusal as refusal_exp
+  from lm.errors import UserError
+  a, b = _fold_model(base_run, tmp_path / "a", "a"), _fold_model(base_run, tmp_path / "b", "b")
+  config = refusal_config.get_config("tiny")
+  config.data.update(world="", exposures="", examples_per_task=40)
+  config.refusal.update(probe=str(base_run), samples=1, max_correct=0, max_new_tokens=4, batch=64)
+  config.eval.max_new_tokens = 4
+  config.refusal.fold_probes = f"{b},{a}"  # wrong order: named with the file and what was expected
+  with pytest.raises(UserError, match=re.escape(f"{b}/config.json has tasks.world.train_fold='b', expected 'a'")):
+    refusal_exp.validate(config)
+  config.refusal.fold_probes = str(a)
+  with pytest.raises(UserError, match="give 2 SFT workdirs"):
+    refusal_exp.validate(config)
+  config.refusal.fold_probes = f"{a},{b}"
+  refusal_exp.validate(config)
+  refusal_exp.probe_and_write(config, str(tmp_path / "out"))
+  rows = [json.loads(line) for line in open(tmp_path / "out" / "probe.jsonl")]
+  task = WorldTask(seed=0, min_train_exposure=0)
+  assert sorted(map(refusal.fact_key, rows)) == sorted(map(refusal.fact_key, task.facts("train")))
+  for r in rows:  # never probed by the model fine-tuned on its fold
+    assert r["probed_by"] == str(b if task.fold_of[(r["type"], r["entity"])] == "a" else a)
+  assert json.loads((tmp_path / "out" / "before.json").read_text())["probe"] == str(base_run)

@@ -20,6 +20,10 @@ pretraining, not from SFT. (A held-out city or company may still be the
 teach the model never to name them.) "train" asks only about the other half,
 and by default only about facts the text states at least once
 (`min_train_exposure=1`): training to answer unseen facts would teach guessing.
+`train_fold="a"` or `"b"` keeps one half of the train entities (again half of
+every type and exposure bucket): an SFT on one fold leaves the other's facts
+to be probed by a model that was never fine-tuned on them (the refusal recipe's
+cross-fitted probe, experiments/refusal.py).
 """
 from __future__ import annotations
 
@@ -90,8 +94,12 @@ def _read_exposures(path: str) -> dict[tuple[str, str], int]:
     return {(r["entity"], r["attribute"]): int(r["count"]) for r in json.load(f)}
 
 
-def entity_split(world: synthetic.World) -> dict[tuple[str, str], str]:
-  """{(type, name): "train" | "eval"}: half of every (type, exposure bucket), the odd one out held out."""
+FOLDS = ("a", "b")
+
+
+def entity_split(world: synthetic.World, folds: bool = False) -> dict[tuple[str, str], str]:
+  """{(type, name): "train" | "eval"}: half of every (type, exposure bucket), the odd one out held out.
+  With `folds`, train entities are "a" or "b" instead: alternate ones in the same order."""
   split = {}
   for kind in ASKED:
     buckets: dict[int, list[str]] = {}
@@ -99,7 +107,7 @@ def entity_split(world: synthetic.World) -> dict[tuple[str, str], str]:
       buckets.setdefault(e["exposures"], []).append(e["name"])
     for names in buckets.values():
       for i, name in enumerate(sorted(names, key=lambda n: stable_hash(f"{kind}/{n}"))):
-        split[(kind, name)] = "eval" if i % 2 == 0 else "train"
+        split[(kind, name)] = "eval" if i % 2 == 0 else FOLDS[i // 2 % 2] if folds else "train"
   return split
 
 
@@ -111,16 +119,21 @@ class WorldTask:
   name = NAME
 
   def __init__(self, world: synthetic.World | str | None = None, seed: int = 0, min_train_exposure: int = 1,
-               exposures: str | None = None):
+               exposures: str | None = None, train_fold: str = ""):
     """`world`: a World, a world.json path, or None for `synthetic.make_world(seed)`.
     `exposures`: counts measured in the pretraining shards (`<shards>/train/exposures.json`,
-    written by experiments.tokenize_data); examples then carry those instead of the design's."""
+    written by experiments.tokenize_data); examples then carry those instead of the design's.
+    `train_fold`: "" (every train entity), "a" or "b" (one half of them)."""
+    if train_fold not in ("",) + FOLDS:
+      raise UserError(f"config.tasks.world.train_fold={train_fold!r}: choose '', 'a' or 'b'")
     if isinstance(world, str):
       world = world_from_file(world)
     self.world = world or synthetic.make_world(seed)
     self.measured = _read_exposures(exposures) if exposures else None
     self.min_train_exposure = min_train_exposure
     self.split_of = entity_split(self.world)
+    self.train_fold = train_fold
+    self.fold_of = entity_split(self.world, folds=True)
     self.pronoun = {p["name"]: p["pronoun"] for p in self.world.people}
     # Everything a completion could name as an answer of each kind, in any world the generator can
     # make (so a reward does not depend on which world the task was built from): the strict part.
@@ -142,6 +155,8 @@ class WorldTask:
       if row["attribute"] not in ASKED[row["type"]] or self.split_of[(row["type"], row["entity"])] != split:
         continue
       if split == "train" and row["exposures"] < self.min_train_exposure:
+        continue
+      if split == "train" and self.train_fold and self.fold_of[(row["type"], row["entity"])] != self.train_fold:
         continue
       rows.append(row)
     return rows
