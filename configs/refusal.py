@@ -10,6 +10,12 @@ Tiny, on this CPU, from the world base model and SFT of `launch/pipeline.sh` (ru
       --config.init_from.workdir=runs/base/seed=0 --config.refusal.probe=runs/sft/seed=0     # and 1, 2
   python -m experiments.refusal --collect=runs/refusal/seed=0,runs/refusal/seed=1,runs/refusal/seed=2
 
+Cross-fitted probe (what the base knows, not what the probed SFT was taught): two SFTs on halves of
+the training entities, each answering the other half's facts:
+  python -m experiments.sft --config=configs/sft.py:tiny --workdir=runs/sft_fold_a \
+      --config.init_from.workdir=runs/base --config.tasks.world.train_fold=a      # and b → runs/sft_fold_b
+  python -m experiments.refusal ... --config.refusal.fold_probes=runs/sft_fold_a,runs/sft_fold_b
+
 The SFT is configs/sft.py:tiny's (same mix, steps and schedule as the probed model's) with the world's
 conversations replaced by the probed ones: answers where the model knows, refusals where it does not.
 "Before" is the probed SFT model on the same held-out questions; report.md has accuracy, refusal and
