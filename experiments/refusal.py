@@ -125,18 +125,17 @@ def probe_and_write(config, folder: str) -> None:
   # (model, the train facts it answers): the probed SFT model on all of them, or each fold's on the other fold's
   probes = [(r.probe, "config.refusal.probe", task)]
   if r.fold_probes:
-    probes = [(workdir, "config.refusal.fold_probes", world_task(config, FOLDS[1 - FOLDS.index(fold)]))
-              for workdir, fold in fold_probes(config)]
+    probes = [(workdir, "config.refusal.fold_probes", world_task(config, other_fold))  # the folds swapped
+              for (workdir, _), other_fold in zip(fold_probes(config), reversed(FOLDS))]
   rows = []
   for i, (workdir, key, facts) in enumerate(probes):
     probed = _load(workdir, key, mesh, rules)
     examples = facts.examples("train", None, config.seed)
     print(f"refusal: {workdir} answers {len(examples)} facts × {r.samples}", flush=True)
-    rows += refusal.probe(probed.model, probed.params, probed.tokenizer, facts, examples, samples=r.samples,
-                          max_new_tokens=r.max_new_tokens, batch=r.batch, seed=config.seed * 1_000_003 + i,
-                          mesh=mesh, rules=rules)
-    for row in rows[len(rows) - len(examples):]:
-      row["probed_by"] = workdir
+    answered = refusal.probe(probed.model, probed.params, probed.tokenizer, facts, examples, samples=r.samples,
+                             max_new_tokens=r.max_new_tokens, batch=r.batch, seed=config.seed * 1_000_003 + i,
+                             mesh=mesh, rules=rules)
+    rows += [{**row, "probed_by": workdir} for row in answered]
   loaded = probed if not r.fold_probes else _load(r.probe, "config.refusal.probe", mesh, rules)
   unknown = refusal.mark_unknown(rows, r.max_correct)
   for row in rows:

@@ -97,9 +97,9 @@ def _read_exposures(path: str) -> dict[tuple[str, str], int]:
 FOLDS = ("a", "b")
 
 
-def entity_split(world: synthetic.World, folds: bool = False) -> dict[tuple[str, str], str]:
-  """{(type, name): "train" | "eval"}: half of every (type, exposure bucket), the odd one out held out.
-  With `folds`, train entities are "a" or "b" instead: alternate ones in the same order."""
+def entity_split(world: synthetic.World) -> dict[tuple[str, str], str]:
+  """{(type, name): "eval" | "a" | "b"}: half of every (type, exposure bucket) held out ("eval"), the
+  other half, the train entities, alternately in fold "a" or "b" (in the same hashed order)."""
   split = {}
   for kind in ASKED:
     buckets: dict[int, list[str]] = {}
@@ -107,7 +107,7 @@ def entity_split(world: synthetic.World, folds: bool = False) -> dict[tuple[str,
       buckets.setdefault(e["exposures"], []).append(e["name"])
     for names in buckets.values():
       for i, name in enumerate(sorted(names, key=lambda n: stable_hash(f"{kind}/{n}"))):
-        split[(kind, name)] = "eval" if i % 2 == 0 else FOLDS[i // 2 % 2] if folds else "train"
+        split[(kind, name)] = "eval" if i % 2 == 0 else FOLDS[i // 2 % 2]
   return split
 
 
@@ -131,9 +131,9 @@ class WorldTask:
     self.world = world or synthetic.make_world(seed)
     self.measured = _read_exposures(exposures) if exposures else None
     self.min_train_exposure = min_train_exposure
-    self.split_of = entity_split(self.world)
     self.train_fold = train_fold
-    self.fold_of = entity_split(self.world, folds=True)
+    self.fold_of = entity_split(self.world)  # "eval", or the train entity's fold
+    self.split_of = {key: "eval" if fold == "eval" else "train" for key, fold in self.fold_of.items()}
     self.pronoun = {p["name"]: p["pronoun"] for p in self.world.people}
     # Everything a completion could name as an answer of each kind, in any world the generator can
     # make (so a reward does not depend on which world the task was built from): the strict part.
