@@ -207,7 +207,7 @@ def test_a_stage_that_exits_0_before_its_last_step_is_not_marked_done(tmp_path):
   with pytest.raises(UserError) as e:
     _run(tmp_path, FakeRunner(short={"experiments.pretrain"}), stages="data,base")
   assert str(e.value).startswith(f"stage 'base' exited 0 but did not finish: {tmp_path}/base stopped at step "
-                                 "310 of 620 (interrupted?)")
+                                 "120 of 240 (interrupted?)")
   assert not (tmp_path / "base" / "pipeline_done.json").exists()
 
 
