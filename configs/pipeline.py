@@ -52,28 +52,30 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.data.extra_fraction = 0.05    # share of the interpreter's docs put into the shards beside the crawl
   c.data.workers = 2              # processes for the web pipeline and tokenization
   c.data.copy_drills = 0          # copy-drill documents in the training shards (lm/prep/copy_drills.py)
-  c.data.corpus_repeats = 15      # the pages written this many times into the shards (re-packed each pass, each drill
+  c.data.corpus_repeats = 23      # the pages written this many times into the shards (re-packed each pass, each drill
                                   # once): ~one pass per 16 base steps, so the base reads fresh row mixes throughout
   c.data.overrides = ""           # more flags for prepare_data, train_tokenizer and tokenize_data
 
   c.base = ml_collections.ConfigDict()
-  c.base.steps = 240              # pretraining steps of 32 × 256 tokens (~15 passes over the world's 132k tokens). With
-                                  # the pages re-packed (corpus_repeats) held-out loss reaches 1.64 by step 280 against
-                                  # 2.66 after 620 steps of the same packing each pass (2026-12-03)
+  c.base.steps = 360              # pretraining steps of 32 × 256 tokens (~22 passes over the world's 132k tokens). With
+                                  # the pages re-packed (corpus_repeats), held-out loss 1.50 after 240 steps and 1.68
+                                  # after 400, against 2.66 after 620 steps of one packing; but the facts need the passes:
+                                  # seen 8+ times, right after sft_chat 0.52 from 240 steps, 0.74 from 400 (2026-12-03)
   c.base.overrides = ""           # more flags for experiments.pretrain
 
   c.sft = ml_collections.ConfigDict()
   c.sft.steps = 300               # SFT steps (tool-use conversations, lr 1e-3), evaluated at step 0 and at the end
                                   # (150 steps leave the calls' operands and outputs uncopied: arithmetic 0.08)
-  c.sft.batch_size = 16           # rows of 256 tokens per step (the preset's 32: calculator arithmetic 0.86 vs 0.91
-                                  # at half the cost, 2026-12-03)
+  c.sft.batch_size = 12           # rows of 256 tokens per step (the preset's 32; with 16, calculator arithmetic 0.86
+                                  # and 0.97 on two bases against 0.91: the steps teach the copying, not the rows)
   c.sft.overrides = ""            # more flags for experiments.sft (configs/sft.py:tools)
 
   c.sft_arith = ml_collections.ConfigDict()
-  c.sft_arith.steps = 250         # worked-arithmetic SFT steps (lr 1e-3): GRPO needs groups with right and wrong
-                                  # answers (16 rows × 300 steps: 0.54 right)
-  c.sft_arith.batch_size = 16     # rows per step
-  c.sft_arith.eval_every = 125    # steps between its held-out evaluations
+  c.sft_arith.steps = 300         # worked-arithmetic SFT steps (lr 1e-3): GRPO needs groups with right and wrong
+                                  # answers (16 rows: 0.30 right after 200 steps, 0.54 after 300; 250 from a weaker
+                                  # base: 0.24, and GRPO then gains 1.5 points instead of 6.6)
+  c.sft_arith.batch_size = 12     # rows per step
+  c.sft_arith.eval_every = 150    # steps between its held-out evaluations
   c.sft_arith.overrides = ""      # more flags for experiments.sft (configs/sft.py:arith)
 
   c.grpo = ml_collections.ConfigDict()
@@ -84,12 +86,12 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 
   c.sft_chat = ml_collections.ConfigDict()
   c.sft_chat.steps = 150          # SFT steps without tools (configs/sft.py:tiny)
-  c.sft_chat.batch_size = 16      # rows per step (facts seen 8+ times 0.74 after it, from a 400-step base)
+  c.sft_chat.batch_size = 12      # rows per step (16: facts seen 8+ times 0.74 after it, from a 400-step base)
   c.sft_chat.overrides = ""       # more flags for experiments.sft (configs/sft.py:tiny)
 
   c.refusal = ml_collections.ConfigDict()
   c.refusal.steps = 150           # SFT steps with the probed refusals (as sft_chat's, from the same base)
-  c.refusal.batch_size = 16       # rows per step (as sft_chat's)
+  c.refusal.batch_size = 12       # rows per step (as sft_chat's)
   c.refusal.made_up = 0           # made-up people whose facts are refused too (README: 24 trades knowledge for refusals)
   c.refusal.overrides = ""        # more flags for experiments.refusal (configs/refusal.py:tiny)
 

@@ -207,7 +207,7 @@ def test_a_stage_that_exits_0_before_its_last_step_is_not_marked_done(tmp_path):
   with pytest.raises(UserError) as e:
     _run(tmp_path, FakeRunner(short={"experiments.pretrain"}), stages="data,base")
   assert str(e.value).startswith(f"stage 'base' exited 0 but did not finish: {tmp_path}/base stopped at step "
-                                 "120 of 240 (interrupted?)")
+                                 "180 of 360 (interrupted?)")
   assert not (tmp_path / "base" / "pipeline_done.json").exists()
 
 
@@ -379,30 +379,16 @@ def test_report_card_of_an_empty_workdir_is_all_dashes(tmp_path):
 
 # --- the whole chain, for real -----------------------------------------------------------------------
 
-SHRUNK = ["--config.base.steps=150", "--config.sft.steps=40", "--config.sft_chat.steps=40",
-          "--config.sft.overrides=--config.eval.examples=16 --config.data.examples_per_task=500",
-          "--config.sft_chat.overrides=--config.eval.examples=16 --config.data.examples_per_task=500",
-          "--config.sft_arith.steps=150", "--config.sft_arith.eval_every=150",
-          "--config.sft_arith.overrides=--config.eval.examples=32",
-          "--config.grpo.steps=8", "--config.grpo.eval_every=8",
-          "--config.grpo.overrides=--config.eval.examples=32 --config.rl.prompts_per_step=8 "
-          "--config.train.batch_size=64",
-          "--config.refusal.steps=40",
-          "--config.refusal.overrides=--config.data.examples_per_task=500 --config.refusal.samples=4",
-          "--config.rankings.prompts=300", "--config.reward_model.steps=40", "--config.reward_model.eval_every=20",
-          "--config.rlhf.steps=8", "--config.rlhf.eval_every=4", "--config.rlhf.best_of_n=8"]
-
-
-# Measures that move the intended way even at SHRUNK's sizes. Two do not, and are only required to
-# be measured at both ends: world facts by exposure after 40 SFT steps from a 150-step base (0.17 →
-# 0.09 in a run; the full sizes move them, 0.43 → 0.58), and GRPO's held-out pass@1 from a 150-step
-# arithmetic SFT that is right 3% of the time (no group has a reward to compare).
-MOVE_AT_SHRUNK_SIZES = {
+# Every measure the card checks moves the intended way at the tiny preset's sizes (the README's first
+# command, as written), except the refusal recipe's bar, which the card measures and does not meet
+# (README, Hallucination: never-seen hallucination falls by a quarter, not half, at these sizes).
+MOVES = {
     ("data", "documents: read → kept by the web pipeline"), ("data", "held-out bytes per BPE token"),
     ("base", "held-out loss (nats/token)"), ("sft", "SFT with tools: format compliance (base → SFT)"),
     ("sft", "tool calls per held-out reply"), ("sft_chat", "SFT without tools: format compliance (base → SFT)"),
-    ("sft_arith", "held-out arithmetic accuracy (greedy)"),
-    ("reward_model", "held-out pairwise accuracy (chance 0.5)"), ("rlhf", "proxy reward (the reward model's score)")}
+    ("sft_chat", "world facts seen 8+ times: accuracy"), ("sft_arith", "held-out arithmetic accuracy (greedy)"),
+    ("grpo", "held-out pass@1"), ("reward_model", "held-out pairwise accuracy (chance 0.5)"),
+    ("rlhf", "proxy reward (the reward model's score)")}
 
 
 def assert_card(wd):
@@ -415,17 +401,17 @@ def assert_card(wd):
   for png in ("card_losses.png", "card_grpo.png", "card_rlhf.png"):
     assert (wd / png).exists() and png in card
   rows = {(c["stage"], c["measure"]): c for c in report_card.checks(str(wd))}
-  assert MOVE_AT_SHRUNK_SIZES <= set(rows)
-  assert [k for k in MOVE_AT_SHRUNK_SIZES if rows[k]["ok"] is not True] == []
+  assert MOVES <= set(rows)
+  assert [k for k in MOVES if rows[k]["ok"] is not True] == []
   assert all(c["start"] is not None and c["end"] is not None for k, c in rows.items() if k[0] != "sft")
 
 
 @pytest.mark.slow
 def test_the_tiny_pipeline_end_to_end(tmp_path):
-  """The whole chain at shrunk sizes (24 min 37 s on the 2-core VM, 2026-12-02, with another training
-  run sharing the cores), then again: every stage skipped in well under a minute."""
+  """The README's first command as written (its time there), then again: every stage skipped in well
+  under a minute."""
   wd = tmp_path / "pipe"
-  cmd = [sys.executable, "-m", "experiments.pipeline", "--config=configs/pipeline.py:tiny", f"--workdir={wd}", *SHRUNK]
+  cmd = [sys.executable, "-m", "experiments.pipeline", "--config=configs/pipeline.py:tiny", f"--workdir={wd}"]
   r = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=3600)
   assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
   assert all((wd / s / "pipeline_done.json").exists() for s in pipeline.STAGES)
