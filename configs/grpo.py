@@ -33,6 +33,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 
   c.init_from = base.init_from_config()
   c.model = base.inherited_model_config()
+  if arg == "tiny":
+    c.model.attention = "cpu_kernel"  # the fused C++ attention of the CPU presets, as the base's (lm/cpu/attention.py)
   c.mesh = base.mesh_config()
   c.sharding_rules = base.SHARDING_RULES
 

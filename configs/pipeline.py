@@ -66,15 +66,15 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.sft = ml_collections.ConfigDict()
   c.sft.steps = 300               # SFT steps (tool-use conversations, lr 1e-3), evaluated at step 0 and at the end
                                   # (150 steps leave the calls' operands and outputs uncopied: arithmetic 0.08)
-  c.sft.batch_size = 12           # rows of 256 tokens per step (the preset's 32; with 16, calculator arithmetic 0.86
-                                  # and 0.97 on two bases against 0.91: the steps teach the copying, not the rows)
+  c.sft.batch_size = 16           # rows of 256 tokens per step (the preset's 32): calculator arithmetic 0.86 and 0.97
+                                  # on two bases against 0.91: the steps teach the copying, not the rows (2026-12-03)
   c.sft.overrides = ""            # more flags for experiments.sft (configs/sft.py:tools)
 
   c.sft_arith = ml_collections.ConfigDict()
   c.sft_arith.steps = 300         # worked-arithmetic SFT steps (lr 1e-3): GRPO needs groups with right and wrong
                                   # answers (16 rows: 0.30 right after 200 steps, 0.54 after 300; 250 from a weaker
                                   # base: 0.24, and GRPO then gains 1.5 points instead of 6.6)
-  c.sft_arith.batch_size = 12     # rows per step
+  c.sft_arith.batch_size = 16     # rows per step
   c.sft_arith.eval_every = 150    # steps between its held-out evaluations
   c.sft_arith.overrides = ""      # more flags for experiments.sft (configs/sft.py:arith)
 
@@ -86,12 +86,12 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
 
   c.sft_chat = ml_collections.ConfigDict()
   c.sft_chat.steps = 150          # SFT steps without tools (configs/sft.py:tiny)
-  c.sft_chat.batch_size = 12      # rows per step (16: facts seen 8+ times 0.74 after it, from a 400-step base)
+  c.sft_chat.batch_size = 16      # rows per step (facts seen 8+ times 0.74 after it, from a 400-step base)
   c.sft_chat.overrides = ""       # more flags for experiments.sft (configs/sft.py:tiny)
 
   c.refusal = ml_collections.ConfigDict()
   c.refusal.steps = 150           # SFT steps with the probed refusals (as sft_chat's, from the same base)
-  c.refusal.batch_size = 12       # rows per step (as sft_chat's)
+  c.refusal.batch_size = 16       # rows per step (as sft_chat's)
   c.refusal.made_up = 0           # made-up people whose facts are refused too (README: 24 trades knowledge for refusals)
   c.refusal.overrides = ""        # more flags for experiments.refusal (configs/refusal.py:tiny)
 

@@ -93,7 +93,7 @@ def jax_leaves(tree):
 
 
 def test_tiny_default_run_starts_learning(tmp_path):
-  """The README's main command, cut to 60 steps (the fast guard beside the slow run below):
+  """The README's smallest run (pretrain.py:tiny), cut to 60 steps (the fast guard beside the slow run below):
   held-out loss on the embedded corpus falls well below its start."""
   out = subprocess.run(cmd(tmp_path / "tiny", "--config.train.steps=60", "--config.train.eval_every=60",
                            "--config.train.eval_batches=2", "--config.train.ckpt_every=60",
@@ -112,7 +112,7 @@ def test_tiny_default_run_starts_learning(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_default_run_learns(tmp_path):
-  """The README's main command: validation loss falls clearly within 5 minutes on 2 cores."""
+  """The README's smallest run: validation loss falls clearly within 5 minutes on 2 cores."""
   t = time.time()
   out = subprocess.run(cmd(tmp_path / "tiny"), env=env(), cwd=ROOT, timeout=600, capture_output=True, text=True)
   elapsed = time.time() - t

@@ -250,7 +250,7 @@ def test_no_two_readme_commands_write_the_same_workdir():
         assert same_chain or subset, f"README: {other.text!r} and {c.text!r} both write {wd}"
       owners[wd] = (what, c)
   defaults = {wd for wd, _ in _pipeline_sh_workdirs({})}
-  assert defaults == {"runs/data", "runs/base", "runs/sft"}, defaults  # not runs/tiny, the first command's
+  assert defaults == {"runs/data", "runs/base", "runs/sft"}, defaults  # not runs/tiny, the smallest run's
 
 
 # --- slow --------------------------------------------------------------------------------------------
