@@ -60,7 +60,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.base.steps = 360              # pretraining steps of 32 × 256 tokens (~22 passes over the world's 132k tokens). With
                                   # the pages re-packed (corpus_repeats), held-out loss 1.50 after 240 steps and 1.68
                                   # after 400, against 2.66 after 620 steps of one packing; but the facts need the passes:
-                                  # seen 8+ times, right after sft_chat 0.52 from 240 steps, 0.74 from 400 (2026-12-03)
+                                  # seen 8+ times, right after sft_chat 0.52 from 240 and from 360 steps, 0.74 from 400
+                                  # (2026-12-03; one run each: 400 steps would take the pipeline past 30 minutes)
   c.base.overrides = ""           # more flags for experiments.pretrain
 
   c.sft = ml_collections.ConfigDict()
