@@ -32,9 +32,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.seed = 0                      # prompt order, sampling stream, step RNG
 
   c.init_from = base.init_from_config()
-  c.model = base.inherited_model_config()
-  if arg == "tiny":
-    c.model.attention = "cpu_kernel"  # the fused C++ attention of the CPU presets, as the base's (lm/cpu/attention.py)
+  c.model = base.inherited_model_config(base.CPU_ATTENTION if arg == "tiny" else None)
   c.mesh = base.mesh_config()
   c.sharding_rules = base.SHARDING_RULES
 

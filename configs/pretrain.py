@@ -35,7 +35,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.seed = 0                      # parameter init and dropout-free step RNG
   c.model = base.model_config("tiny" if arg == "world" else arg)
   if arg in ("tiny", "llama_tiny", "world"):
-    c.model.attention = "cpu_kernel"  # fused C++ attention, the fastest on CPU (lm/cpu/attention.py)
+    c.model.attention = base.CPU_ATTENTION
   c.mesh = base.mesh_config()
   c.sharding_rules = base.SHARDING_RULES  # logical axis → mesh axes
 

@@ -46,10 +46,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.seed = 0                      # step RNG, the head's initialisation, packing order
 
   c.init_from = base.init_from_config()
-  c.model = base.inherited_model_config()
+  c.model = base.inherited_model_config(base.CPU_ATTENTION if arg == "tiny" else None)
   c.model.head = "score"          # the scalar head in place of the LM head (must stay 'score')
-  if arg == "tiny":
-    c.model.attention = "cpu_kernel"  # the fused C++ attention of the CPU presets, as the base's (lm/cpu/attention.py)
   c.mesh = base.mesh_config()
   c.sharding_rules = base.SHARDING_RULES
 

@@ -97,6 +97,8 @@ def plan(config, workdir: str) -> list[Stage]:
 
   def train(name, module, cfg_file, steps, *flags, run_seed=seed):
     out = p(name)
+    if "batch_size" in c.get(name, {}):  # the stages whose rows per step the pipeline sets
+      flags += (f"--config.train.batch_size={c[name].batch_size}",)
     cmd = (module, f"--config={cfg_file}", f"--workdir={out}", *flags, f"--config.train.steps={steps}",
            f"--config.seed={run_seed}")
     return cmd, (out, steps)
@@ -110,23 +112,22 @@ def plan(config, workdir: str) -> list[Stage]:
       f"--config.data.path={p('data', 'shards')}", f"--config.data.shuffle_seed={seed}")))
   stages.append(stage("sft", ("data", "base"), train(
       "sft", "experiments.sft", "configs/sft.py:tools", c.sft.steps,
-      f"--config.init_from.workdir={p('base')}", *facts, f"--config.train.batch_size={c.sft.batch_size}")))
+      f"--config.init_from.workdir={p('base')}", *facts)))
   stages.append(stage("sft_arith", ("base",), train(
       "sft_arith", "experiments.sft", "configs/sft.py:arith", c.sft_arith.steps,
-      f"--config.init_from.workdir={p('base')}", f"--config.train.eval_every={c.sft_arith.eval_every}",
-      f"--config.train.batch_size={c.sft_arith.batch_size}")))
+      f"--config.init_from.workdir={p('base')}", f"--config.train.eval_every={c.sft_arith.eval_every}")))
   stages.append(stage("grpo", ("sft_arith",), train(
       "grpo", "experiments.grpo", "configs/grpo.py:tiny", c.grpo.steps,
       f"--config.init_from.workdir={p('sft_arith')}", f"--config.train.eval_every={c.grpo.eval_every}",
       f"--config.train.ckpt_every={c.grpo.eval_every}")))
   stages.append(stage("sft_chat", ("data", "base"), train(
       "sft_chat", "experiments.sft", "configs/sft.py:tiny", c.sft_chat.steps,
-      f"--config.init_from.workdir={p('base')}", *facts, f"--config.train.batch_size={c.sft_chat.batch_size}")))
+      f"--config.init_from.workdir={p('base')}", *facts)))
 
   stages.append(stage("refusal", ("data", "base", "sft_chat"), train(
       "refusal", "experiments.refusal", "configs/refusal.py:tiny", c.refusal.steps,
       f"--config.init_from.workdir={p('base')}", f"--config.refusal.probe={p('sft_chat')}", *facts,
-      f"--config.refusal.made_up={c.refusal.made_up}", f"--config.train.batch_size={c.refusal.batch_size}")))
+      f"--config.refusal.made_up={c.refusal.made_up}")))
 
   seeds = (seed, seed + 1) if c.rlhf.second_rm else (seed,)
   rankings = [p("rankings", f"seed{s}.jsonl") for s in seeds]
