@@ -46,6 +46,13 @@ def _rises(start, end) -> bool | None:
   return None if start is None or end is None else end > start
 
 
+KEPT = 0.05  # "kept": drops by less than this (the refusal issue's bar for facts seen 8+ times)
+
+
+def _kept(start, end) -> bool | None:
+  return None if start is None or end is None else end > start - KEPT
+
+
 def checks(workdir: str) -> list[dict]:
   """One row per stage measure: start, end, what the stage intends, and whether it did (None: unknown)."""
   p = lambda *parts: os.path.join(workdir, *parts)  # noqa: E731
@@ -74,8 +81,10 @@ def checks(workdir: str) -> list[dict]:
   _, calls = first_last(metrics(p("sft")), "eval/tool_calls")
   add("sft", "tool calls per held-out reply", None, calls, "> 0", None if calls is None else calls > 0)
   m = metrics(p("sft_chat"))
+  # Step 0 grades the base's own completions with the same strict verifier (exactly the reference, no other
+  # candidate): pretraining stored the facts, SFT teaches the format (the row above), and must not lose them.
   add("sft_chat", "world facts seen 8+ times: accuracy", *first_last(m, "eval/world/seen_8+/accuracy"),
-      "rises (stored facts become answerable)", _rises(*first_last(m, "eval/world/seen_8+/accuracy")))
+      f"kept (drops by less than {KEPT}: in the chat format now)", _kept(*first_last(m, "eval/world/seen_8+/accuracy")))
   m = metrics(p("sft_arith"))
   add("sft_arith", "held-out arithmetic accuracy (greedy)", *first_last(m, "eval/arithmetic/accuracy"), "rises",
       _rises(*first_last(m, "eval/arithmetic/accuracy")))
@@ -87,8 +96,7 @@ def checks(workdir: str) -> list[dict]:
   add("refusal", "facts never seen: hallucinated (probed sft_chat → after the recipe)", b, a,
       "at least halves", None if b is None or a is None else a <= b / 2)
   b, a = before.get(known), after.get(known)
-  add("refusal", "facts seen 8+ times: accuracy", b, a, "drops by less than 0.05",
-      None if b is None or a is None else a > b - 0.05)
+  add("refusal", "facts seen 8+ times: accuracy", b, a, f"drops by less than {KEPT}", _kept(b, a))
   add("refusal", "facts seen 8+ times: refused", before.get("eval/world/seen_8+/refused"),
       after.get("eval/world/seen_8+/refused"), "measured: low (not refusing everything)", None)
   m = metrics(p("reward_model"))

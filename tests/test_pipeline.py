@@ -361,6 +361,8 @@ def test_report_card_from_the_stages_files(tmp_path):
   full = {(c["stage"], c["measure"]): c["ok"] for c in report_card.checks(str(tmp_path))}
   assert full[("refusal", "facts never seen: hallucinated (probed sft_chat → after the recipe)")] is True  # 0.96 → 0.40
   assert full[("refusal", "facts seen 8+ times: accuracy")] is True  # 0.58 → 0.55: within 5 points
+  assert full[("sft_chat", "world facts seen 8+ times: accuracy")] is True  # 0.43 → 0.58
+  assert report_card._kept(0.554, 0.523) is True and report_card._kept(0.58, 0.52) is False
 
 
 def test_report_card_of_an_empty_workdir_is_all_dashes(tmp_path):
@@ -381,13 +383,12 @@ def test_report_card_of_an_empty_workdir_is_all_dashes(tmp_path):
 
 # The measures that move the intended way at the tiny preset's sizes (the README's first command, as
 # written; 2026-12-03 from a fresh clone). Not required: the refusal recipe's bar, which the card
-# measures and does not meet (never-seen hallucination 0.976 → 0.738), and facts seen 8+ times
-# rising through sft_chat: from the 360-step base its answers (0.523) match the base's own completions
-# (0.554); from a 400-step base they rose, 0.462 → 0.738.
+# measures and does not meet at these sizes (never-seen hallucination 0.976 → 0.738).
 MOVES = {
     ("data", "documents: read → kept by the web pipeline"), ("data", "held-out bytes per BPE token"),
     ("base", "held-out loss (nats/token)"), ("sft", "SFT with tools: format compliance (base → SFT)"),
     ("sft", "tool calls per held-out reply"), ("sft_chat", "SFT without tools: format compliance (base → SFT)"),
+    ("sft_chat", "world facts seen 8+ times: accuracy"),
     ("sft_arith", "held-out arithmetic accuracy (greedy)"),
     ("grpo", "held-out pass@1"), ("reward_model", "held-out pairwise accuracy (chance 0.5)"),
     ("rlhf", "proxy reward (the reward model's score)")}
