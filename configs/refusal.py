@@ -42,6 +42,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.refusal.probe = "runs/sft"    # the SFT model to probe: the one this recipe improves on ("before")
   c.refusal.samples = 8           # answers per fact at temperature 1
   c.refusal.max_correct = 1       # a fact is "unknown" when at most this many of them are right
+  c.refusal.min_agreement = 0.0   # ... or when its most common answer has under this share of them (0: off)
   c.refusal.max_new_tokens = 32   # the probe's reply budget (world answers are one short sentence)
   c.refusal.batch = 32            # questions per engine call (one compiled shape)
   c.refusal.made_up = 0           # people not in the world (never in any text) whose 4 facts are refused too

@@ -60,6 +60,8 @@ def validate(config) -> None:
     raise UserError(f"config.refusal.made_up={r.made_up} must be ≥ 0")
   if not 0 <= r.max_correct < r.samples:
     raise UserError(f"config.refusal.max_correct={r.max_correct} must be in [0, refusal.samples={r.samples})")
+  if not 0 <= r.min_agreement <= 1:
+    raise UserError(f"config.refusal.min_agreement={r.min_agreement} must be a share in [0, 1] (0: off)")
   kinds = [kind for kind, _, _ in sft.parse_sources(config.data.sources)]
   if "world" not in kinds:
     raise UserError(f"config.data.sources={config.data.sources!r} has no 'world' source for the probed "
@@ -137,7 +139,7 @@ def probe_and_write(config, folder: str) -> None:
                              mesh=mesh, rules=rules)
     rows += [{**row, "probed_by": workdir} for row in answered]
   loaded = probed if not r.fold_probes else _load(r.probe, "config.refusal.probe", mesh, rules)
-  unknown = refusal.mark_unknown(rows, r.max_correct)
+  unknown = refusal.mark_unknown(rows, r.max_correct, r.min_agreement)
   for row in rows:
     row["unknown"] = refusal.fact_key(row) in unknown
   convs = refusal.conversations(task, unknown, config.data.examples_per_task, config.seed, r.made_up)

@@ -10,7 +10,8 @@ where the model does not know, found by probing the model itself.
    states, is asked once and answered `samples` times at temperature 1 by the
    rollout engine (one prefill per question); the task's verifier grades each.
 2. A fact is "unknown" when at most `max_correct` of its answers are right (the
-   model's answers are consistently wrong); otherwise "known".
+   model's answers are consistently wrong) or, with `min_agreement`, when its
+   answers disagree (the most common one is under that share); otherwise "known".
 3. SFT data: the world questions again, the ideal reply to a known fact its
    answer and to an unknown fact a refusal, in varied wording (`REFUSALS`).
    Fine-tuning on these (experiments/refusal.py) teaches refusal where the model
@@ -24,7 +25,7 @@ confident wrong answers).
 from __future__ import annotations
 
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Sequence
 
 import numpy as np
@@ -69,10 +70,13 @@ def probe(model, params, tok, task, examples: Sequence[Example], *, samples: int
     for i, ex in enumerate(examples[start:start + n]):
       replies = [grpo.completion_text(out, i * samples + j, tok)[0] for j in range(samples)]
       scores = [task.reward(text, ex) for text in replies]
+      answers = Counter(task.answer(text, ex) for text in replies if not is_refusal(text))
+      answers.pop(frozenset(), None)  # a reply that names no answer agrees with nothing
       rows.append({"entity": ex.meta["entity"], "type": ex.meta["type"], "attribute": ex.meta["attribute"],
                    "exposures": ex.meta["exposures"], "reference": ex.reference, "question": ex.messages[-1]["content"],
                    "correct": int(sum(s > 0.5 for s in scores)), "samples": samples,
-                   "refused": int(sum(is_refusal(t) for t in replies)), "replies": replies[:2]})
+                   "refused": int(sum(is_refusal(t) for t in replies)),
+                   "agreement": max(answers.values(), default=0) / samples, "replies": replies[:2]})
   return rows
 
 
@@ -80,9 +84,12 @@ def fact_key(meta_or_row: dict) -> tuple[str, str, str]:
   return meta_or_row["type"], meta_or_row["entity"], meta_or_row["attribute"]
 
 
-def mark_unknown(rows: Sequence[dict], max_correct: int) -> set[tuple[str, str, str]]:
-  """The facts whose probe answers were right at most `max_correct` times: consistently wrong."""
-  return {fact_key(r) for r in rows if r["correct"] <= max_correct}
+def mark_unknown(rows: Sequence[dict], max_correct: int, min_agreement: float = 0.0) -> set[tuple[str, str, str]]:
+  """The facts whose probe answers were right at most `max_correct` times (consistently wrong), and,
+  with `min_agreement` > 0, those whose most common answer was given by fewer than that share of the
+  samples (the model's own answers disagree: what self-consistency reads at inference)."""
+  return {fact_key(r) for r in rows
+          if r["correct"] <= max_correct or r.get("agreement", 1.0) < min_agreement}
 
 
 def made_up_people(world, n: int, seed: int) -> list[dict]:

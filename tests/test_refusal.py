@@ -36,6 +36,23 @@ def test_every_refusal_wording_is_detected_and_no_answer_is(world):
   assert refusal.is_refusal("i'm NOT sure, sorry")
 
 
+def test_agreement_marks_facts_whose_own_answers_disagree(world):
+  """`answer` is what `reward` grades; the probe's agreement is the most common answer's share, and
+  `min_agreement` adds the facts under it to the consistently wrong ones."""
+  ex = next(e for e in world.examples("train") if e.meta["attribute"] == "birth_year")
+  other = str(int(ex.reference) + 1)
+  assert world.answer(f"She was born in {ex.reference}.", ex) == {ex.reference}
+  assert world.answer(f"Born in {ex.reference} or {other}.", ex) == {ex.reference, other}
+  assert world.reward(f"Born in {ex.reference} or {other}.", ex) == 0.0
+  rows = [{"type": "person", "entity": name, "attribute": "city", "correct": c, "agreement": a}
+          for name, c, a in (("A", 0, 1.0), ("B", 5, 0.625), ("C", 3, 0.375), ("D", 2, 0.25))]
+  assert refusal.mark_unknown(rows, max_correct=1) == {("person", "A", "city")}
+  assert refusal.mark_unknown(rows, max_correct=1, min_agreement=0.5) == {
+      ("person", "A", "city"), ("person", "C", "city"), ("person", "D", "city")}
+  old = {k: v for k, v in rows[2].items() if k != "agreement"}  # a probe file written before agreement
+  assert refusal.mark_unknown([old], max_correct=1, min_agreement=0.5) == set()
+
+
 def test_unknown_and_made_up_facts_get_refusals_known_ones_their_answers(world):
   facts = world.examples("train")
   rows = [{"type": ex.meta["type"], "entity": ex.meta["entity"], "attribute": ex.meta["attribute"],
@@ -125,6 +142,7 @@ def test_refusal_recipe_probes_trains_reports_and_reuses_its_probe(tmp_path, bas
   probe = [json.loads(line) for line in open(wd / "refusal" / "probe.jsonl")]
   facts = WorldTask(seed=0, min_train_exposure=0).examples("train")
   assert len(probe) == len(facts) and {r["samples"] for r in probe} == {2}
+  assert {r["agreement"] for r in probe} <= {0.0, 0.5, 1.0}  # the most common answer's share of 2 samples
   assert any(r["exposures"] == 0 for r in probe)
   convs = [json.loads(line)["messages"] for line in open(wd / "refusal" / "conversations.jsonl")]
   assert len(convs) == 40

@@ -184,19 +184,19 @@ class WorldTask:
             "exposures": exposures, "designed_exposures": row["exposures"], "template": k, "split": split}
     return Example(NAME, [{"role": "user", "content": question}], value, target, meta)
 
-  def reward(self, completion: str, example: Example) -> float:
-    """1.0 iff the answers of the asked kind in the completion are exactly the reference.
-
-    The entity's own name is removed first ("Cedar Textiles is in software" names
-    no industry but software). A year question wants exactly one distinct year
-    in the text; other questions want the reference and no other candidate of
-    the same kind (a hedge between two cities scores 0).
-    """
+  def answer(self, completion: str, example: Example) -> frozenset[str]:
+    """The answers of the asked kind the completion gives: the distinct years for a year question, else
+    the candidates of the attribute's kind it names (the entity's own name removed first: "Cedar
+    Textiles is in software" names no industry but software)."""
     text = completion.replace(example.meta["entity"], " ")
     attribute = example.meta["attribute"]
     if attribute in YEAR_ATTRIBUTES:
-      return float(set(_YEAR.findall(text)) == {example.reference})
+      return frozenset(_YEAR.findall(text))
     kind = "city" if attribute == "city" else attribute
-    found = {c for c in self.candidates[kind]
-             if re.search(rf"(?<!\w){re.escape(c)}(?!\w)", text, flags=re.IGNORECASE)}
-    return float(found == {example.reference})
+    return frozenset(c for c in self.candidates[kind]
+                     if re.search(rf"(?<!\w){re.escape(c)}(?!\w)", text, flags=re.IGNORECASE))
+
+  def reward(self, completion: str, example: Example) -> float:
+    """1.0 iff the answers of the asked kind in the completion (`answer`) are exactly the reference:
+    a hedge between two cities, or two distinct years, scores 0."""
+    return float(self.answer(completion, example) == {example.reference})
