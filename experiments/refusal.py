@@ -40,6 +40,7 @@ import json
 import os
 
 import ml_collections
+import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
@@ -257,17 +258,87 @@ def collect(workdirs: list[str]) -> str:
       f"refusals; mean ± std over {len(workdirs)} runs (values per run in brackets).", lines, summary)
 
 
+ABSTAIN = "abstain.json"
+ABSTAIN_ROWS = (("never", "hallucinated"), ("never", "refused"), ("once", "hallucinated"), ("8+", "accuracy"),
+                ("8+", "refused"), (None, "accuracy"), (None, "hallucinated"))
+
+
+def abstain(workdirs: list[str], samples: int, min_share: float) -> str:
+  """Abstention at inference (`lm.refusal.abstain`) on the held-out facts of each finished run, for the probed
+  model (before) and the run's last checkpoint (after): <run>/refusal/abstain.json each, and abstain_seeds.md
+  (+ .json) beside the runs: greedy and abstaining, before and after, mean ± std over runs."""
+  if samples < 1 or not 0 < min_share <= 1:
+    raise UserError(f"--abstain_samples={samples} must be ≥ 1 and --abstain_share={min_share} in (0, 1]")
+  results = []
+  for wd in workdirs:
+    config_path, before_path = os.path.join(wd, "config.json"), os.path.join(wd, "refusal", BEFORE)
+    evals = evaluation_rows(wd) if os.path.exists(config_path) else []
+    if not os.path.exists(before_path) or not evals or evals[-1]["step"] == 0:
+      raise UserError(f"--abstain: {wd} is not a finished experiments.refusal run (no config.json, refusal/{BEFORE} "
+                      f"or evaluation after training)")
+    out = os.path.join(wd, "refusal", ABSTAIN)
+    previous = json.load(open(out)) if os.path.exists(out) else {}
+    if previous.get("samples") != samples or previous.get("min_share") != min_share:
+      with open(config_path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+      mesh, rules = sharding.make_mesh(config.mesh), tuple(tuple(r) for r in config.sharding_rules)
+      task = world_task(config)
+      held = task.examples("eval")
+      summaries = {}
+      for name, model_dir in (("before", config.refusal.probe), ("after", wd)):
+        loaded = _load(model_dir, f"{wd}/config.json refusal.probe" if name == "before" else "--abstain", mesh, rules)
+        rows = refusal.abstain(loaded.model, loaded.params, loaded.tokenizer, task, held, samples=samples,
+                               min_share=min_share, max_new_tokens=config.refusal.max_new_tokens,
+                               batch=config.refusal.batch, seed=config.seed * 1_000_003 + 7, mesh=mesh, rules=rules)
+        summaries[name] = {k: v for k, v in evaluation.summarize(rows).items() if k.startswith("eval/world")}
+      previous = {"samples": samples, "min_share": min_share, **summaries}
+      tmp = out + ".tmp"
+      with open(tmp, "w") as f:
+        json.dump(previous, f, indent=1)
+      os.replace(tmp, out)
+    with open(before_path) as f:
+      results.append((json.load(f), previous["before"], evals[-1], previous["after"]))
+  lines = ["| held-out facts seen | figure | before, greedy | before, abstaining | after, greedy | after, abstaining |",
+           "|---|---|---|---|---|---|"]
+  summary = {}
+  for group, figure in ABSTAIN_ROWS:
+    key = f"eval/world/seen_{group}/{figure}" if group else f"eval/world/{figure}"
+    if not all(key in r for res in results for r in res):
+      continue
+    cols = [np.array([res[i][key] for res in results]) for i in range(4)]
+    summary[key] = dict(zip(("before", "before_abstaining", "after", "after_abstaining"), (c.tolist() for c in cols)))
+    lines.append(f"| {group or 'all'} | {figure} | " + " | ".join(
+        f"{c.mean():.3f} ± {c.std():.3f} [{', '.join(f'{x:.3f}' for x in c)}]" for c in cols) + " |")
+  return report.write_seed_table(
+      workdirs, "abstain_seeds", "Abstaining when the model's own samples disagree",
+      f"Runs: {', '.join(workdirs)}. Held-out facts; greedy = one reply at temperature 0; abstaining = {samples} "
+      f"replies at temperature 1, the most common answer if at least {min_share:g} of them give it, else "
+      f"\"{refusal.ABSTAIN_REPLY}\"; before = the probed model, after = the SFT with refusals; mean ± std over "
+      f"{len(workdirs)} runs (values per run in brackets).", lines, summary)
+
+
 if __name__ == "__main__":
   _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path:arg).")
   _WORKDIR = flags.DEFINE_string("workdir", None, "Where the run writes everything.")
   _COLLECT = flags.DEFINE_list("collect", None, "Finished runs' workdirs: write their table over seeds instead.")
+  _ABSTAIN = flags.DEFINE_list("abstain", None, "Finished runs' workdirs: evaluate abstention at inference on "
+                               "them (before and after) and write its table over seeds instead.")
+  _ABSTAIN_SAMPLES = flags.DEFINE_integer("abstain_samples", 16, "--abstain: replies per question at temperature 1.")
+  _ABSTAIN_SHARE = flags.DEFINE_float("abstain_share", 0.375, "--abstain: the most common answer's share needed "
+                                      "to give it (else abstain).")
 
   def prepare():
-    if _COLLECT.value:
+    if _COLLECT.value or _ABSTAIN.value:
       return None
     if _CONFIG.value is None or not _WORKDIR.value:
       raise UserError("--config and --workdir are required (or --collect=<runs>)")
     return setup(_CONFIG.value, _WORKDIR.value)
 
-  cli.run(prepare, lambda prepared: collect(_COLLECT.value) if prepared is None else train_loop(prepared),
-          required=())
+  def go(prepared):
+    if prepared is not None:
+      return train_loop(prepared)
+    if _ABSTAIN.value:
+      return abstain(_ABSTAIN.value, _ABSTAIN_SAMPLES.value, _ABSTAIN_SHARE.value)
+    return collect(_COLLECT.value)
+
+  cli.run(prepare, go, required=())

@@ -58,25 +58,68 @@ def refusal_reply(example: Example, pronoun: str, rng: random.Random) -> str:
   return rng.choice(REFUSALS).format(thing=thing.format(they=pronoun, their={"he": "his"}.get(pronoun, "her")))
 
 
-def probe(model, params, tok, task, examples: Sequence[Example], *, samples: int, max_new_tokens: int,
-          batch: int, seed: int, mesh=None, rules=()) -> list[dict]:
-  """`samples` answers at temperature 1 to each example (one prefill per question), graded by the
-  task: one row per example with its fact, exposures, the number right and two of its replies."""
+def _sampled_replies(model, params, tok, examples, *, samples, max_new_tokens, batch, seed, mesh, rules):
+  """(example, its `samples` replies at temperature 1) for every example, one prefill per question."""
   fmt = chat_template.OwnFormat(tok)
   prompts = [fmt.render_prompt(ex.messages).tolist() for ex in examples]
-  rows = []
   for start, n, _, out in grpo.sampled_chunks(model, params, tok, prompts, batch, samples, max_new_tokens,
                                               seed=seed, mesh=mesh, rules=rules, temperature=1.0):
     for i, ex in enumerate(examples[start:start + n]):
-      replies = [grpo.completion_text(out, i * samples + j, tok)[0] for j in range(samples)]
-      scores = [task.reward(text, ex) for text in replies]
-      answers = Counter(task.answer(text, ex) for text in replies if not is_refusal(text))
-      answers.pop(frozenset(), None)  # a reply that names no answer agrees with nothing
-      rows.append({"entity": ex.meta["entity"], "type": ex.meta["type"], "attribute": ex.meta["attribute"],
-                   "exposures": ex.meta["exposures"], "reference": ex.reference, "question": ex.messages[-1]["content"],
-                   "correct": int(sum(s > 0.5 for s in scores)), "samples": samples,
-                   "refused": int(sum(is_refusal(t) for t in replies)),
-                   "agreement": max(answers.values(), default=0) / samples, "replies": replies[:2]})
+      yield ex, [grpo.completion_text(out, i * samples + j, tok)[0] for j in range(samples)]
+
+
+def _answers(task, ex, replies) -> Counter:
+  """How many replies give each answer (refusals and replies naming none agree with nothing)."""
+  answers = Counter(task.answer(text, ex) for text in replies if not is_refusal(text))
+  answers.pop(frozenset(), None)
+  return answers
+
+
+def probe(model, params, tok, task, examples: Sequence[Example], *, samples: int, max_new_tokens: int,
+          batch: int, seed: int, mesh=None, rules=()) -> list[dict]:
+  """`samples` answers at temperature 1 to each example (one prefill per question), graded by the
+  task: one row per example with its fact, exposures, the number right, the most common answer's
+  share (agreement) and two of its replies."""
+  rows = []
+  for ex, replies in _sampled_replies(model, params, tok, examples, samples=samples, max_new_tokens=max_new_tokens,
+                                      batch=batch, seed=seed, mesh=mesh, rules=rules):
+    scores = [task.reward(text, ex) for text in replies]
+    rows.append({"entity": ex.meta["entity"], "type": ex.meta["type"], "attribute": ex.meta["attribute"],
+                 "exposures": ex.meta["exposures"], "reference": ex.reference, "question": ex.messages[-1]["content"],
+                 "correct": int(sum(s > 0.5 for s in scores)), "samples": samples,
+                 "refused": int(sum(is_refusal(t) for t in replies)),
+                 "agreement": max(_answers(task, ex, replies).values(), default=0) / samples, "replies": replies[:2]})
+  return rows
+
+
+ABSTAIN_REPLY = "I don't know."
+
+
+def abstained_reply(task, ex, replies: Sequence[str], min_share: float) -> tuple[str, float]:
+  """(a reply giving the most common answer, or `ABSTAIN_REPLY` when under `min_share` of `replies` give it;
+  that answer's share)."""
+  answers = _answers(task, ex, replies)
+  top, count = answers.most_common(1)[0] if answers else (None, 0)
+  share = count / len(replies)
+  if share < min_share or not answers:
+    return ABSTAIN_REPLY, share
+  return next(t for t in replies if not is_refusal(t) and task.answer(t, ex) == top), share
+
+
+def abstain(model, params, tok, task, examples: Sequence[Example], *, samples: int, min_share: float,
+            max_new_tokens: int, batch: int, seed: int, mesh=None, rules=()) -> list[dict]:
+  """Abstention at inference (self-consistency): `samples` replies at temperature 1 to each question; the
+  reply is one that gives the most common answer when at least `min_share` of the samples give it, else
+  `ABSTAIN_REPLY`. Rows as `evaluation.run_tasks` writes them (so `evaluation.summarize` counts
+  accuracy, refusals and hallucinations per exposure), plus the answer's share."""
+  rows = []
+  for ex, replies in _sampled_replies(model, params, tok, examples, samples=samples, max_new_tokens=max_new_tokens,
+                                      batch=batch, seed=seed, mesh=mesh, rules=rules):
+    text, share = abstained_reply(task, ex, replies, min_share)
+    meta = ex.meta
+    rows.append({"task": ex.task, "group": evaluation.exposure_bucket(meta["exposures"]), "format": True,
+                 "score": float(task.reward(text, ex)), "refused": is_refusal(text), "reply": text,
+                 "reference": ex.reference, "tokens": 0, "meta": meta, "share": share})
   return rows
 
 

@@ -53,6 +53,19 @@ def test_agreement_marks_facts_whose_own_answers_disagree(world):
   assert refusal.mark_unknown([old], max_correct=1, min_agreement=0.5) == set()
 
 
+def test_abstaining_gives_the_common_answer_or_declines(world):
+  ex = next(e for e in world.examples("eval") if e.meta["attribute"] == "birth_year")
+  right, wrong = f"She was born in {ex.reference}.", f"She was born in {int(ex.reference) + 3}."
+  refusal_text = "I don't know her birth year."
+  assert refusal.abstained_reply(world, ex, [right, right, wrong, refusal_text], 0.5) == (right, 0.5)
+  assert refusal.abstained_reply(world, ex, [wrong, right, wrong, "She was born."], 0.5) == (wrong, 0.5)
+  # refusals and replies naming no year agree with nothing: 1 of 4 is under the share → decline
+  assert refusal.abstained_reply(world, ex, [right, refusal_text, refusal_text, "Hmm."], 0.375) == (
+      refusal.ABSTAIN_REPLY, 0.25)
+  assert refusal.abstained_reply(world, ex, [refusal_text] * 4, 0.1) == (refusal.ABSTAIN_REPLY, 0.0)
+  assert refusal.is_refusal(refusal.ABSTAIN_REPLY) and world.reward(refusal.ABSTAIN_REPLY, ex) == 0.0
+
+
 def test_unknown_and_made_up_facts_get_refusals_known_ones_their_answers(world):
   facts = world.examples("train")
   rows = [{"type": ex.meta["type"], "entity": ex.meta["entity"], "attribute": ex.meta["attribute"],
@@ -176,6 +189,20 @@ def test_refusal_recipe_probes_trains_reports_and_reuses_its_probe(tmp_path, bas
   b, a = before_metrics["eval/world/seen_never/hallucinated"], evals[-1]["eval/world/seen_never/hallucinated"]
   assert f"| never | hallucinated | {b:.3f} ± 0.000 [{b:.3f}, {b:.3f}] | {a:.3f} ± 0.000" in table
   bad = subprocess.run([sys.executable, "-m", "experiments.refusal", f"--collect={base_run}"], env=env(), cwd=ROOT,
+                       timeout=300, capture_output=True, text=True)
+  assert bad.returncode == 2 and "not a finished experiments.refusal run" in bad.stderr
+
+  # Abstention at inference on the finished run: before and after, greedy and abstaining, in one table.
+  out = subprocess.run([sys.executable, "-m", "experiments.refusal", f"--abstain={wd}", "--abstain_samples=2",
+                        "--abstain_share=0.5"], env=env(), cwd=ROOT, timeout=300, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+  got = json.loads((wd / "refusal" / "abstain.json").read_text())
+  assert (got["samples"], got["min_share"]) == (2, 0.5)
+  for side in ("before", "after"):
+    s = got[side]
+    assert abs(s["eval/world/accuracy"] + s["eval/world/refused"] + s["eval/world/hallucinated"] - 1) < 1e-6
+  assert f"| never | hallucinated | {b:.3f} ± 0.000 [{b:.3f}] |" in (tmp_path / "abstain_seeds.md").read_text()
+  bad = subprocess.run([sys.executable, "-m", "experiments.refusal", f"--abstain={base_run}"], env=env(), cwd=ROOT,
                        timeout=300, capture_output=True, text=True)
   assert bad.returncode == 2 and "not a finished experiments.refusal run" in bad.stderr
 
