@@ -3,6 +3,7 @@
   python -m experiments.refusal --config=configs/refusal.py:tiny --workdir=runs/refusal \\
       --config.init_from.workdir=runs/base --config.refusal.probe=runs/sft
   python -m experiments.refusal --collect=runs/refusal/seed=0,runs/refusal/seed=1,runs/refusal/seed=2
+  python -m experiments.refusal --abstain=runs/refusal/seed=0,runs/refusal/seed=1,runs/refusal/seed=2
 
 1. Probe (`lm.refusal.probe`): every fact of the world task's training entities,
    exposure 0 included, asked once and answered `refusal.samples` times at
@@ -31,7 +32,10 @@
    after, with refusal.png.
 
 --collect writes refusal_seeds.md (+ .json) beside the runs: each figure before and
-after as mean ± std over the runs. The probe's files are written once (atomically)
+after as mean ± std over the runs. --abstain=<runs> measures the alternative at
+inference (`lm.refusal.abstain`: n replies at temperature 1, the most common answer
+only if at least --abstain_share of them give it) for each run's probed model and its
+recipe model: refusal/abstain.json per run and abstain_seeds.md beside them. The probe's files are written once (atomically)
 and reused on resume, so a resumed run trains on exactly the same conversations.
 """
 from __future__ import annotations
