@@ -281,7 +281,10 @@ def abstain(workdirs: list[str], samples: int, min_share: float) -> str:
       raise UserError(f"--abstain: {wd} is not a finished experiments.refusal run (no config.json, refusal/{BEFORE} "
                       f"or evaluation after training)")
     out = os.path.join(wd, "refusal", ABSTAIN)
-    previous = json.load(open(out)) if os.path.exists(out) else {}
+    previous = {}
+    if os.path.exists(out):
+      with open(out) as f:
+        previous = json.load(f)
     if previous.get("samples") != samples or previous.get("min_share") != min_share:
       with open(config_path) as f:
         config = ml_collections.ConfigDict(json.load(f))
