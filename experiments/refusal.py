@@ -269,7 +269,8 @@ ABSTAIN_ROWS = (("never", "hallucinated"), ("never", "refused"), ("once", "hallu
 
 def abstain(workdirs: list[str], samples: int, min_share: float) -> str:
   """Abstention at inference (`lm.refusal.abstain`) on the held-out facts of each finished run, for the probed
-  model (before) and the run's last checkpoint (after): <run>/refusal/abstain.json each, and abstain_seeds.md
+  model (before) and the run's last checkpoint (after): <run>/refusal/abstain.json each (reused while n, the
+  share and the run's last step are the same), and abstain_seeds.md
   (+ .json) beside the runs: greedy and abstaining, before and after, mean ± std over runs."""
   if samples < 1 or not 0 < min_share <= 1:
     raise UserError(f"--abstain_samples={samples} must be ≥ 1 and --abstain_share={min_share} in (0, 1]")
@@ -285,7 +286,8 @@ def abstain(workdirs: list[str], samples: int, min_share: float) -> str:
     if os.path.exists(out):
       with open(out) as f:
         previous = json.load(f)
-    if previous.get("samples") != samples or previous.get("min_share") != min_share:
+    key = {"samples": samples, "min_share": min_share, "step": evals[-1]["step"]}  # what abstain.json is of
+    if any(previous.get(k) != v for k, v in key.items()):
       with open(config_path) as f:
         config = ml_collections.ConfigDict(json.load(f))
       mesh, rules = sharding.make_mesh(config.mesh), tuple(tuple(r) for r in config.sharding_rules)
@@ -298,7 +300,7 @@ def abstain(workdirs: list[str], samples: int, min_share: float) -> str:
                                min_share=min_share, max_new_tokens=config.refusal.max_new_tokens,
                                batch=config.refusal.batch, seed=config.seed * 1_000_003 + 7, mesh=mesh, rules=rules)
         summaries[name] = {k: v for k, v in evaluation.summarize(rows).items() if k.startswith("eval/world")}
-      previous = {"samples": samples, "min_share": min_share, **summaries}
+      previous = {**key, **summaries}
       tmp = out + ".tmp"
       with open(tmp, "w") as f:
         json.dump(previous, f, indent=1)
