@@ -243,18 +243,24 @@ def main(config: ml_collections.ConfigDict, workdir: str) -> dict:
   return train_loop(setup(config, workdir))
 
 
+def finished_run(workdir: str, flag: str) -> tuple[dict, dict]:
+  """(refusal/before.json, the last evaluation after training) of a finished run, else one clear error."""
+  path = os.path.join(workdir, "refusal", BEFORE)
+  evals = evaluation_rows(workdir) if os.path.exists(os.path.join(workdir, "config.json")) else []
+  if not os.path.exists(path) or not evals or evals[-1]["step"] == 0:
+    raise UserError(f"{flag}: {workdir} is not a finished experiments.refusal run (no config.json, "
+                    f"refusal/{BEFORE} or evaluation after training)")
+  with open(path) as f:
+    return json.load(f), evals[-1]
+
+
 def collect(workdirs: list[str]) -> str:
   """refusal_seeds.md/.json beside the runs: before (the probed models) and after, mean ± std over runs."""
   befores, afters = [], []
   for wd in workdirs:
-    path = os.path.join(wd, "refusal", BEFORE)
-    evals = evaluation_rows(wd)
-    if not os.path.exists(path) or not evals or evals[-1]["step"] == 0:
-      raise UserError(f"--collect: {wd} is not a finished experiments.refusal run (no refusal/{BEFORE} or no "
-                      f"evaluation after training)")
-    with open(path) as f:
-      befores.append(json.load(f))
-    afters.append(evals[-1])
+    before, after = finished_run(wd, "--collect")
+    befores.append(before)
+    afters.append(after)
   lines, summary = refusal.seed_table(befores, afters)
   return report.write_seed_table(
       workdirs, "refusal_seeds", "The refusal recipe over seeds",
@@ -276,19 +282,15 @@ def abstain(workdirs: list[str], samples: int, min_share: float) -> str:
     raise UserError(f"--abstain_samples={samples} must be ≥ 1 and --abstain_share={min_share} in (0, 1]")
   results = []
   for wd in workdirs:
-    config_path, before_path = os.path.join(wd, "config.json"), os.path.join(wd, "refusal", BEFORE)
-    evals = evaluation_rows(wd) if os.path.exists(config_path) else []
-    if not os.path.exists(before_path) or not evals or evals[-1]["step"] == 0:
-      raise UserError(f"--abstain: {wd} is not a finished experiments.refusal run (no config.json, refusal/{BEFORE} "
-                      f"or evaluation after training)")
+    before, after = finished_run(wd, "--abstain")
     out = os.path.join(wd, "refusal", ABSTAIN)
     previous = {}
     if os.path.exists(out):
       with open(out) as f:
         previous = json.load(f)
-    key = {"samples": samples, "min_share": min_share, "step": evals[-1]["step"]}  # what abstain.json is of
+    key = {"samples": samples, "min_share": min_share, "step": after["step"]}  # what abstain.json is of
     if any(previous.get(k) != v for k, v in key.items()):
-      with open(config_path) as f:
+      with open(os.path.join(wd, "config.json")) as f:
         config = ml_collections.ConfigDict(json.load(f))
       mesh, rules = sharding.make_mesh(config.mesh), tuple(tuple(r) for r in config.sharding_rules)
       task = world_task(config)
@@ -305,8 +307,7 @@ def abstain(workdirs: list[str], samples: int, min_share: float) -> str:
       with open(tmp, "w") as f:
         json.dump(previous, f, indent=1)
       os.replace(tmp, out)
-    with open(before_path) as f:
-      results.append((json.load(f), previous["before"], evals[-1], previous["after"]))
+    results.append((before, previous["before"], after, previous["after"]))
   lines = ["| held-out facts seen | figure | before, greedy | before, abstaining | after, greedy | after, abstaining |",
            "|---|---|---|---|---|---|"]
   summary = {}
@@ -316,8 +317,7 @@ def abstain(workdirs: list[str], samples: int, min_share: float) -> str:
       continue
     cols = [np.array([res[i][key] for res in results]) for i in range(4)]
     summary[key] = dict(zip(("before", "before_abstaining", "after", "after_abstaining"), (c.tolist() for c in cols)))
-    lines.append(f"| {group or 'all'} | {figure} | " + " | ".join(
-        f"{c.mean():.3f} ± {c.std():.3f} [{', '.join(f'{x:.3f}' for x in c)}]" for c in cols) + " |")
+    lines.append(f"| {group or 'all'} | {figure} | " + " | ".join(map(refusal.spread_cell, cols)) + " |")
   return report.write_seed_table(
       workdirs, "abstain_seeds", "Abstaining when the model's own samples disagree",
       f"Runs: {', '.join(workdirs)}. Held-out facts; greedy = one reply at temperature 0; abstaining = {samples} "

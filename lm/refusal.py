@@ -184,6 +184,11 @@ SEED_ROWS = (("never", "hallucinated"), ("never", "refused"), ("never", "accurac
              ("8+", "refused"), ("8+", "hallucinated"), (None, "accuracy"), (None, "refused"), (None, "hallucinated"))
 
 
+def spread_cell(values: np.ndarray) -> str:
+  """A table cell over runs: mean ± std [each run's value]."""
+  return f"{values.mean():.3f} ± {values.std():.3f} [{', '.join(f'{x:.3f}' for x in values)}]"
+
+
 def seed_table(befores: Sequence[dict], afters: Sequence[dict]) -> tuple[list[str], dict]:
   """Markdown: per (exposure group, figure), before and after as mean ± std over runs, and the change."""
   lines = ["| held-out facts seen | figure | before | after | change |", "|---|---|---|---|---|"]
@@ -195,6 +200,5 @@ def seed_table(befores: Sequence[dict], afters: Sequence[dict]) -> tuple[list[st
     b = np.array([r[key] for r in befores])
     a = np.array([r[key] for r in afters])
     summary[key] = {"before": b.tolist(), "after": a.tolist()}
-    cell = lambda v: f"{v.mean():.3f} ± {v.std():.3f} [{', '.join(f'{x:.3f}' for x in v)}]"
-    lines.append(f"| {group or 'all'} | {figure} | {cell(b)} | {cell(a)} | {(a - b).mean():+.3f} |")
+    lines.append(f"| {group or 'all'} | {figure} | {spread_cell(b)} | {spread_cell(a)} | {(a - b).mean():+.3f} |")
   return lines, summary
