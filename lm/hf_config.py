@@ -135,6 +135,9 @@ def config_from_hf(hf: dict, scan_layers: bool = False) -> ml_collections.Config
 
 def family_of(cfg: ml_collections.ConfigDict) -> str:
   """Which Hugging Face architecture runs our config exactly, or a one-line error."""
+  if cfg.get("smear_keys"):
+    raise UserError("config.model.smear_keys: no Hugging Face architecture smears its keys; "
+                    "export a model trained without it")
   if (cfg.positions, cfg.norm, cfg.mlp) == ("learned", "layernorm", "gelu"):
     if (not cfg.use_bias or cfg.n_kv_heads != cfg.n_heads or cfg.qk_norm
         or model_lib.head_dim(cfg) * cfg.n_heads != cfg.d_model):

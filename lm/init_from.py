@@ -37,7 +37,7 @@ from lm.errors import MissingFile, UserError
 ARCHITECTURE_KEYS = model_lib.ARCHITECTURE_KEYS
 # Model keys that older checkpoints may lack, with the value they implicitly had.
 BACKFILL = {"head_dim": 0, "qkv_bias": False, "attention": "xla", "weight_grad": "xla",
-            "scan_layers": False, "remat": "none", "qk_norm": False, "head": "lm",
+            "scan_layers": False, "remat": "none", "qk_norm": False, "smear_keys": False, "head": "lm",
             **{k: v for k, v in model_lib.default_config().items() if k.startswith("rope_") and k != "rope_theta"}}
 
 

@@ -132,12 +132,43 @@ def attention_mask(segment_ids_BT: Array | None, T: int) -> ops.SegmentMask | No
   return ops.SegmentMask((same_BTT & causal_TT)[:, None, :, :], starts_BT)
 
 
+def previous_ok(segment_mask: ops.SegmentMask | None, T: int, B: int) -> Array:
+  """(B, T): whether position t has a previous token in its own document (for `smear_keys`)."""
+  t_T = jnp.arange(T, dtype=jnp.int32)
+  if segment_mask is None:
+    return jnp.broadcast_to(t_T > 0, (B, T))
+  return t_T[None, :] > segment_mask.starts_BT
+
+
+def smear(k_BXKD: Array, logit_K: Array, prev_ok_BX: Array, axis: int) -> Array:
+  """Smeared keys (Olsson et al., 2022): k'_t = k_t + σ(a)·(k_{t−1} − k_t), one learned a per kv head.
+
+  A key then also says which token came before it, so one head can find "the token after the
+  last occurrence of the current one" (an induction head) without a second, previous-token head
+  in an earlier layer: in-context copying forms far earlier in training. `axis` is the sequence
+  axis of k (1 for (B, T, K, Dh) activations, 2 for the (B, K, S, Dh) cache); the first token of
+  each document (`prev_ok_BX` false) keeps its own key.
+  """
+  k32 = k_BXKD.astype(jnp.float32)
+  prev = jnp.roll(k32, 1, axis=axis)
+  ok_shape = [1] * k32.ndim
+  ok_shape[0], ok_shape[axis] = prev_ok_BX.shape
+  prev = jnp.where(prev_ok_BX.reshape(ok_shape), prev, k32)
+  mix_shape = [1] * k32.ndim
+  mix_shape[2 if axis == 1 else 1] = logit_K.shape[0]
+  mix = jax.nn.sigmoid(logit_K.astype(jnp.float32)).reshape(mix_shape)
+  return (k32 + mix * (prev - k32)).astype(k_BXKD.dtype)
+
+
 class Attention(nn.Module):
   cfg: ml_collections.ConfigDict
 
   @nn.compact
-  def __call__(self, x_BTD, positions_BT, mask_B1TT, cache=None, cache_index=None):
-    """→ (out_BTD, cache); with a cache, `mask_B1TT` is the (B, 1, T, S) mask over its slots."""
+  def __call__(self, x_BTD, positions_BT, mask_B1TT, cache=None, cache_index=None, prev_ok_BX=None):
+    """→ (out_BTD, cache); with a cache, `mask_B1TT` is the (B, 1, T, S) mask over its slots.
+
+    `prev_ok_BX` (only with `smear_keys`): which positions (B, T), or cache slots (B, S), have a
+    previous token of their own row and document."""
     cfg = self.cfg
     H, K, Dh = cfg.n_heads, cfg.n_kv_heads, head_dim(cfg)
     std = cfg.init_std
@@ -156,10 +187,19 @@ class Attention(nn.Module):
     q_BTHD = nn.with_logical_constraint(q_BTHD, ("batch", "length", "act_heads", None))
     k_BTKD = nn.with_logical_constraint(k_BTKD, ("batch", "length", "act_kv_heads", None))
     v_BTKD = nn.with_logical_constraint(v_BTKD, ("batch", "length", "act_kv_heads", None))
+    if cfg.smear_keys:
+      logit_K = self.param("smear", nn.with_logical_partitioning(nn.initializers.zeros, ("kv_heads",)),
+                           (K,), jnp.float32)
     if cache is not None:
+      # The cache keeps the unsmeared keys, smeared over all its slots at each step: exact whatever
+      # order rows write in (the engine's paused rows rewrite their slot; the next real token
+      # overwrites it), at the cost of one more pass over the keys per step.
       cache = kv_cache.write(cache, k_BTKD, v_BTKD, cache_index)
-      out_BTHD = kv_cache.attend(q_BTHD, cache, mask_B1TT)
+      read = cache if not cfg.smear_keys else dict(cache, k=smear(cache["k"], logit_K, prev_ok_BX, axis=2))
+      out_BTHD = kv_cache.attend(q_BTHD, read, mask_B1TT)
     else:
+      if cfg.smear_keys:
+        k_BTKD = smear(k_BTKD, logit_K, prev_ok_BX, axis=1)
       out_BTHD = ops.attention(q_BTHD, k_BTKD, v_BTKD, mask_B1TT, impl=cfg.attention)
     out_BTHD = nn.with_logical_constraint(out_BTHD, ("batch", "length", "act_heads", None))
     out_std = std / (2 * cfg.n_layers) ** 0.5
@@ -190,9 +230,9 @@ class Block(nn.Module):
   cfg: ml_collections.ConfigDict
 
   @nn.compact
-  def __call__(self, x_BTD, positions_BT, mask_B1TT, cache=None, cache_index=None):
+  def __call__(self, x_BTD, positions_BT, mask_B1TT, cache=None, cache_index=None, prev_ok_BX=None):
     attn_BTD, cache = Attention(self.cfg, name="attn")(Norm(self.cfg, name="ln_attn")(x_BTD),
-                                                       positions_BT, mask_B1TT, cache, cache_index)
+                                                       positions_BT, mask_B1TT, cache, cache_index, prev_ok_BX)
     x_BTD = x_BTD + attn_BTD
     x_BTD = x_BTD + Mlp(self.cfg, name="mlp")(Norm(self.cfg, name="ln_mlp")(x_BTD))
     x_BTD = nn.with_logical_constraint(x_BTD, ("batch", "length", "act_embed"))
@@ -234,9 +274,12 @@ class Transformer(nn.Module):
     # A zero-cost hook: gradients w.r.t. the embedded inputs (causality tests, saliency).
     x_BTD = self.perturb("embedded", x_BTD)
     mask_B1TT = attention_mask(segment_ids_BT, T)
+    prev_ok_BX = previous_ok(mask_B1TT, T, B) if cfg.smear_keys else None
     if cache is not None:
       S = jax.tree.leaves(cache)[0].shape[-2]
       mask_B1TT = kv_cache.mask(cache_start_B, cache_index, T, S)
+      if cfg.smear_keys:  # slot s has a previous token of its row when s − 1 ≥ the row's first real slot
+        prev_ok_BX = jnp.arange(S)[None, :] > cache_start_B[:, None]
 
     block = Block
     policy = REMAT_POLICIES[cfg.remat]
@@ -244,16 +287,17 @@ class Transformer(nn.Module):
       block = nn.remat(block, policy=policy, prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                      in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast), length=cfg.n_layers,
+                      in_axes=(nn.broadcast, nn.broadcast, 0, nn.broadcast, nn.broadcast), length=cfg.n_layers,
                       metadata_params={nn.PARTITION_NAME: "layers"})
       x_BTD, new_layers = stack(cfg, name="layers")(
-          x_BTD, positions_BT, mask_B1TT, None if cache is None else cache["layers"], cache_index)
+          x_BTD, positions_BT, mask_B1TT, None if cache is None else cache["layers"], cache_index, prev_ok_BX)
       new_cache = {"layers": new_layers}
     else:
       new_cache = {}
       for i in range(cfg.n_layers):
         x_BTD, new_cache[f"layer_{i}"] = block(cfg, name=f"layer_{i}")(
-            x_BTD, positions_BT, mask_B1TT, None if cache is None else cache[f"layer_{i}"], cache_index)
+            x_BTD, positions_BT, mask_B1TT, None if cache is None else cache[f"layer_{i}"], cache_index,
+            prev_ok_BX)
 
     x_BTD = Norm(cfg, name="ln_final")(x_BTD)
     if hidden:
@@ -280,7 +324,7 @@ class Transformer(nn.Module):
 # `head` is not among them: a stage chooses its own head (a reward model starts from an LM).
 ARCHITECTURE_KEYS = ("vocab_size", "max_len", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim",
                      "d_ff", "positions", "rope_theta", "norm", "norm_eps", "mlp", "tie_embeddings",
-                     "use_bias", "qkv_bias", "qk_norm", "rope_scaling", "rope_factor",
+                     "use_bias", "qkv_bias", "qk_norm", "smear_keys", "rope_scaling", "rope_factor",
                      "rope_original_max_len", "rope_low_freq_factor", "rope_high_freq_factor",
                      "rope_beta_fast", "rope_beta_slow", "rope_attention_factor")
 
@@ -313,6 +357,7 @@ def default_config() -> ml_collections.ConfigDict:
   m.use_bias = True         # biases on every linear layer (GPT-2)
   m.qkv_bias = False        # biases on q/k/v only (Qwen2)
   m.qk_norm = False         # norm over each head's query and key before rotary (Qwen3)
+  m.smear_keys = False      # each key mixes in the previous token's (learned share per kv head): induction heads form early
   m.init_std = 0.02         # normal init std; residual outputs scaled by 1/sqrt(2L)
   m.dtype = "float32"       # compute dtype: float32 | bfloat16 (parameters stay float32)
   m.remat = "none"          # none | full | dots | dots_no_batch (jax.checkpoint policy)

@@ -22,15 +22,17 @@ PROMPTS = [[5, 9, 2, 7, 1, 3], [11], [4, 4, 8, 30, 2], [7, 7]]
 
 
 @functools.lru_cache(maxsize=None)
-def make(scan_layers: bool = False):
+def make(scan_layers: bool = False, smear_keys: bool = False):
   """A tiny random Llama over the byte tokenizer's vocabulary; a wide init keeps greedy free of ties."""
   tok = ByteTokenizer()
   cfg = base.model_config("llama_tiny")
   cfg.update(vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64,
-             max_len=128, init_std=0.3, scan_layers=scan_layers)
+             max_len=128, init_std=0.3, scan_layers=scan_layers, smear_keys=smear_keys)
   model = model_lib.build(cfg)
-  boxed = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"]
-  return model, nn.meta.unbox(boxed)
+  params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
+  if smear_keys:  # shares other than the init's 0.5, one per kv head
+    params["layer_0"]["attn"]["smear"] = jnp.asarray([-1.5, 2.0])
+  return model, params
 
 
 class CallingTokenizer(ByteTokenizer):
@@ -44,9 +46,9 @@ class CallingTokenizer(ByteTokenizer):
       self.special_ids["<|python_start|>"] = start_id
 
 
-def calling_setup():
+def calling_setup(smear_keys: bool = False):
   """The model, its params, and a tokenizer under which some rows call the tool and some never do."""
-  model, params = make()
+  model, params = make(smear_keys=smear_keys)
   free = sampling.generate(model, params, PROMPTS, N, temperature=0.0, pad_id=0)
   tokens = np.asarray(free.tokens)
   end_id = int(tokens[0, 2])  # row 0 calls after its third token
@@ -76,8 +78,10 @@ def test_without_tool_calls_the_engine_is_the_sampler():
     assert not out.forced_BN.any() and not out.calls
 
 
-def test_forced_tokens_equal_reprefilling_and_the_mask_is_exact():
-  model, params, tok, callers = calling_setup()
+@pytest.mark.parametrize("smear_keys", [False, True])
+def test_forced_tokens_equal_reprefilling_and_the_mask_is_exact(smear_keys):
+  """(With smeared keys too: the cache holds raw keys, smeared over its slots at every step.)"""
+  model, params, tok, callers = calling_setup(smear_keys)
   out = engine.rollout(model, params, tok, PROMPTS, N, tools={"python": lambda args: "42 <|im_end|>"},
                        temperature=0.0, chunk=4)
   sp = tok.special_ids
@@ -100,9 +104,12 @@ def test_forced_tokens_equal_reprefilling_and_the_mask_is_exact():
     assert forced == expected, f"row {b}"
     if b in callers:
       assert any(forced)
-      body = [t for t, f in zip(tokens, forced) if f][1:-1]
+      span = [t for t, f in zip(tokens, forced) if f]
+      closed = span[-1] == sp["<|output_end|>"]  # else the row's token limit cut the output short
+      body = span[1:-1] if closed else span[1:]
       # Tool output is data: "<|im_end|>" in it is encoded as plain bytes, never the special id.
-      assert tok.decode(body) == "42 <|im_end|>" and sp["<|im_end|>"] not in body
+      assert sp["<|im_end|>"] not in body
+      assert tok.decode(body) == "42 <|im_end|>" if closed else "42 <|im_end|>".startswith(tok.decode(body))
     # Every sampled token's log-prob equals one forward over the whole sequence (cache == re-prefill),
     # and greedy picked the argmax there.
     ref = full_logprobs(model, params, prompt, tokens)

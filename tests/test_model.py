@@ -142,3 +142,72 @@ def test_flops_per_token_counts_matmul_weights(tiny_model_config):
                          if "bias" in jax.tree_util.keystr(path) or "scale" in jax.tree_util.keystr(path))
   matmul = n - cfg.max_len * D - biases_and_norms
   assert model_lib.flops_per_token(cfg, T) == 6 * matmul + 12 * L * D * T
+
+
+def _smeared(cfg, B=2, T=16):
+  """A model with smear_keys whose per-head shares differ (not the 0.5 of the init)."""
+  cfg = cfg.copy_and_resolve_references()
+  cfg.smear_keys = True
+  model, params, tokens = init(cfg, B, T)
+  for i in range(cfg.n_layers):
+    K = params[f"layer_{i}"]["attn"]["smear"].shape[0]
+    params[f"layer_{i}"]["attn"]["smear"] = jnp.linspace(-2.0, 2.0, K) + i
+  return cfg, model, params, tokens
+
+
+@pytest.mark.parametrize("family", ["tiny_model_config", "tiny_llama_config"])
+def test_smeared_keys_are_causal_and_keep_packed_documents_apart(family, request):
+  cfg, model, params, tokens = _smeared(request.getfixturevalue(family), B=1, T=12)
+  assert params["layer_0"]["attn"]["smear"].shape == (cfg.n_kv_heads,)
+  variables = model.init(jax.random.key(1), tokens)
+  for t in (0, 5, 11):
+    g = jax.grad(lambda pert: model.apply({"params": params, "perturbations": pert}, tokens)[0, t].sum())
+    g_TD = np.asarray(g(variables["perturbations"])["embedded"][0])
+    assert np.all(g_TD[t + 1:] == 0.0) and np.all(np.abs(g_TD[:t + 1]).sum(-1) > 0)
+  seg = jnp.asarray([[1] * 5 + [2] * 7])
+  pos = jnp.asarray([list(range(5)) + list(range(7))])
+  full = model.apply({"params": params}, tokens, pos, seg)[0, 5:]
+  alone = model.apply({"params": params}, tokens[:, 5:])[0]
+  np.testing.assert_allclose(np.asarray(full), np.asarray(alone), atol=1e-5)
+  # The keys are smeared: the same weights without the option give other logits.
+  plain_cfg = cfg.copy_and_resolve_references()
+  plain_cfg.smear_keys = False
+  plain = model_lib.build(plain_cfg)
+  plain_params = {k: ({**v, "attn": {n: w for n, w in v["attn"].items() if n != "smear"}}
+                      if k.startswith("layer_") else v) for k, v in params.items()}
+  assert np.abs(np.asarray(plain.apply({"params": plain_params}, tokens))
+                - np.asarray(model.apply({"params": params}, tokens))).max() > 1e-4  # ~100× float noise
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_smeared_keys_decode_from_the_cache_as_the_full_forward(tiny_llama_config, scan_layers):
+  """Left-padded prompts, a prefill and one token at a time (the sampler's and engine's path):
+  every row's logits equal one uncached forward over that row alone."""
+  from lm import kv_cache
+  cfg, model, params, tokens = _smeared(tiny_llama_config, B=2, T=12)
+  if scan_layers:
+    cfg.scan_layers = True
+    model, params = model_lib.build(cfg), _stack_layers(params, cfg.n_layers)
+  start_B = jnp.asarray([0, 3], jnp.int32)  # row 1 is left-padded by 3 slots
+  cache = kv_cache.init(cfg, 2, 12)
+  logits, cache = model.apply({"params": params}, tokens[:, :6], cache=cache, cache_index=jnp.int32(0),
+                              cache_start_B=start_B)
+  steps = [logits]
+  for t in range(6, 12):
+    out, cache = model.apply({"params": params}, tokens[:, t:t + 1], cache=cache, cache_index=jnp.int32(t),
+                             cache_start_B=start_B)
+    steps.append(out)
+  cached = np.asarray(jnp.concatenate(steps, 1))
+  for b, s in enumerate((0, 3)):
+    alone = np.asarray(model.apply({"params": params}, tokens[b:b + 1, s:]))[0]
+    np.testing.assert_allclose(cached[b, s:], alone, atol=2e-5, err_msg=f"row {b}")
+
+
+def test_smear_keys_is_an_architecture_key_and_not_exported(tiny_llama_config):
+  from lm import hf_config
+  from lm.errors import UserError
+  assert "smear_keys" in model_lib.ARCHITECTURE_KEYS
+  cfg = tiny_llama_config.copy_and_resolve_references()
+  cfg.smear_keys = True
+  with pytest.raises(UserError, match="smear_keys"):
+    hf_config.family_of(cfg)
