@@ -90,6 +90,19 @@ def test_sharded_step_with_cpu_paths(reference):
     np.testing.assert_allclose(a, b, atol=2e-6)
 
 
+def test_sharded_step_with_smeared_keys(reference):
+  """model.smear_keys (a shift along the sequence, a per-kv-head share sharded over 'tensor'):
+  the same numbers on data × fsdp × tensor as on one device, and the shares are trained."""
+  cfg = reference[0].copy_and_resolve_references()
+  cfg.smear_keys = True
+  ref_losses, ref_params, _ = run_steps(cfg, dict(data=1, fsdp=1, tensor=1))
+  got_losses, got_params, _ = run_steps(cfg, dict(data=2, fsdp=2, tensor=2))
+  np.testing.assert_allclose(got_losses, ref_losses, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(got_params), jax.tree.leaves(ref_params)):
+    np.testing.assert_allclose(a, b, atol=2e-6)
+  assert np.abs(ref_params["layer_0"]["attn"]["smear"]).max() > 0  # moved from its zero init
+
+
 def test_gradient_accumulation_equals_full_batch(reference):
   cfg, (ref_losses, ref_params, _) = reference
   got_losses, got_params, _ = run_steps(cfg, dict(data=2, fsdp=1, tensor=1), grad_accum=2)
