@@ -91,6 +91,11 @@ def mask(start_B: jax.Array, index: jax.Array, T: int, S: int) -> jax.Array:
   return ((valid_BS[:, None, :] & causal_BTS) | self_BTS)[:, None]
 
 
+def has_previous(start_B: jax.Array, S: int) -> jax.Array:
+  """(B, S): slot s holds a token whose predecessor is a real token of its row (s − 1 ≥ start)."""
+  return jnp.arange(S)[None, :] > start_B[:, None]
+
+
 def positions(start_B: jax.Array, index: jax.Array, T: int) -> jax.Array:
   """(B, T) positions of slots index..index+T-1: slot − start, 0 on padding."""
   return jnp.maximum(_slots(index, T) - start_B[:, None], 0).astype(jnp.int32)

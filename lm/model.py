@@ -274,12 +274,14 @@ class Transformer(nn.Module):
     # A zero-cost hook: gradients w.r.t. the embedded inputs (causality tests, saliency).
     x_BTD = self.perturb("embedded", x_BTD)
     mask_B1TT = attention_mask(segment_ids_BT, T)
-    prev_ok_BX = previous_ok(mask_B1TT, T, B) if cfg.smear_keys else None
+    prev_ok_BX = None  # smear_keys: which positions (or cache slots) have a previous token of their own
     if cache is not None:
       S = jax.tree.leaves(cache)[0].shape[-2]
       mask_B1TT = kv_cache.mask(cache_start_B, cache_index, T, S)
-      if cfg.smear_keys:  # slot s has a previous token of its row when s − 1 ≥ the row's first real slot
-        prev_ok_BX = jnp.arange(S)[None, :] > cache_start_B[:, None]
+      if cfg.smear_keys:
+        prev_ok_BX = kv_cache.has_previous(cache_start_B, S)
+    elif cfg.smear_keys:
+      prev_ok_BX = previous_ok(mask_B1TT, T, B)
 
     block = Block
     policy = REMAT_POLICIES[cfg.remat]
