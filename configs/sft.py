@@ -105,7 +105,11 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.tools = ml_collections.ConfigDict()
   c.tools.use = ""                # "python,search": task answers call them in SFT data and the evaluation runs them
   c.tools.search_folder = ""      # JSONL/Parquet pages the search tool indexes ("": <data>/clean/jsonl beside data.world)
-  c.tools.max_tool_tokens = 96    # a tool output's budget in tokens (cut beyond, marked truncated)
+  c.tools.max_tool_tokens = 128   # a tool output's budget in tokens (cut beyond, marked truncated; a search hit
+                                  # of 200 characters is ~105 tokens with this BPE, at most ~150)
+  c.tools.search_snippet = "sentences"  # the search hit's text: "sentences" (the sentences weighing most for the
+                                  # query, in page order) or "passage" (the text from the best sentence on)
+  c.tools.search_chars = 200      # the snippet's length in characters
 
   if arg == "arith":
     # Worked arithmetic only, small enough that the SFT model is right some of the time: the start

@@ -139,15 +139,16 @@ def shown_turn(tok, ids: list[int]) -> tuple[str, str]:
   return "".join(parts), "".join(said)
 
 
-def stream_reply_with_tools(loaded, ids: list[int], tools: dict, out=sys.stdout) -> str:
-  """Print the reply, its tool calls and their outputs as they happen; return the assistant's words."""
+def stream_reply_with_tools(loaded, ids: list[int], tools: dict, out=sys.stdout, max_tool_tokens: int = 96) -> str:
+  """Print the reply, its tool calls and their outputs as they happen; return the assistant's words.
+  A tool's output is cut at `max_tool_tokens` (what the model's tool-use SFT evaluated with)."""
   tok = loaded.tokenizer
   new: list[int] = []
   shown = ""
   for event in engine.stream(loaded.model, loaded.params, tok, [ids], _M.max_new_tokens.value, tools=tools,
                              chunk=_CHUNK.value, temperature=_M.temperature.value, top_k=_M.top_k.value,
                              top_p=_M.top_p.value, seed=_M.seed.value + len(ids), pad_multiple=32,
-                             mesh=loaded.mesh, rule_pairs=loaded.rules):
+                             max_tool_tokens=max_tool_tokens, mesh=loaded.mesh, rule_pairs=loaded.rules):
     new += event.new_tokens[0]
     text, _ = shown_turn(tok, new)
     text = text[:len(text) - held_back(text, [])]
@@ -173,24 +174,29 @@ def setup():
     raise UserError("--format=chat: this tokenizer has no chat special tokens (<|im_start|>, ...); "
                     "use --format=text, --format=template, or a tokenizer from experiments.train_tokenizer")
   template = chat_template.ChatTemplate(loaded.tokenizer) if _FORMAT.value == "template" else None
-  tools = {}
+  tools, tool_tokens = {}, 96
   if _TOOLS.value:
     if _FORMAT.value != "chat":
       raise UserError("--tools needs --format=chat (tool calls are special tokens of the chat format)")
     use = [n for n in _TOOLS.value.split(",") if n]
     if "search" in use and not _SEARCH.value:
       raise UserError("--tools=...search needs --search_folder (e.g. runs/data/clean/jsonl)")
-    tools = tools_lib.for_conversation(use, search_folder=_SEARCH.value or None, key="--tools")
+    # The run's own tool settings (config.json of a training workdir): the snippets it learnt to read
+    # and the output budget its evaluation cut at; an imported model gets the defaults.
+    trained = tools_lib.trained_with(_M.workdir.value) if _M.workdir.value else {}
+    tools = tools_lib.for_conversation(use, search_folder=_SEARCH.value or None, key="--tools",
+                                       **tools_lib.search_options(trained, key=f"{_M.workdir.value}/config.json: tools"))
+    tool_tokens = int(trained.get("max_tool_tokens", 96))
     engine.tool_ids(loaded.tokenizer, tools)  # the tokenizer has the tools' markers
   budget = loaded.model.cfg.max_len - _M.max_new_tokens.value
   if budget < 16:
     raise UserError(f"--max_new_tokens={_M.max_new_tokens.value} leaves under 16 tokens of the "
                     f"model's max_len {loaded.model.cfg.max_len} for the conversation")
-  return loaded, budget, template, tools
+  return loaded, budget, template, (tools, tool_tokens)
 
 
 def work(prepared) -> None:
-  loaded, budget, template, tools = prepared
+  loaded, budget, template, (tools, tool_tokens) = prepared
   convo = Conversation(_FORMAT.value, _SYSTEM.value, cli.unescape(_PREAMBLE.value), template)
   one_shot = _M.prompt.value
   while True:
@@ -212,7 +218,7 @@ def work(prepared) -> None:
       continue
     print(f"{ASSISTANT} ", end="", flush=True)
     ids = convo.ids_that_fit(loaded.tokenizer, message, budget)
-    reply = stream_reply_with_tools(loaded, ids, tools) if tools else \
+    reply = stream_reply_with_tools(loaded, ids, tools, max_tool_tokens=tool_tokens) if tools else \
         stream_reply(loaded, ids, _FORMAT.value, template=template)
     convo.turns.append((message, reply))
     if one_shot:

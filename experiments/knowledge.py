@@ -37,9 +37,11 @@ _OUT = flags.DEFINE_string("out", None, "Folder for knowledge.md, knowledge.json
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 200, "Reply budget (tool calls and outputs included: a search "
                                 "output alone is ~60 tokens).")
 _BATCH = flags.DEFINE_integer("batch", 64, "Questions per decoding call.")
+_TOOL_TOKENS = flags.DEFINE_integer("max_tool_tokens", 0, "A search output's budget in tokens, cut beyond (0: each "
+                                    "tool-use model's own config.tools.max_tool_tokens, what its SFT evaluated with).")
 
 
-def check_flags() -> tuple[list[str], list[str], str]:
+def check_flags() -> tuple[list[str], list[str], str, list[int], dict]:
   for name, flag in (("--weights", _WEIGHTS), ("--tools_model", _TOOLS), ("--out", _OUT)):
     if not flag.value:
       raise UserError(f"{name} is required")
@@ -54,24 +56,30 @@ def check_flags() -> tuple[list[str], list[str], str]:
   for name, path in (("--world", _WORLD.value), ("--exposures", _EXPOSURES.value), ("--search_folder", folder)):
     if path and not os.path.exists(path):
       raise UserError(f"{name}: no such file or folder {path!r}")
-  return _WEIGHTS.value, _TOOLS.value, folder
+  trained = [trained_tools(t) for t in _TOOLS.value]
+  budgets = [_TOOL_TOKENS.value or budget for budget, _ in trained]
+  options = [o for _, o in trained]
+  if any(o != options[0] for o in options):
+    raise UserError(f"--tools_model: the runs searched with different snippets ({options}); compare runs "
+                    f"trained with the same config.tools.search_snippet and search_chars")
+  return _WEIGHTS.value, _TOOLS.value, folder, budgets, options[0]
 
 
 def main() -> None:
-  weights, tool_models, folder = check_flags()
+  weights, tool_models, folder, budgets, search_options = check_flags()
   mesh = sharding.make_mesh(base.mesh_config())
   rules = tuple(base.SHARDING_RULES)
   task = WorldTask(_WORLD.value or None, exposures=_EXPOSURES.value or None)
   examples = task.examples("eval")
-  search = tools_lib.for_conversation(["search"], search_folder=folder or None)["search"]
-  outputs = knowledge.oracle_outputs(examples, search.documents)
+  search = tools_lib.for_conversation(["search"], search_folder=folder or None, **search_options)["search"]
+  outputs = knowledge.oracle_outputs(examples, search.documents, **search_options)
   with_page = [i for i, o in enumerate(outputs) if o is not None]
   print(f"knowledge: {len(examples)} held-out facts, {len(with_page)} stated on some page; "
         f"{len(weights)} seed(s) × {len(knowledge.MODES)} modes", flush=True)
   reward = task.reward
   os.makedirs(os.path.join(_OUT.value, "rows"), exist_ok=True)
   per_seed = []
-  for seed, (w, t) in enumerate(zip(weights, tool_models)):
+  for seed, (w, t, budget) in enumerate(zip(weights, tool_models, budgets)):
     by_mode = {}
     plain = load(w, mesh, rules)
     by_mode["weights"] = evaluation.run_tasks(plain.model, plain.params, plain.tokenizer, examples, reward,
@@ -89,7 +97,8 @@ def main() -> None:
                                               batch_size=_BATCH.value, prompts=prompts)
     by_mode["search"] = evaluation.run_tasks(tooled.model, tooled.params, tooled.tokenizer, examples, reward,
                                              max_new_tokens=_MAX_NEW.value, mesh=mesh, rules=rules,
-                                             batch_size=_BATCH.value, tools={"search": search})
+                                             batch_size=_BATCH.value, tools={"search": search},
+                                             max_tool_tokens=budget)
     for mode, rows in by_mode.items():
       with open(os.path.join(_OUT.value, "rows", f"{seed}_{mode}.jsonl"), "w") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
@@ -103,7 +112,18 @@ def main() -> None:
     return {k: v for r in stage_outputs.metrics(workdir) for k, v in r.items() if k.startswith("eval/")}
   task_lines, task_summary = knowledge.tool_task_table([final(w) for w in weights], [final(t) for t in tool_models])
   summary["tool_tasks"] = task_summary
-  write(lines, summary, weights, tool_models, len(examples), len(with_page), task_lines)
+  write(lines, summary, weights, tool_models, len(examples), len(with_page), task_lines, sorted(set(budgets)),
+        search_options)
+
+
+def trained_tools(workdir: str) -> tuple[int, dict]:
+  """The tool-output budget and search options the tool-use run at `workdir` trained and evaluated
+  with (its config.json)."""
+  cfg = tools_lib.trained_with(workdir)
+  if "max_tool_tokens" not in cfg and not _TOOL_TOKENS.value:
+    raise UserError(f"{workdir}: its config.json has no tools.max_tool_tokens (not a tool-use SFT run?); "
+                    f"give --max_tool_tokens")
+  return int(cfg.get("max_tool_tokens", 0)), tools_lib.search_options(cfg, key=f"{workdir}/config.json: tools")
 
 
 def load(workdir: str, mesh, rules):
@@ -112,13 +132,17 @@ def load(workdir: str, mesh, rules):
                                                       "step": "-"})
 
 
-def write(lines, summary, weights, tool_models, n_facts, n_with_page, task_lines=()) -> None:
+def write(lines, summary, weights, tool_models, n_facts, n_with_page, task_lines=(), budgets=(),
+          search_options=None) -> None:
+  search_options = search_options or tools_lib.search_options(None)
   out = _OUT.value
   text = ["# Knowledge in the weights versus in the context", "",
           f"{n_facts} held-out facts (entities never in SFT data), greedy; accuracy, mean ± std over "
           f"{len(weights)} seed(s). weights: {', '.join(weights)}; tool-use: {', '.join(tool_models)}. "
           f"context: the page that states the fact forced in as the search output ({n_with_page} facts have one; "
-          f"facts never stated have none); search: the live BM25 tool.", ""] + lines + ["", "![accuracy](knowledge.png)"]
+          f"facts never stated have none); search: the live BM25 tool (its output cut at "
+          f"{'/'.join(map(str, budgets))} tokens, as in the tool-use SFT's evaluation; snippets: "
+          f"{search_options['snippet']}, {search_options['snippet_chars']} characters).", ""] + lines + ["", "![accuracy](knowledge.png)"]
   if len(task_lines) > 2:
     text += ["", "## Tasks with and without tools", "",
              "Each SFT's own final held-out evaluation (greedy): the plain SFT answers in words, the tool-use "

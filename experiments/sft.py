@@ -95,7 +95,7 @@ def make_tools(config) -> dict:
   if "search" in use and not folder and config.data.world:  # the crawl's cleaned pages, beside world.json
     folder = os.path.join(os.path.dirname(os.path.dirname(config.data.world)), "clean", "jsonl")
   return tools_lib.for_conversation(use, search_folder=folder or None, key="config.tools.use",
-                                    world_seed=config.data.world_seed)
+                                    world_seed=config.data.world_seed, **tools_lib.search_options(config.tools))
 
 
 def read_conversations(config, task_objs: dict, tools: dict | None = None) -> list[list[dict]]:

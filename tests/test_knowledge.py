@@ -72,10 +72,14 @@ def test_knowledge_command_writes_its_table(tmp_path, byte_base):
   out = tmp_path / "k"
   args = [sys.executable, "-m", "experiments.knowledge", f"--weights={byte_base}", f"--tools_model={byte_base}",
           f"--out={out}", "--max_new_tokens=8", "--batch=128"]
-  res = subprocess.run(args, env=env(), cwd=ROOT, timeout=600, capture_output=True, text=True)
+  # A pretraining run has no tool settings: the search output's budget must then be given.
+  unknown = subprocess.run(args, env=env(), cwd=ROOT, timeout=300, capture_output=True, text=True)
+  assert unknown.returncode == 2 and "no tools.max_tool_tokens" in unknown.stderr and "give --max_tool_tokens" in unknown.stderr
+  res = subprocess.run(args + ["--max_tool_tokens=96"], env=env(), cwd=ROOT, timeout=600, capture_output=True, text=True)
   assert res.returncode == 0, res.stderr[-3000:]
   text = (out / "knowledge.md").read_text()
   assert "| seen in pretraining | weights | context | search |" in text and (out / "knowledge.png").exists()
+  assert "cut at 96 tokens" in text and "snippets: passage, 160 characters" in text
   summary = json.loads((out / "knowledge.json").read_text())
   assert {"weights/all", "context/all", "search/all"} <= set(summary)
   assert len((out / "rows" / "0_search.jsonl").read_text().splitlines()) == len(WorldTask(seed=0).examples("eval"))

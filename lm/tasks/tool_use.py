@@ -111,7 +111,8 @@ def stand_in_conversations(task, search, people: int, n: int, seed: int) -> list
   taken = {e["name"] for kind in ("person", "city", "company") for e in task.world.entities(kind)}
   pages = [search_lib.Document(p.title, p.url, p.text) for p in synthetic.make_pages(other, other_seed)
            if p.kind in synthetic.KEEP_KINDS and p.kind not in ("arithmetic", "spelling")]
-  wider = search_lib.Search(list(search.documents) + pages, k=search.k, snippet_chars=search.snippet_chars)
+  wider = search_lib.Search(list(search.documents) + pages, k=search.k, snippet_chars=search.snippet_chars,
+                           snippet=search.snippet_mode)
   stand_in = WorldTask(other)
   rows = [r for r in other.facts()
           if r["type"] == "person" and r["attribute"] in ASKED["person"] and r["entity"] not in taken]

@@ -72,11 +72,39 @@ class PythonCalls:
     return (self.calculator if self.is_arithmetic(arguments) else self.sandbox)(arguments)
 
 
+def search_options(tools_cfg, key: str = "config.tools") -> dict:
+  """The search tool's options a run's `config.tools` block sets (configs/sft.py: search_snippet,
+  search_chars), as `Search` keywords; a block from before they existed gets what runs had then."""
+  from lm.tools.search import SNIPPETS
+  get = tools_cfg.get if tools_cfg is not None else (lambda _, default: default)
+  snippet, chars = get("search_snippet", "passage"), get("search_chars", 160)
+  if snippet not in SNIPPETS:
+    raise UserError(f"{key}.search_snippet={snippet!r}; use one of {', '.join(SNIPPETS)}")
+  if not isinstance(chars, int) or chars < 20:
+    raise UserError(f"{key}.search_chars={chars!r}; give the snippet's length in characters (at least 20)")
+  return {"snippet": snippet, "snippet_chars": chars}
+
+
+def trained_with(workdir: str) -> dict:
+  """The `tools` block of the config a training run saved (<workdir>/config.json); {} when it has none."""
+  import json
+  import os
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    return {}
+  try:
+    with open(path) as f:
+      return dict(json.load(f).get("tools") or {})
+  except (OSError, ValueError, AttributeError) as e:
+    raise UserError(f"{path}: not a run's config ({type(e).__name__}: {e})") from None
+
+
 def for_conversation(use, search_folder: str | None = None, key: str = "tools", world_seed: int = 0,
                      **search_options) -> dict:
   """{conversation tool name: tool} for the rollout engine (the names of `lm.conversation.TOOLS`):
   "python" → `PythonCalls`, "search" → BM25 over `search_folder`, or over the good pages of the
-  synthetic world of `world_seed` when None (default: one passage-sized hit)."""
+  synthetic world of `world_seed` when None (default: one passage-sized hit; `search_options` are
+  `Search` keywords, e.g. from `search_options(config.tools)`)."""
   out = {}
   for name in use:
     if name == "python":

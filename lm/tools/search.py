@@ -15,8 +15,11 @@ line or a record without text is a UserError naming the file and line.
 
 Ranking is BM25 (Lucene variant, English stop words, no stemming: PyStemmer
 is not a dependency) with ties broken by document order, so results are
-deterministic. The snippet starts at the sentence that holds the most query
-words. `cache_dir` keeps the index (bm25s' own save format) keyed by the
+deterministic. The snippet (`snippet=`) is either "passage": the text from the
+sentence that holds the most query words on, or "sentences": the sentences
+with the most query words, best first until `snippet_chars` is spent, shown in
+the page's order (a query-biased summary: a fact stated in a later sentence of
+the page is shown even when an earlier one names the entity too). `cache_dir` keeps the index (bm25s' own save format) keyed by the
 files' names, sizes and times, so a second start skips tokenizing the corpus.
 """
 from __future__ import annotations
@@ -43,6 +46,7 @@ SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 MAX_QUERY_CHARS = 1000  # a runaway generation must not cost a tokenizer pass over megabytes
 _SENTENCE_END = re.compile(r"(?<=[.?!])\s+|\n+")
 _WORD = re.compile(r"(?u)\b\w\w+\b")  # bm25s' default token pattern, so snippet words match query tokens
+SNIPPETS = ("passage", "sentences")
 
 
 class Document(NamedTuple):
@@ -59,12 +63,15 @@ class Search:
   name = "search"
 
   def __init__(self, documents: Sequence[Document], k: int = 3, snippet_chars: int = 300,
-               retriever: Optional[bm25s.BM25] = None):
+               retriever: Optional[bm25s.BM25] = None, snippet: str = "passage"):
     """Indexes `documents` (or uses `retriever`, an index already built over them, in order)."""
     if not documents:
       raise UserError("search: no documents to index; give a folder with JSONL or Parquet records")
     if k < 1 or snippet_chars < 20:
       raise UserError(f"search: k={k} and snippet_chars={snippet_chars} must be at least 1 and 20")
+    if snippet not in SNIPPETS:
+      raise UserError(f"search: snippet={snippet!r}; use one of {', '.join(SNIPPETS)}")
+    self.snippet_mode = snippet
     self.documents = list(documents)
     self.k = k
     self.snippet_chars = snippet_chars
@@ -138,31 +145,73 @@ class Search:
     return [(self.documents[i], float(scores[i])) for i in order[:k or self.k] if scores[i] > 0]
 
   def snippet(self, document: Document, query: str, insert: Optional[str] = None) -> str:
-    """About `snippet_chars` of the text, from the sentence with the most distinct query words.
+    """About `snippet_chars` of the text chosen by the query (the `snippet` mode: see the module's doc).
 
-    `insert` (a planted instruction, lm/injection.py) is text the page carries right after that
-    sentence: it is shown there, and the snippet grows by its length so the rest is cut as before."""
+    `insert` (a planted instruction, lm/injection.py) is text the page carries right after the
+    sentence with the most query words: it is shown there, and the snippet grows by its length so the
+    rest is cut as before."""
     words = set(_tokens([query[:MAX_QUERY_CHARS]])[0])
     text = document.text.strip()
-    starts = [0] + [m.end() for m in _SENTENCE_END.finditer(text)]
-    best, best_hits = 0, 0
-    for start in starts:
+    spans = []  # (start, end, distinct query words) of each sentence
+    for start in [0] + [m.end() for m in _SENTENCE_END.finditer(text)]:
       end = _SENTENCE_END.search(text, start)
-      sentence = text[start:end.start() if end else len(text)].lower()
-      hits = len(words.intersection(_WORD.findall(sentence)))
-      if hits > best_hits:
-        best, best_hits = start, hits
-    piece, limit = text[best:], self.snippet_chars
+      end = end.start() if end else len(text)
+      spans.append((start, end, len(words.intersection(_WORD.findall(text[start:end].lower())))))
+    best = max(range(len(spans)), key=lambda i: (spans[i][2], -i))  # the first with the most
+    if self.snippet_mode == "sentences":
+      return self._sentences(text, spans, words, insert)
+    start = spans[best][0] if spans[best][2] else 0
+    piece, limit = text[start:], self.snippet_chars
     if insert:
       end = _SENTENCE_END.search(piece)
       at = end.start() if end else len(piece)
       piece = f"{piece[:at]} {insert.strip()}{piece[at:]}"
       limit += len(insert.strip()) + 1
-    if len(piece) > limit:
-      cut = piece.rfind(" ", 0, limit)
-      piece = piece[:cut if cut > limit // 2 else limit].rstrip() + " ..."
-    piece = " ".join(piece.split())  # one paragraph: newlines in a tool output only cost tokens
-    return ("... " if best > 0 else "") + piece
+    return ("... " if start > 0 else "") + _cut(piece, limit)
+
+  def _idf(self, word: str) -> float:
+    """BM25's inverse document frequency of `word` in the index (0 for a word it does not have)."""
+    i = self.retriever.vocab_dict.get(word)
+    if i is None:
+      return 0.0
+    indptr, n = self.retriever.scores["indptr"], self.retriever.scores["num_docs"]
+    df = int(indptr[i + 1] - indptr[i])
+    return float(np.log(1 + (n - df + 0.5) / (df + 0.5)))
+
+  def _sentences(self, text: str, spans: list[tuple[int, int, int]], words: set[str], insert: Optional[str]) -> str:
+    """The sentences that weigh most (the inverse document frequencies of the query words they hold:
+    the name a query asks about outweighs "year"), nearest the best one on a tie (a question's answer
+    follows it), while `snippet_chars` lasts; shown in page order, "..." marking what is left out."""
+    idf = {w: self._idf(w) for w in words}
+    weight = [sum(idf[w] for w in words.intersection(_WORD.findall(text[a:b].lower()))) for a, b, _ in spans]
+    best = max(range(len(spans)), key=lambda i: (weight[i], -i))
+    order = sorted(range(len(spans)), key=lambda i: (-weight[i], abs(i - best), i < best))
+    chosen, used = [], 0
+    for i in order:
+      size = spans[i][1] - spans[i][0] + 1
+      if chosen and (weight[i] == 0 or used + size > self.snippet_chars):
+        break
+      chosen.append(i)
+      used += size
+    parts, previous = [], -1
+    for i in sorted(chosen):
+      sentence = text[spans[i][0]:spans[i][1]].strip()
+      if i == best and insert:
+        sentence = f"{sentence} {insert.strip()}"
+      parts.append(("... " if i > previous + 1 else "") + sentence)  # "..." where sentences are left out
+      previous = i
+    piece = " ".join(parts)
+    limit = (self.snippet_chars + (len(insert.strip()) + 1 if insert else 0)
+             + len(piece) - len(" ".join(p.removeprefix("... ") for p in parts)))  # the marks are free
+    return _cut(piece if len(piece) > limit or previous == len(spans) - 1 else piece + " ...", limit)
+
+
+def _cut(piece: str, limit: int) -> str:
+  """`piece` as one paragraph, cut at a word boundary near `limit` characters ("..." marks the cut)."""
+  if len(piece) > limit:
+    cut = piece.rfind(" ", 0, limit)
+    piece = piece[:cut if cut > limit // 2 else limit].rstrip() + " ..."
+  return " ".join(piece.split())  # one paragraph: newlines in a tool output only cost tokens
 
 
 def _files(folder: str) -> list[str]:
