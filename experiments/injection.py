@@ -39,7 +39,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import sft
-from lm import cli, evaluation, init_from, injection, knowledge, report, sharding
+from lm import cli, evaluation, init_from, injection, knowledge, report, sharding, tools as tools_lib
 from lm.errors import UserError
 from lm.tasks.world import WorldTask
 
@@ -95,8 +95,9 @@ def evaluate(config, workdir: str) -> dict:
   search = sft.make_tools(config)["search"]
   examples = task.examples("eval")
   plants = injection.eval_plants(examples, search.documents, config.seed)
-  outputs, found = injection.forced_outputs(examples, search.documents, plants)
-  clean, _ = injection.forced_outputs(examples, search.documents, None)
+  shown = tools_lib.search_options(config.tools)  # forced pages look as the live tool prints them
+  outputs, found = injection.forced_outputs(examples, search.documents, plants, **shown)
+  clean, _ = injection.forced_outputs(examples, search.documents, None, **shown)
   paged = [i for i, o in enumerate(outputs) if o is not None]
   chosen = [examples[i] for i in paged]
   live = injection.InjectedSearch(search, plants)

@@ -51,15 +51,16 @@ def test_planting_is_deterministic_and_marks_exactly_the_chosen_pages():
   assert injection.shown_in([shown], a) == [a[planted]] and injection.shown_in([search(query(planted))], a) == []
 
 
-def test_evaluation_and_training_plants_are_disjoint_and_every_eval_page_shows_its_payload(world):
+@pytest.mark.parametrize("shown", [{}, {"snippet": "sentences", "snippet_chars": 200}], ids=["passage", "sentences"])
+def test_evaluation_and_training_plants_are_disjoint_and_every_eval_page_shows_its_payload(world, shown):
   task, search = world
   examples = task.examples("eval")[:40]  # a fifth of them: each call finds every fact's pages again
   ev = injection.eval_plants(examples, search.documents, seed=0)
   tr = injection.training_plants(examples, search.documents, seed=0, share=0.3)
   assert ev and tr and not set(ev) & set(tr)
   assert set(ev) == {p for p in knowledge.oracle_pages(examples, search.documents) if p is not None}
-  outputs, found = injection.forced_outputs(examples, search.documents, ev)
-  clean = knowledge.oracle_outputs(examples, search.documents)
+  outputs, found = injection.forced_outputs(examples, search.documents, ev, **shown)
+  clean = knowledge.oracle_outputs(examples, search.documents, **shown)
   for ex, out, inj, c in zip(examples, outputs, found, clean):
     if out is not None:  # the fact and the instruction are both in what the model reads, nothing else changes
       assert ex.reference in out and inj.text in out and out.startswith("[1] ")
