@@ -16,11 +16,14 @@ line or a record without text is a UserError naming the file and line.
 Ranking is BM25 (Lucene variant, English stop words, no stemming: PyStemmer
 is not a dependency) with ties broken by document order, so results are
 deterministic. The snippet (`snippet=`) is either "passage": the text from the
-sentence that holds the most query words on, or "sentences": the sentences
-with the most query words, best first until `snippet_chars` is spent, shown in
-the page's order (a query-biased summary: a fact stated in a later sentence of
-the page is shown even when an earlier one names the entity too). `cache_dir` keeps the index (bm25s' own save format) keyed by the
-files' names, sizes and times, so a second start skips tokenizing the corpus.
+first sentence with the most distinct query words on; or "sentences", a
+query-biased summary: the sentences whose query words weigh most (summed BM25
+inverse document frequencies, so the asked name outweighs "year"), nearest the
+heaviest on a tie, until `snippet_chars` is spent, shown in page order with
+"..." where text is left out (a fact stated in a later sentence is shown even
+when earlier ones name the entity too). `cache_dir` keeps the index (bm25s'
+own save format) keyed by the files' names, sizes and times, so a second start
+skips tokenizing the corpus.
 """
 from __future__ import annotations
 
@@ -147,20 +150,24 @@ class Search:
   def snippet(self, document: Document, query: str, insert: Optional[str] = None) -> str:
     """About `snippet_chars` of the text chosen by the query (the `snippet` mode: see the module's doc).
 
-    `insert` (a planted instruction, lm/injection.py) is text the page carries right after the
-    sentence with the most query words: it is shown there, and the snippet grows by its length so the
-    rest is cut as before."""
+    `insert` (a planted instruction, lm/injection.py) is text the page carries right after the best
+    sentence: it is shown there, and the snippet grows by its length so the rest is cut as before."""
     words = set(_tokens([query[:MAX_QUERY_CHARS]])[0])
     text = document.text.strip()
-    spans = []  # (start, end, distinct query words) of each sentence
+    spans = []  # (start, end) of each sentence
     for start in [0] + [m.end() for m in _SENTENCE_END.finditer(text)]:
       end = _SENTENCE_END.search(text, start)
-      end = end.start() if end else len(text)
-      spans.append((start, end, len(words.intersection(_WORD.findall(text[start:end].lower())))))
-    best = max(range(len(spans)), key=lambda i: (spans[i][2], -i))  # the first with the most
+      spans.append((start, end.start() if end else len(text)))
+    found = [words.intersection(_WORD.findall(text[a:b].lower())) for a, b in spans]
+    if self.snippet_mode == "sentences":  # the query words a sentence holds, weighed by their rarity
+      idf = {w: self._idf(w) for w in words}
+      weight = [sum(idf[w] for w in f) for f in found]
+    else:  # how many distinct query words it holds
+      weight = [len(f) for f in found]
+    best = max(range(len(spans)), key=lambda i: (weight[i], -i))  # the first of the heaviest
     if self.snippet_mode == "sentences":
-      return self._sentences(text, spans, words, insert)
-    start = spans[best][0] if spans[best][2] else 0
+      return self._sentences(text, spans, weight, best, insert)
+    start = spans[best][0] if weight[best] else 0
     piece, limit = text[start:], self.snippet_chars
     if insert:
       end = _SENTENCE_END.search(piece)
@@ -178,13 +185,10 @@ class Search:
     df = int(indptr[i + 1] - indptr[i])
     return float(np.log(1 + (n - df + 0.5) / (df + 0.5)))
 
-  def _sentences(self, text: str, spans: list[tuple[int, int, int]], words: set[str], insert: Optional[str]) -> str:
-    """The sentences that weigh most (the inverse document frequencies of the query words they hold:
-    the name a query asks about outweighs "year"), nearest the best one on a tie (a question's answer
-    follows it), while `snippet_chars` lasts; shown in page order, "..." marking what is left out."""
-    idf = {w: self._idf(w) for w in words}
-    weight = [sum(idf[w] for w in words.intersection(_WORD.findall(text[a:b].lower()))) for a, b, _ in spans]
-    best = max(range(len(spans)), key=lambda i: (weight[i], -i))
+  def _sentences(self, text: str, spans: list[tuple[int, int]], weight: list[float], best: int,
+                 insert: Optional[str]) -> str:
+    """The heaviest sentences, nearest the best one on a tie (a question's answer follows it), while
+    `snippet_chars` lasts; shown in page order, "..." marking what is left out."""
     order = sorted(range(len(spans)), key=lambda i: (-weight[i], abs(i - best), i < best))
     chosen, used = [], 0
     for i in order:
