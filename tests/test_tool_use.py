@@ -118,3 +118,33 @@ def test_stand_ins_are_new_names_searched_in_their_own_pages(search):
     assert name in output  # the answer comes from the page about them, which the world's index lacks
     assert not any(d.title == name or name in d.text for d in search.documents)
   assert len(names) >= 40 and 0.3 * len(convs) < found < 0.9 * len(convs)
+
+
+def test_tools_long_preset_spells_made_up_words_through_python():
+  """configs/sft.py:tools_long = the tools preset with twice the steps of half the rows and 2000 made-up
+  words in the spelling lessons: most spelling conversations then copy a made-up word into the call."""
+  import subprocess
+  import sys
+  from tests.conftest import ROOT, env
+  code = """
+from configs import sft as sft_config
+from experiments import sft
+from lm.tasks import spelling
+short, config = sft_config.get_config("tools"), sft_config.get_config("tools_long")
+print(config.train.steps, 2 * short.train.steps, config.train.batch_size * 2, short.train.batch_size,
+      config.tools.to_dict() == short.tools.to_dict(), config.tasks.spelling.made_up_words)
+config.data.examples_per_task = 40
+convs = sft.read_conversations(config, sft.make_tasks(config), sft.make_tools(config))
+made = set(spelling.made_up(2000))
+calls = [m["tool_call"]["arguments"] for c in convs for m in c if "tool_call" in m and m["tool_call"]["name"] == "python"
+         and any(w in c[0]["content"] for w in ("letter", "Spell", "spell"))]
+print(len(calls), sum(any(f'"{w}"' in a for w in made) for a in calls))
+"""
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env(), capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.splitlines()
+  head, counts = lines[0], lines[-1]
+  steps, doubled, rows, short_rows, same_tools, words = head.split()
+  assert steps == doubled and rows == short_rows and same_tools == "True" and words == "2000"
+  n, with_made_up = map(int, counts.split())
+  assert n >= 20 and with_made_up >= n // 2, out.stdout
