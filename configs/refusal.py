@@ -46,6 +46,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.refusal.max_new_tokens = 32   # the probe's reply budget (world answers are one short sentence)
   c.refusal.batch = 32            # questions per engine call (one compiled shape)
   c.refusal.made_up = 0           # people not in the world (never in any text) whose 4 facts are refused too
+  c.refusal.style = "lead"        # "lead": the reply refuses from its first token; "in_place": it starts the
+                                  # answer's sentence and refuses where the value would be ("She was born in — I
+                                  # don't know her birth year."), so the choice falls where the fact is recalled
   c.refusal.fold_probes = ""      # "A,B": SFT runs on train_fold a and b (--config.tasks.world.train_fold=a/b),
                                   # each probing the other half's facts, never fine-tuned on (cross-fitted);
                                   # "": the probe model answers every train fact (its SFT stated them)

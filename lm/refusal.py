@@ -25,6 +25,7 @@ confident wrong answers).
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter, defaultdict
 from typing import Sequence
 
@@ -34,7 +35,7 @@ from lm import chat_template, evaluation, grpo
 from lm.evaluation import is_refusal
 from lm.prep import synthetic
 from lm.tasks.base import Example, take_cycled
-from lm.tasks.world import ASKED
+from lm.tasks.world import ANSWERS, ASKED
 
 # What the ideal assistant says when it does not know; "{thing}" names what was asked.
 REFUSALS = (
@@ -51,11 +52,23 @@ THING = {
     ("city", "country"): "which country this city is in", ("company", "industry"): "this company's industry",
     ("company", "founded"): "when this company was founded", ("company", "city"): "where this company is based",
 }
-def refusal_reply(example: Example, pronoun: str, rng: random.Random) -> str:
+STYLES = ("lead", "in_place")
+
+
+def refusal_reply(example: Example, pronoun: str, rng: random.Random, style: str = "lead") -> str:
   """A refusal to `example`'s question in one of `REFUSALS`' wordings, naming what was asked
-  (`pronoun`: "she" or "he" for a person)."""
-  thing = THING[(example.meta["type"], example.meta["attribute"])]
-  return rng.choice(REFUSALS).format(thing=thing.format(they=pronoun, their={"he": "his"}.get(pronoun, "her")))
+  (`pronoun`: "she" or "he" for a person). `style="lead"` refuses from the reply's first token;
+  `"in_place"` starts the answer's own sentence and refuses where the value would come ("She was born
+  in — I don't know her birth year."): the choice is then made at the token where a model that knows
+  the fact would write it, not before."""
+  key = (example.meta["type"], example.meta["attribute"])
+  text = rng.choice(REFUSALS).format(thing=THING[key].format(they=pronoun, their={"he": "his"}.get(pronoun, "her")))
+  if style == "lead":
+    return text
+  if style != "in_place":
+    raise ValueError(f"refusal style {style!r} is not one of {STYLES}")
+  lead = re.split(r"\{a?_?value\}", ANSWERS[key])[0].format(Pronoun=pronoun.capitalize())
+  return f"{lead.rstrip()} — {text}"
 
 
 def _sampled_replies(model, params, tok, examples, *, samples, max_new_tokens, batch, seed, mesh, rules):
@@ -146,7 +159,7 @@ def made_up_people(world, n: int, seed: int) -> list[dict]:
           for attribute in ASKED["person"]]
 
 
-def conversations(task, unknown: set, n: int, seed: int, made_up: int = 0) -> list[list[dict]]:
+def conversations(task, unknown: set, n: int, seed: int, made_up: int = 0, style: str = "lead") -> list[list[dict]]:
   """`n` world questions over every probed fact (train split, exposure 0 included) and the facts of
   `made_up` people who do not exist, cycled in a seeded order with random phrasings: the answer for a
   known fact, a refusal for an unknown or made-up one."""
@@ -157,7 +170,7 @@ def conversations(task, unknown: set, n: int, seed: int, made_up: int = 0) -> li
     ex = task.example(row, rng, "train")
     if row["value"] is None or fact_key(ex.meta) in unknown:
       pronoun = row.get("pronoun") or task.pronoun.get(ex.meta["entity"], "she")
-      reply = refusal_reply(ex, pronoun, rng)
+      reply = refusal_reply(ex, pronoun, rng, style)
     else:
       reply = ex.target
     out.append(ex.messages + [{"role": "assistant", "content": reply}])

@@ -36,6 +36,25 @@ def test_every_refusal_wording_is_detected_and_no_answer_is(world):
   assert refusal.is_refusal("i'm NOT sure, sorry")
 
 
+def test_in_place_refusals_start_the_answers_sentence_and_refuse_at_its_value(world):
+  rng = random.Random(0)
+  convs = refusal.conversations(world, {refusal.fact_key(ex.meta) for ex in world.examples("train")}, n=200, seed=0,
+                                style="in_place")
+  by_question = {ex.messages[-1]["content"]: ex for ex in world.examples("train")}
+  leads = set()
+  for conv in convs:
+    reply = conv[-1]["content"]
+    ex = by_question.get(conv[0]["content"])
+    lead, _, rest = reply.partition(" — ")
+    assert rest and refusal.is_refusal(rest) and not refusal.is_refusal(lead), reply
+    if ex is not None:  # the answer's own words up to where the value goes, then no answer at all
+      assert ex.target.startswith(lead + " ") and world.answer(reply, ex) == frozenset(), (reply, ex.target)
+    leads.add(lead.split()[-1])
+  assert {"in", "from", "is", "for"} <= leads
+  with pytest.raises(ValueError, match="style"):
+    refusal.refusal_reply(world.examples("train")[0], "she", rng, "inline")
+
+
 def test_agreement_marks_facts_whose_own_answers_disagree(world):
   """`answer` is what `reward` grades; the probe's agreement is the most common answer's share, and
   `min_agreement` adds the facts under it to the consistently wrong ones."""
@@ -209,6 +228,7 @@ def test_refusal_recipe_probes_trains_reports_and_reuses_its_probe(tmp_path, bas
 
 @pytest.mark.parametrize("overrides, needle", [
     ({"refusal.max_correct": 8}, "config.refusal.max_correct=8"),
+    ({"refusal.style": "inline"}, "config.refusal.style='inline' is not one of lead, in_place"),
     ({"data.sources": "arithmetic*1"}, "no 'world' source"),
     ({"eval.tasks": "arithmetic"}, "config.eval.tasks must include 'world'"),
     ({"data.world": "/nonexistent/world.json"}, "config.data.world: no such file"),
