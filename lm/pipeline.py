@@ -127,7 +127,8 @@ def plan(config, workdir: str) -> list[Stage]:
   stages.append(stage("refusal", ("data", "base", "sft_chat"), train(
       "refusal", "experiments.refusal", "configs/refusal.py:tiny", c.refusal.steps,
       f"--config.init_from.workdir={p('base')}", f"--config.refusal.probe={p('sft_chat')}", *facts,
-      f"--config.refusal.made_up={c.refusal.made_up}")))
+      f"--config.refusal.made_up={c.refusal.made_up}", f"--config.refusal.style={c.refusal.style}",
+      f"--config.refusal.samples={c.refusal.samples}", f"--config.refusal.max_correct={c.refusal.max_correct}")))
 
   seeds = (seed, seed + 1) if c.rlhf.second_rm else (seed,)
   rankings = [p("rankings", f"seed{s}.jsonl") for s in seeds]

@@ -115,6 +115,7 @@ def test_plan_chains_each_stage_from_the_one_before(tmp_path):
   assert f"--config.reward.workdir={wd}/reward_model" in cmd("rlhf") and "--config.reward.stop_workdir= " in cmd("rlhf")
   assert stages["grpo"].needs == ("sft_arith",)
   assert "configs/refusal.py:tiny" in cmd("refusal") and f"--config.refusal.probe={wd}/sft_chat" in cmd("refusal")
+  assert "--config.refusal.style=in_place" in cmd("refusal") and "--config.refusal.max_correct=2" in cmd("refusal")
   assert f"--config.init_from.workdir={wd}/base" in cmd("refusal") and stages["refusal"].needs == (
       "data", "base", "sft_chat")
 
