@@ -77,9 +77,10 @@ ABLATIONS = {
         "the same SFT (data, steps, learning rate, base) with worked solutions, then GRPO without tools",
         ("no_tool", "calculator"), GRPO_MEASURES, ("grpo", "eval/pass@1", "held-out pass@1"), ("sft_arith", "base")),
     "refusal": Ablation(
-        "the refusal recipe halves hallucination on never-seen facts without losing known ones; refusing "
+        "the refusal recipe halves hallucination on never-seen facts without losing known ones; refusing in "
+        "place (at the value's token, for facts right at most 2 of 8 times) is more selective; refusing "
         "made-up people too trades known facts for refusals",
-        ("recipe", "made_up"), REFUSAL_MEASURES, ("refusal", "eval/world/seen_never/hallucinated",
+        ("recipe", "in_place", "made_up"), REFUSAL_MEASURES, ("refusal", "eval/world/seen_never/hallucinated",
                                                   "never-seen facts: hallucinated"), ("base", "sft_chat")),
 }
 
@@ -154,7 +155,9 @@ def plan(config, workdir: str) -> list[pipeline.Stage]:
       elif c.name == "refusal":
         stages.append(run("refusal", "experiments.refusal", "configs/refusal.py:tiny", c.refusal.steps,
                           f"--config.init_from.workdir={src}/base", f"--config.refusal.probe={src}/sft_chat", *facts,
-                          f"--config.refusal.made_up={c.refusal.made_up if arm == 'made_up' else 0}"))
+                          f"--config.refusal.made_up={c.refusal.made_up if arm == 'made_up' else 0}",
+                          *(("--config.refusal.style=in_place", "--config.refusal.max_correct=2")
+                            if arm == "in_place" else ())))
   return stages
 
 

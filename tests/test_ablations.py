@@ -65,6 +65,8 @@ def test_every_ablation_plans_its_arms_and_seeds(tmp_path):
   assert f"--config.refusal.probe={tmp_path}/p1/sft_chat" in cmd(s, "made_up/seed=1/refusal")
   assert "--config.refusal.made_up=24" in cmd(s, "made_up/seed=1/refusal")
   assert "--config.refusal.made_up=0" in cmd(s, "recipe/seed=1/refusal")
+  assert "style" not in cmd(s, "recipe/seed=1/refusal")
+  assert "--config.refusal.style=in_place --config.refusal.max_correct=2" in cmd(s, "in_place/seed=1/refusal")
 
 
 def test_bad_settings_are_one_line(tmp_path):
