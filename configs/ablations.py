@@ -9,7 +9,7 @@
                    the length of wrong answers over training                                                      (c)
   tools            GRPO from the worked-arithmetic SFT without tools vs from the same SFT taught to call the
                    calculator (its own run per seed), with the calculator running inside the rollouts            (d)
-  refusal          the refusal recipe, pure vs also refusing made-up people
+  refusal          the refusal recipe, pure vs refusing in place (at the value's token) vs also refusing made-up people
 
 Every run starts from a finished pipeline (`source`: its base, sft_arith, sft_chat); `{seed}` in
 `source` gives each seed its own pipeline (runs/pipeline/seed={seed}: base model and SFTs per seed
@@ -50,5 +50,6 @@ def get_config(arg: str = "sft_vs_rl") -> ml_collections.ConfigDict:
   c.refusal = ml_collections.ConfigDict()
   c.refusal.steps = 150           # refusal: SFT steps with the probed refusals
   c.refusal.made_up = 24          # refusal: made-up people whose facts the made_up arm refuses too
+  c.refusal.in_place_max_correct = 2  # refusal: the in_place arm refuses in place the facts right at most this often
   c.refusal.overrides = ""        # more flags for every experiments.refusal command
   return c

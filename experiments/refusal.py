@@ -63,7 +63,7 @@ def validate(config) -> None:
     raise UserError("config.refusal.samples, .batch and .max_new_tokens must be ≥ 1")
   if r.made_up < 0:
     raise UserError(f"config.refusal.made_up={r.made_up} must be ≥ 0")
-  if r.get("style", "lead") not in refusal.STYLES:
+  if r.style not in refusal.STYLES:
     raise UserError(f"config.refusal.style={r.style!r} is not one of {', '.join(refusal.STYLES)}")
   if not 0 <= r.max_correct < r.samples:
     raise UserError(f"config.refusal.max_correct={r.max_correct} must be in [0, refusal.samples={r.samples})")
@@ -149,8 +149,7 @@ def probe_and_write(config, folder: str) -> None:
   unknown = refusal.mark_unknown(rows, r.max_correct, r.min_agreement)
   for row in rows:
     row["unknown"] = refusal.fact_key(row) in unknown
-  convs = refusal.conversations(task, unknown, config.data.examples_per_task, config.seed, r.made_up,
-                                r.get("style", "lead"))
+  convs = refusal.conversations(task, unknown, config.data.examples_per_task, config.seed, r.made_up, r.style)
   # "Before": the probed model on the held-out questions this run's evaluation asks (every held-out
   # fact: the split does not depend on min_train_exposure), in the same way.
   held = task.examples("eval")

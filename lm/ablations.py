@@ -156,7 +156,8 @@ def plan(config, workdir: str) -> list[pipeline.Stage]:
         stages.append(run("refusal", "experiments.refusal", "configs/refusal.py:tiny", c.refusal.steps,
                           f"--config.init_from.workdir={src}/base", f"--config.refusal.probe={src}/sft_chat", *facts,
                           f"--config.refusal.made_up={c.refusal.made_up if arm == 'made_up' else 0}",
-                          *(("--config.refusal.style=in_place", "--config.refusal.max_correct=2")
+                          *(("--config.refusal.style=in_place",
+                             f"--config.refusal.max_correct={c.refusal.in_place_max_correct}")
                             if arm == "in_place" else ())))
   return stages
 

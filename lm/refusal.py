@@ -25,7 +25,6 @@ confident wrong answers).
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter, defaultdict
 from typing import Sequence
 
@@ -67,7 +66,8 @@ def refusal_reply(example: Example, pronoun: str, rng: random.Random, style: str
     return text
   if style != "in_place":
     raise ValueError(f"refusal style {style!r} is not one of {STYLES}")
-  lead = re.split(r"\{a?_?value\}", ANSWERS[key])[0].format(Pronoun=pronoun.capitalize())
+  # The answer's own sentence (as the task writes it) up to its value.
+  lead = ANSWERS[key].format(Pronoun=pronoun.capitalize(), value="\0", a_value="\0").split("\0")[0]
   return f"{lead.rstrip()} — {text}"
 
 
