@@ -159,16 +159,27 @@ def made_up_people(world, n: int, seed: int) -> list[dict]:
           for attribute in ASKED["person"]]
 
 
-def conversations(task, unknown: set, n: int, seed: int, made_up: int = 0, style: str = "lead") -> list[list[dict]]:
+def conversations(task, unknown: set, n: int, seed: int, made_up: int = 0, style: str = "lead",
+                  refusal_share: float = 0.0) -> list[list[dict]]:
   """`n` world questions over every probed fact (train split, exposure 0 included) and the facts of
   `made_up` people who do not exist, cycled in a seeded order with random phrasings: the answer for a
-  known fact, a refusal for an unknown or made-up one."""
+  known fact, a refusal for an unknown or made-up one. `refusal_share` > 0 sets the share of refusals
+  among the `n` (each side cycled on its own, then shuffled together); 0: as many as the probe found."""
   rng = random.Random(f"refusal/{seed}")
   rows = task.facts("train") + made_up_people(task.world, made_up, seed)
+  refused = lambda row: row["value"] is None or fact_key(row) in unknown  # noqa: E731
+  if refusal_share > 0:
+    sides = [[r for r in rows if refused(r)], [r for r in rows if not refused(r)]]
+    k = round(n * refusal_share) if sides[1] else n
+    k = k if sides[0] else 0
+    picked = list(take_cycled(sides[0], k, rng)) + list(take_cycled(sides[1], n - k, rng))
+    rng.shuffle(picked)
+  else:
+    picked = take_cycled(rows, n, rng)  # lazily: each cycle's shuffle and the phrasings share one rng
   out = []
-  for row in take_cycled(rows, n, rng):
+  for row in picked:
     ex = task.example(row, rng, "train")
-    if row["value"] is None or fact_key(ex.meta) in unknown:
+    if refused(row):
       pronoun = row.get("pronoun") or task.pronoun.get(ex.meta["entity"], "she")
       reply = refusal_reply(ex, pronoun, rng, style)
     else:

@@ -118,6 +118,24 @@ def test_unknown_and_made_up_facts_get_refusals_known_ones_their_answers(world):
   assert len(seen_made_up) > 20 and all("None" not in c[-1]["content"] for c in convs)
 
 
+def test_refusal_share_sets_the_share_of_refusals_and_keeps_every_fact(world):
+  """`refusal_share` draws that share of the conversations from the unknown facts (each side cycled on its
+  own, so every fact still appears); 0 keeps the probe's own proportion, unchanged."""
+  facts = world.examples("train")
+  unknown = {refusal.fact_key(ex.meta) for i, ex in enumerate(facts) if i % 3 == 0}  # a third unknown
+  by_question = {q.format(name=ex.meta["entity"]): ex for ex in facts
+                 for q in QUESTIONS[(ex.meta["type"], ex.meta["attribute"])]}
+  for share in (0.1, 0.6):
+    convs = refusal.conversations(world, unknown, n=1000, seed=0, refusal_share=share)
+    refused = [refusal.is_refusal(c[-1]["content"]) for c in convs]
+    assert len(convs) == 1000 and sum(refused) == round(1000 * share)
+    asked = {refusal.fact_key(by_question[c[0]["content"]].meta) for c in convs}
+    assert len(asked) == len(facts)  # both sides cycle through all their facts
+    assert refused[:100].count(True) not in (0, 100)  # shuffled together, not one side then the other
+  default = refusal.conversations(world, unknown, n=300, seed=0)
+  assert abs(sum(refusal.is_refusal(c[-1]["content"]) for c in default) / 300 - 1 / 3) < 0.05
+
+
 def test_summary_counts_refusals_and_hallucinations_per_exposure():
   rows = [{"task": "world", "group": "never", "format": True, "score": 0.0, "refused": True, "tokens": 5},
           {"task": "world", "group": "never", "format": True, "score": 0.0, "refused": False, "tokens": 5},
@@ -229,6 +247,7 @@ def test_refusal_recipe_probes_trains_reports_and_reuses_its_probe(tmp_path, bas
 @pytest.mark.parametrize("overrides, needle", [
     ({"refusal.max_correct": 8}, "config.refusal.max_correct=8"),
     ({"refusal.style": "inline"}, "config.refusal.style='inline' is not one of lead, in_place"),
+    ({"refusal.refusal_share": 1.0}, "config.refusal.refusal_share=1.0 must be a share in [0, 1)"),
     ({"data.sources": "arithmetic*1"}, "no 'world' source"),
     ({"eval.tasks": "arithmetic"}, "config.eval.tasks must include 'world'"),
     ({"data.world": "/nonexistent/world.json"}, "config.data.world: no such file"),
