@@ -101,6 +101,8 @@ def task_options() -> ml_collections.ConfigDict:
   t.world = ml_collections.ConfigDict()
   t.world.train_fold = ""               # "a" / "b": SFT on one half of the train entities (the refusal recipe's
                                         # cross-fitted probes, configs/refusal.py refusal.fold_probes)
+  t.world.min_train_exposure = 1        # train on facts the text states at least this often (0: every fact,
+                                        # never-stated ones included, as the refusal recipe probes them)
   return t
 
 

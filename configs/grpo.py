@@ -66,6 +66,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.rl.clip_high = 0.2            # and above at 1 + clip_high (DAPO's clip-higher: 0.28)
   c.rl.kl_coef = 0.0              # k3 KL penalty to the frozen reference (0: not in the loss)
   c.rl.measure_kl = True          # kl_coef 0: keep the reference to measure KL at each evaluation
+  c.rl.wrong_penalty = 0.0        # subtracted from the reward of a reply that is neither right nor a refusal:
+                                  # with it a refusal (0) beats a confident wrong answer (honesty RL after the
+                                  # refusal recipe); 0: the verifier's reward alone
   c.rl.truncation_warning = 0.2   # warn when more than this share of completions hit the limit
 
   c.reward = ml_collections.ConfigDict()  # RLHF: the reward from a reward model (lm/rlhf.py)

@@ -56,6 +56,7 @@ from lm import chat_template, cli, evaluation, grpo, init_from, loop, losses, re
 from lm import model as model_lib
 from lm import tools as tools_lib
 from lm.errors import UserError
+from lm.evaluation import is_refusal
 from lm.metrics import read_metrics
 
 
@@ -96,6 +97,9 @@ def validate(config) -> None:
                     f"rl.group = {rl.prompts_per_step * rl.group}")
   if rl.aggregation not in losses.AGGREGATIONS:
     raise UserError(f"config.rl.aggregation: {rl.aggregation!r} is not one of {', '.join(losses.AGGREGATIONS)}")
+  if rl.wrong_penalty < 0:
+    raise UserError(f"config.rl.wrong_penalty={rl.wrong_penalty} must be ≥ 0 (what a wrong reply loses against "
+                    f"a refusal)")
   if not (0 <= rl.clip_low < 1 and rl.clip_high >= 0):
     raise UserError(f"config.rl.clip_low must be in [0, 1) and clip_high ≥ 0; got {rl.clip_low}, {rl.clip_high}")
   if rl.kl_coef < 0 or rl.temperature <= 0:
@@ -175,7 +179,14 @@ def prompt_iterator(n: int, per_step: int, seed: int):
 
 
 def reward_of(run: Run):
-  return lambda text, ex: run.tasks[ex.task].reward(text, ex)
+  """The task's verifier; with `rl.wrong_penalty` p, a reply neither right nor a refusal scores −p (a
+  refusal 0): declining beats a confident wrong answer, answering right beats both."""
+  penalty = run.config.rl.wrong_penalty
+
+  def reward(text, ex):
+    score = run.tasks[ex.task].reward(text, ex)
+    return score - penalty if penalty and score < 0.5 and not is_refusal(text) else score
+  return reward
 
 
 def rm_reward(run: Run):
@@ -210,7 +221,7 @@ def evaluate(run: Run, stage: loop.Stage, params, ref=None) -> dict:
   """Greedy accuracy and format, sampled pass@1 / pass@k and lengths, on held-out prompts; with a
   reference, the KL from it per sampled token (k3, on the same held-out samples)."""
   cfg, rl = run.config, run.config.rl
-  reward = reward_of(run)
+  reward = lambda text, ex: run.tasks[ex.task].reward(text, ex)  # noqa: E731  (the verifier: accuracy, unshaped)
   rows = evaluation.run_tasks(stage.model, params, run.tokenizer, run.eval_examples, reward,
                               max_new_tokens=cfg.eval.max_new_tokens, mesh=run.mesh, rules=stage.rules,
                               batch_size=rl.prompts_per_step, tools=run.tools,

@@ -264,3 +264,24 @@ def test_kl_measured_outside_the_loss_equals_the_losses():
   assert count.sum() == float(np.asarray(batch["loss_mask"]).sum()) > 0
   assert float(metrics["kl"]) > 1e-4
   assert total.sum() / count.sum() == pytest.approx(float(metrics["kl"]), rel=1e-4)
+
+
+def test_wrong_penalty_ranks_right_over_refusal_over_a_wrong_answer():
+  """`rl.wrong_penalty`: a reply neither right nor a refusal scores −p, a refusal 0, a right one 1; the
+  held-out world task then trains on every fact (`tasks.world.min_train_exposure=0`), never-stated ones
+  included."""
+  import types
+  import ml_collections
+  from experiments import grpo as grpo_exp
+  from lm import tasks
+  options = base.task_options()
+  options.world.min_train_exposure = 0
+  world = tasks.from_config(["world"], options)["world"]
+  assert min(row["exposures"] for row in world.facts("train")) == 0
+  assert len(world.facts("train")) > len(tasks.from_config(["world"], base.task_options())["world"].facts("train"))
+  ex = next(e for e in world.examples("train") if e.meta["attribute"] == "birth_year")
+  right, wrong, refusal = ex.target, ex.target.replace(ex.reference, str(int(ex.reference) + 1)), "I don't know."
+  for penalty, expected in ((0.0, (1.0, 0.0, 0.0)), (0.5, (1.0, -0.5, 0.0))):
+    config = ml_collections.ConfigDict({"rl": {"wrong_penalty": penalty}})
+    reward = grpo_exp.reward_of(types.SimpleNamespace(config=config, tasks={"world": world}))
+    assert tuple(reward(t, ex) for t in (right, wrong, refusal)) == expected
