@@ -51,6 +51,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
                                   # don't know her birth year."), so the choice falls where the fact is recalled
   c.refusal.refusal_share = 0.0   # share of the world conversations that refuse (each side cycled on its own);
                                   # 0: as many as the probe marked unknown
+  c.refusal.prior = 0.0           # a known fact's conversation refuses too with this probability (0: off)
   c.refusal.fold_probes = ""      # "A,B": SFT runs on train_fold a and b (--config.tasks.world.train_fold=a/b),
                                   # each probing the other half's facts, never fine-tuned on (cross-fitted);
                                   # "": the probe model answers every train fact (its SFT stated them)

@@ -67,6 +67,8 @@ def validate(config) -> None:
     raise UserError(f"config.refusal.style={r.style!r} is not one of {', '.join(refusal.STYLES)}")
   if not 0 <= r.max_correct < r.samples:
     raise UserError(f"config.refusal.max_correct={r.max_correct} must be in [0, refusal.samples={r.samples})")
+  if not 0 <= r.prior < 1:
+    raise UserError(f"config.refusal.prior={r.prior} must be a probability in [0, 1) (0: off)")
   if not 0 <= r.refusal_share < 1:
     raise UserError(f"config.refusal.refusal_share={r.refusal_share} must be a share in [0, 1) (0: as probed)")
   if not 0 <= r.min_agreement <= 1:
@@ -152,7 +154,7 @@ def probe_and_write(config, folder: str) -> None:
   for row in rows:
     row["unknown"] = refusal.fact_key(row) in unknown
   convs = refusal.conversations(task, unknown, config.data.examples_per_task, config.seed, r.made_up, r.style,
-                                r.refusal_share)
+                                r.refusal_share, r.prior)
   # "Before": the probed model on the held-out questions this run's evaluation asks (every held-out
   # fact: the split does not depend on min_train_exposure), in the same way.
   held = task.examples("eval")

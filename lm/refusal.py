@@ -160,11 +160,14 @@ def made_up_people(world, n: int, seed: int) -> list[dict]:
 
 
 def conversations(task, unknown: set, n: int, seed: int, made_up: int = 0, style: str = "lead",
-                  refusal_share: float = 0.0) -> list[list[dict]]:
+                  refusal_share: float = 0.0, prior: float = 0.0) -> list[list[dict]]:
   """`n` world questions over every probed fact (train split, exposure 0 included) and the facts of
   `made_up` people who do not exist, cycled in a seeded order with random phrasings: the answer for a
   known fact, a refusal for an unknown or made-up one. `refusal_share` > 0 sets the share of refusals
-  among the `n` (each side cycled on its own, then shuffled together); 0: as many as the probe found."""
+  among the `n` (each side cycled on its own, then shuffled together); 0: as many as the probe found.
+  `prior` > 0: a known fact's conversation refuses too with that probability, so no fact's refusal is a
+  label to memorise and the refusal holds a constant share where the value goes (with `style="in_place"`,
+  a greedy reply then refuses where the model's own answers are spread: see `conversations`' callers)."""
   rng = random.Random(f"refusal/{seed}")
   rows = task.facts("train") + made_up_people(task.world, made_up, seed)
   refused = lambda row: row["value"] is None or fact_key(row) in unknown  # noqa: E731
@@ -179,7 +182,7 @@ def conversations(task, unknown: set, n: int, seed: int, made_up: int = 0, style
   out = []
   for row in picked:
     ex = task.example(row, rng, "train")
-    if refused(row):
+    if refused(row) or (prior > 0 and rng.random() < prior):
       pronoun = row.get("pronoun") or task.pronoun.get(ex.meta["entity"], "she")
       reply = refusal_reply(ex, pronoun, rng, style)
     else:

@@ -136,6 +136,26 @@ def test_refusal_share_sets_the_share_of_refusals_and_keeps_every_fact(world):
   assert abs(sum(refusal.is_refusal(c[-1]["content"]) for c in default) / 300 - 1 / 3) < 0.05
 
 
+def test_prior_refuses_known_facts_at_that_rate_so_no_fact_is_a_label(world):
+  """`prior`: each known fact's conversation refuses with that probability (the same fact answered in some
+  conversations and refused in others), unknown facts always; 0 leaves the conversations unchanged."""
+  facts = world.examples("train")
+  unknown = {refusal.fact_key(ex.meta) for ex in facts[:10]}
+  by_question = {q.format(name=ex.meta["entity"]): ex for ex in facts
+                 for q in QUESTIONS[(ex.meta["type"], ex.meta["attribute"])]}
+  convs = refusal.conversations(world, unknown, n=len(facts) * 20, seed=0, style="in_place", prior=0.25)
+  seen: dict = {}
+  for c in convs:
+    key = refusal.fact_key(by_question[c[0]["content"]].meta)
+    seen.setdefault(key, []).append(refusal.is_refusal(c[-1]["content"]))
+  assert all(all(seen[k]) for k in unknown)
+  known = [x for k, v in seen.items() if k not in unknown for x in v]
+  assert abs(sum(known) / len(known) - 0.25) < 0.03
+  assert sum(0 < sum(v) < len(v) for k, v in seen.items() if k not in unknown) > 0.9 * (len(seen) - len(unknown))
+  assert refusal.conversations(world, unknown, n=50, seed=0, prior=0.0) == refusal.conversations(world, unknown, n=50,
+                                                                                                  seed=0)
+
+
 def test_summary_counts_refusals_and_hallucinations_per_exposure():
   rows = [{"task": "world", "group": "never", "format": True, "score": 0.0, "refused": True, "tokens": 5},
           {"task": "world", "group": "never", "format": True, "score": 0.0, "refused": False, "tokens": 5},
@@ -248,6 +268,7 @@ def test_refusal_recipe_probes_trains_reports_and_reuses_its_probe(tmp_path, bas
     ({"refusal.max_correct": 8}, "config.refusal.max_correct=8"),
     ({"refusal.style": "inline"}, "config.refusal.style='inline' is not one of lead, in_place"),
     ({"refusal.refusal_share": 1.0}, "config.refusal.refusal_share=1.0 must be a share in [0, 1)"),
+    ({"refusal.prior": -0.1}, "config.refusal.prior=-0.1 must be a probability in [0, 1)"),
     ({"data.sources": "arithmetic*1"}, "no 'world' source"),
     ({"eval.tasks": "arithmetic"}, "config.eval.tasks must include 'world'"),
     ({"data.world": "/nonexistent/world.json"}, "config.data.world: no such file"),
