@@ -166,8 +166,8 @@ def conversations(task, unknown: set, n: int, seed: int, made_up: int = 0, style
   known fact, a refusal for an unknown or made-up one. `refusal_share` > 0 sets the share of refusals
   among the `n` (each side cycled on its own, then shuffled together); 0: as many as the probe found.
   `prior` > 0: a known fact's conversation refuses too with that probability, so no fact's refusal is a
-  label to memorise and the refusal holds a constant share where the value goes (with `style="in_place"`,
-  a greedy reply then refuses where the model's own answers are spread: see `conversations`' callers)."""
+  label to memorise; in place, the refusal then keeps about that share at the value's token, and a
+  greedy reply refuses where the model's own answers are spread thinner than it (README, Hallucination)."""
   rng = random.Random(f"refusal/{seed}")
   rows = task.facts("train") + made_up_people(task.world, made_up, seed)
   refused = lambda row: row["value"] is None or fact_key(row) in unknown  # noqa: E731
