@@ -56,7 +56,6 @@ from lm import chat_template, cli, evaluation, grpo, init_from, loop, losses, re
 from lm import model as model_lib
 from lm import tools as tools_lib
 from lm.errors import UserError
-from lm.evaluation import is_refusal
 from lm.metrics import read_metrics
 
 
@@ -100,6 +99,9 @@ def validate(config) -> None:
   if rl.wrong_penalty < 0:
     raise UserError(f"config.rl.wrong_penalty={rl.wrong_penalty} must be ≥ 0 (what a wrong reply loses against "
                     f"a refusal)")
+  if rl.wrong_penalty and config.reward.kind != "task":
+    raise UserError(f"config.rl.wrong_penalty={rl.wrong_penalty} shapes the task verifier's reward; "
+                    f"config.reward.kind={config.reward.kind!r} does not use it (set it to 'task' or the penalty to 0)")
   if not (0 <= rl.clip_low < 1 and rl.clip_high >= 0):
     raise UserError(f"config.rl.clip_low must be in [0, 1) and clip_high ≥ 0; got {rl.clip_low}, {rl.clip_high}")
   if rl.kl_coef < 0 or rl.temperature <= 0:
@@ -182,11 +184,12 @@ def reward_of(run: Run):
   """The task's verifier; with `rl.wrong_penalty` p, a reply neither right nor a refusal scores −p (a
   refusal 0): declining beats a confident wrong answer, answering right beats both."""
   penalty = run.config.rl.wrong_penalty
+  return lambda text, ex: evaluation.honesty_reward(run.tasks[ex.task], text, ex, penalty)
 
-  def reward(text, ex):
-    score = run.tasks[ex.task].reward(text, ex)
-    return score - penalty if penalty and score < 0.5 and not is_refusal(text) else score
-  return reward
+
+def verifier_of(run: Run):
+  """The tasks' own verifiers, unshaped: what held-out accuracy is measured with."""
+  return lambda text, ex: run.tasks[ex.task].reward(text, ex)
 
 
 def rm_reward(run: Run):
@@ -221,11 +224,12 @@ def evaluate(run: Run, stage: loop.Stage, params, ref=None) -> dict:
   """Greedy accuracy and format, sampled pass@1 / pass@k and lengths, on held-out prompts; with a
   reference, the KL from it per sampled token (k3, on the same held-out samples)."""
   cfg, rl = run.config, run.config.rl
-  reward = lambda text, ex: run.tasks[ex.task].reward(text, ex)  # noqa: E731  (the verifier: accuracy, unshaped)
+  reward = verifier_of(run)
   rows = evaluation.run_tasks(stage.model, params, run.tokenizer, run.eval_examples, reward,
                               max_new_tokens=cfg.eval.max_new_tokens, mesh=run.mesh, rules=stage.rules,
                               batch_size=rl.prompts_per_step, tools=run.tools,
                               max_tool_tokens=cfg.tools.max_tool_tokens)
+  rows = evaluation.strict_refusals(rows, run.eval_examples, run.tasks)  # a hedged wrong answer is no refusal
   out = {k.replace("eval/", "eval/greedy_", 1) if k.endswith("accuracy") else k: v
          for k, v in evaluation.summarize(rows).items()}
   k = cfg.eval.samples

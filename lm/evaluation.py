@@ -44,6 +44,30 @@ def is_refusal(text: str) -> bool:
   return bool(_REFUSAL.search(text))
 
 
+def declines(task, text: str, example) -> bool:
+  """A refusal that names no answer of the asked kind (`task.answer`, where the task has one): "She was
+  born in 1976. I'm not sure." is a hedged wrong answer, not a refusal."""
+  answer = getattr(task, "answer", None)
+  return is_refusal(text) and not (answer is not None and answer(text, example))
+
+
+def honesty_reward(task, text: str, example, wrong_penalty: float) -> float:
+  """The task's verifier, with a reply that is neither right nor `declines` scored −`wrong_penalty`: a
+  refusal (0) beats a confident or hedged wrong answer, a right answer (1) beats both (GRPO's
+  `rl.wrong_penalty`)."""
+  score = task.reward(text, example)
+  if wrong_penalty and score < 0.5 and not declines(task, text, example):
+    return score - wrong_penalty
+  return score
+
+
+def strict_refusals(rows: list[dict], examples: Sequence[Any], tasks: dict) -> list[dict]:
+  """`run_tasks`' rows (in `examples`' order) with "refused" only where the reply `declines`."""
+  for row, ex in zip(rows, examples):
+    row["refused"] = bool(row["refused"]) and declines(tasks[ex.task], row["reply"], ex)
+  return rows
+
+
 EXPOSURE_BUCKETS = ((0, 0, "never"), (1, 1, "once"), (2, 3, "2"), (4, 7, "4"), (8, 10**9, "8+"))
 
 

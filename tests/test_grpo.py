@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from configs import base
-from lm import engine, grpo, loop, losses, sharding
+from lm import engine, evaluation, grpo, loop, losses, sharding
 from lm import model as model_lib
 from lm.tokenizer import ByteTokenizer
 
@@ -266,22 +266,25 @@ def test_kl_measured_outside_the_loss_equals_the_losses():
   assert total.sum() / count.sum() == pytest.approx(float(metrics["kl"]), rel=1e-4)
 
 
-def test_wrong_penalty_ranks_right_over_refusal_over_a_wrong_answer():
-  """`rl.wrong_penalty`: a reply neither right nor a refusal scores −p, a refusal 0, a right one 1; the
-  held-out world task then trains on every fact (`tasks.world.min_train_exposure=0`), never-stated ones
-  included."""
-  import types
-  import ml_collections
-  from experiments import grpo as grpo_exp
+def test_min_train_exposure_zero_trains_on_never_stated_facts_too():
   from lm import tasks
   options = base.task_options()
   options.world.min_train_exposure = 0
-  world = tasks.from_config(["world"], options)["world"]
-  assert min(row["exposures"] for row in world.facts("train")) == 0
-  assert len(world.facts("train")) > len(tasks.from_config(["world"], base.task_options())["world"].facts("train"))
+  every = tasks.from_config(["world"], options)["world"].facts("train")
+  stated = tasks.from_config(["world"], base.task_options())["world"].facts("train")
+  assert min(row["exposures"] for row in every) == 0 < min(row["exposures"] for row in stated)
+  assert len(every) > len(stated)
+
+
+def test_wrong_penalty_ranks_right_over_refusal_over_a_wrong_answer():
+  """`rl.wrong_penalty`: a reply neither right nor a refusal scores −p, a refusal that names no answer 0,
+  a right one 1; a wrong answer with a hedge is still wrong, in the reward and in the refusal count."""
+  from lm import tasks
+  world = tasks.from_config(["world"], base.task_options())["world"]
   ex = next(e for e in world.examples("train") if e.meta["attribute"] == "birth_year")
-  right, wrong, refusal = ex.target, ex.target.replace(ex.reference, str(int(ex.reference) + 1)), "I don't know."
-  for penalty, expected in ((0.0, (1.0, 0.0, 0.0)), (0.5, (1.0, -0.5, 0.0))):
-    config = ml_collections.ConfigDict({"rl": {"wrong_penalty": penalty}})
-    reward = grpo_exp.reward_of(types.SimpleNamespace(config=config, tasks={"world": world}))
-    assert tuple(reward(t, ex) for t in (right, wrong, refusal)) == expected
+  wrong = ex.target.replace(ex.reference, str(int(ex.reference) + 1))
+  replies = (ex.target, wrong, "I don't know.", wrong + " I'm not sure.")
+  for penalty, expected in ((0.0, (1.0, 0.0, 0.0, 0.0)), (0.5, (1.0, -0.5, 0.0, -0.5))):
+    assert tuple(evaluation.honesty_reward(world, t, ex, penalty) for t in replies) == expected
+  rows = [{"refused": True, "reply": r} for r in replies[2:]]
+  assert [r["refused"] for r in evaluation.strict_refusals(rows, [ex, ex], {"world": world})] == [True, False]

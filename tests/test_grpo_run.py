@@ -76,6 +76,7 @@ def test_grpo_runs_reports_and_resumes_exactly(tmp_path, base_run):
     (["--config.train.seq_len=16"], "config.rl.max_new_tokens=16 leaves no room"),
     (["--config.train.seq_len=40"], "training prompts are longer than"),
     (["--config.rl.wrong_penalty=-1"], "config.rl.wrong_penalty=-1.0 must be ≥ 0"),
+    (["--config.rl.wrong_penalty=1", "--config.reward.kind=model"], "config.reward.kind='model' does not use it"),
 ])
 def test_user_errors_are_one_line_and_write_nothing(tmp_path, base_run, extra, needle):
   wd = tmp_path / "wd"

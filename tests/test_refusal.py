@@ -152,8 +152,9 @@ def test_prior_refuses_known_facts_at_that_rate_so_no_fact_is_a_label(world):
   known = [x for k, v in seen.items() if k not in unknown for x in v]
   assert abs(sum(known) / len(known) - 0.25) < 0.03
   assert sum(0 < sum(v) < len(v) for k, v in seen.items() if k not in unknown) > 0.9 * (len(seen) - len(unknown))
-  assert refusal.conversations(world, unknown, n=50, seed=0, prior=0.0) == refusal.conversations(world, unknown, n=50,
-                                                                                                  seed=0)
+  plain = refusal.conversations(world, unknown, n=len(facts) * 2, seed=0, style="in_place")
+  assert all(refusal.is_refusal(c[-1]["content"]) == (refusal.fact_key(by_question[c[0]["content"]].meta) in unknown)
+             for c in plain)  # prior 0: every known fact answered, every unknown one refused
 
 
 def test_summary_counts_refusals_and_hallucinations_per_exposure():
