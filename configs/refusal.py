@@ -49,8 +49,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.refusal.style = "lead"        # "lead": the reply refuses from its first token; "in_place": it starts the
                                   # answer's sentence and refuses where the value would be ("She was born in — I
                                   # don't know her birth year."), so the choice falls where the fact is recalled
-  c.refusal.refusal_share = 0.0   # share of the world conversations that refuse (each side cycled on its own);
-                                  # 0: as many as the probe marked unknown
+  c.refusal.refusal_share = 0.0   # share of the world conversations about unknown facts (each side cycled on
+                                  # its own; refusals, with `prior`'s on top); 0: the probe's own proportion
   c.refusal.prior = 0.0           # a known fact's conversation refuses too with this probability (0: off)
   c.refusal.fold_probes = ""      # "A,B": SFT runs on train_fold a and b (--config.tasks.world.train_fold=a/b),
                                   # each probing the other half's facts, never fine-tuned on (cross-fitted);

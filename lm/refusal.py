@@ -163,8 +163,9 @@ def conversations(task, unknown: set, n: int, seed: int, made_up: int = 0, style
                   refusal_share: float = 0.0, prior: float = 0.0) -> list[list[dict]]:
   """`n` world questions over every probed fact (train split, exposure 0 included) and the facts of
   `made_up` people who do not exist, cycled in a seeded order with random phrasings: the answer for a
-  known fact, a refusal for an unknown or made-up one. `refusal_share` > 0 sets the share of refusals
-  among the `n` (each side cycled on its own, then shuffled together); 0: as many as the probe found.
+  known fact, a refusal for an unknown or made-up one. `refusal_share` > 0 sets the share of the `n`
+  drawn from the unknown and made-up facts (each side cycled on its own, then shuffled together; with no
+  unknown fact, none); 0: the probe's own proportion. `prior` adds refusals to the known side's share.
   `prior` > 0: a known fact's conversation refuses too with that probability, so no fact's refusal is a
   label to memorise; in place, the refusal then keeps about that share at the value's token, and a
   greedy reply refuses where the model's own answers are spread thinner than it (README, Hallucination)."""
