@@ -165,18 +165,15 @@ def conversations(task, unknown: set, n: int, seed: int, made_up: int = 0, style
   `made_up` people who do not exist, cycled in a seeded order with random phrasings: the answer for a
   known fact, a refusal for an unknown or made-up one. `refusal_share` > 0 sets the share of the `n`
   drawn from the unknown and made-up facts (each side cycled on its own, then shuffled together; with no
-  unknown fact, none); 0: the probe's own proportion. `prior` adds refusals to the known side's share.
-  `prior` > 0: a known fact's conversation refuses too with that probability, so no fact's refusal is a
-  label to memorise; in place, the refusal then keeps about that share at the value's token, and a
-  greedy reply refuses where the model's own answers are spread thinner than it (README, Hallucination)."""
+  unknown fact, none); 0: the probe's own proportion. `prior` > 0: a known fact's conversation refuses
+  too with that probability, so no fact's refusal is a label to memorise (README, Hallucination)."""
   rng = random.Random(f"refusal/{seed}")
   rows = task.facts("train") + made_up_people(task.world, made_up, seed)
   refused = lambda row: row["value"] is None or fact_key(row) in unknown  # noqa: E731
   if refusal_share > 0:
-    sides = [[r for r in rows if refused(r)], [r for r in rows if not refused(r)]]
-    k = round(n * refusal_share) if sides[1] else n
-    k = k if sides[0] else 0
-    picked = list(take_cycled(sides[0], k, rng)) + list(take_cycled(sides[1], n - k, rng))
+    no, yes = [r for r in rows if refused(r)], [r for r in rows if not refused(r)]
+    k = 0 if not no else n if not yes else round(n * refusal_share)  # refusals among the n
+    picked = list(take_cycled(no, k, rng)) + list(take_cycled(yes, n - k, rng))
     rng.shuffle(picked)
   else:
     picked = take_cycled(rows, n, rng)  # lazily: each cycle's shuffle and the phrasings share one rng

@@ -19,6 +19,12 @@ def world():
   return WorldTask(seed=0, min_train_exposure=0)
 
 
+def fact_of_question(world) -> dict:
+  """Every phrasing of every training fact's question → that fact's example."""
+  return {q.format(name=ex.meta["entity"]): ex for ex in world.examples("train")
+          for q in QUESTIONS[(ex.meta["type"], ex.meta["attribute"])]}
+
+
 def test_every_refusal_wording_is_detected_and_no_answer_is(world):
   rng = random.Random(0)
   examples = world.examples("train")
@@ -94,9 +100,7 @@ def test_unknown_and_made_up_facts_get_refusals_known_ones_their_answers(world):
   convs = refusal.conversations(world, unknown, n=900, seed=0, made_up=5)
   assert len(convs) == 900
   # Every phrasing of every fact → (its key, its ideal answer); the made-up people are nobody in the world.
-  by_question = {QUESTIONS[(ex.meta["type"], ex.meta["attribute"])][k].format(name=ex.meta["entity"]):
-                 (refusal.fact_key(ex.meta), ex) for ex in facts
-                 for k in range(len(QUESTIONS[(ex.meta["type"], ex.meta["attribute"])]))}
+  by_question = {q: (refusal.fact_key(ex.meta), ex) for q, ex in fact_of_question(world).items()}
   made_up = refusal.made_up_people(world.world, 5, 0)
   assert len(made_up) == 20 and not {r["entity"] for r in made_up} & {p["name"] for p in world.world.people}
   wordings, refused_exposures, seen_made_up = set(), set(), set()
@@ -123,8 +127,7 @@ def test_refusal_share_sets_the_share_of_refusals_and_keeps_every_fact(world):
   own, so every fact still appears); 0 keeps the probe's own proportion, unchanged."""
   facts = world.examples("train")
   unknown = {refusal.fact_key(ex.meta) for i, ex in enumerate(facts) if i % 3 == 0}  # a third unknown
-  by_question = {q.format(name=ex.meta["entity"]): ex for ex in facts
-                 for q in QUESTIONS[(ex.meta["type"], ex.meta["attribute"])]}
+  by_question = fact_of_question(world)
   for share in (0.1, 0.6):
     convs = refusal.conversations(world, unknown, n=1000, seed=0, refusal_share=share)
     refused = [refusal.is_refusal(c[-1]["content"]) for c in convs]
@@ -141,8 +144,7 @@ def test_prior_refuses_known_facts_at_that_rate_so_no_fact_is_a_label(world):
   conversations and refused in others), unknown facts always; 0 leaves the conversations unchanged."""
   facts = world.examples("train")
   unknown = {refusal.fact_key(ex.meta) for ex in facts[:10]}
-  by_question = {q.format(name=ex.meta["entity"]): ex for ex in facts
-                 for q in QUESTIONS[(ex.meta["type"], ex.meta["attribute"])]}
+  by_question = fact_of_question(world)
   convs = refusal.conversations(world, unknown, n=len(facts) * 20, seed=0, style="in_place", prior=0.25)
   seen: dict = {}
   for c in convs:
