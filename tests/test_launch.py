@@ -406,3 +406,60 @@ def test_pipeline_sh_real_warcs_get_their_own_workdirs_and_no_sft(sandbox):
   assert workdirs == ["runs/data_cc"] * 3 + ["runs/base_cc"]
   r = run(WARC="../shared/data", SFT="runs/sft")
   assert r.returncode == 2 and r.stderr.startswith("error: SFT=runs/sft with WARC=") and not r.stdout
+
+
+def _refusal_scale(tmp_path, **env):
+  """launch/refusal_scale.sh with a stand-in python that logs each `-m module ...` and does nothing."""
+  calls = tmp_path / "calls"
+  stub = tmp_path / "py"
+  stub.write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\n')
+  stub.chmod(0o755)
+  full_env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHON": str(stub),
+              "ROOT": str(tmp_path / "out"), **env}
+  r = subprocess.run(["bash", os.path.join(ROOT, "launch", "refusal_scale.sh")], env=full_env,
+                     capture_output=True, text=True, timeout=60)
+  return r, (calls.read_text().splitlines() if calls.exists() else [])
+
+
+def test_refusal_scale_runs_each_variant_at_three_seeds(tmp_path):
+  data = tmp_path / "data"
+  data.mkdir()
+  (data / "pipeline_done.json").write_text("{}")
+  r, calls = _refusal_scale(tmp_path, DATA=str(data), ARMS="wide mid", VARIANTS="recipe made48 fold1")
+  assert r.returncode == 0, r.stderr
+  by_module = {}
+  for c in calls:
+    by_module.setdefault(c.split()[1], []).append(c)
+  assert len(by_module["experiments.pipeline"]) == 2 and len(by_module["experiments.sft"]) == 4
+  wide, mid = sorted(by_module["experiments.pipeline"], key=lambda c: "d_model=512" not in c)
+  assert "--config.base.steps=1500" in wide and "--config.model.d_model=512" in wide and "--config.opt.lr=1.5e-3" in wide
+  assert "--config.base.steps=720" in mid and "d_model" not in mid
+  assert sorted(c.split("--config.tasks.world.train_fold=")[1][0] for c in by_module["experiments.sft"]) == list("aabb")
+  runs = [c for c in by_module["experiments.refusal"] if "--collect" not in c]
+  assert len(runs) == 2 * 3 * 3
+  for arm in ("wide", "mid"):
+    w = tmp_path / "out" / arm
+    for variant in ("recipe", "made48", "fold1"):
+      mine = [c for c in runs if f"--workdir={w}/{variant}/s" in c]
+      assert sorted(c.split("--config.seed=")[1].split()[0] for c in mine) == ["0", "1", "2"]
+      for c in mine:
+        assert "--config.refusal.style=in_place" in c and f"--config.init_from.workdir={w}/base" in c
+        assert ("--config.refusal.made_up=48" in c) == (variant == "made48")
+        assert ("--config.refusal.max_correct=1" in c) == (variant == "fold1")
+        assert (f"--config.refusal.fold_probes={w}/sft_fold_a,{w}/sft_fold_b" in c) == (variant == "fold1")
+  collects = [c for c in by_module["experiments.refusal"] if "--collect" in c]
+  assert f"-m experiments.refusal --collect={tmp_path}/out/mid/made48/s0,{tmp_path}/out/mid/made48/s1,{tmp_path}/out/mid/made48/s2" in collects
+  assert len(collects) == 2 * 3
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"VARIANTS": "recipe bogus"}, "VARIANTS: unknown variant 'bogus'"),
+    ({"DATA": "/nonexistent/data"}, "DATA=/nonexistent/data is not a finished pipeline data stage"),
+])
+def test_refusal_scale_bad_settings_exit_2_with_one_line(tmp_path, env, message):
+  data = tmp_path / "data"
+  data.mkdir()
+  (data / "pipeline_done.json").write_text("{}")
+  r, calls = _refusal_scale(tmp_path, **{"DATA": str(data), **env})
+  assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+  assert not calls
