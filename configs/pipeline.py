@@ -96,7 +96,7 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.refusal.made_up = 0           # made-up people whose facts are refused too (README: 24 trades knowledge for refusals)
   # Refusals in place (at the value's token) for the facts right at most 2 of 8 times: never-seen hallucination
   # −42% for −2.0 points on facts seen 8+ times, three seeds (the recipe's defaults, lead/1: −22% for −3.1).
-  c.refusal.style = "in_place"    # where the refusal falls: in the answer's sentence, at its value (or "lead")
+  c.refusal.style = "in_place"    # where the refusal falls: in the answer's sentence, at its value (or "lead", "in_value")
   c.refusal.samples = 8           # probe answers per fact at temperature 1
   c.refusal.max_correct = 2       # "unknown": right at most this many times
   c.refusal.overrides = ""        # more flags for experiments.refusal (configs/refusal.py:tiny)

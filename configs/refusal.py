@@ -48,7 +48,9 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.refusal.made_up = 0           # people not in the world (never in any text) whose 4 facts are refused too
   c.refusal.style = "lead"        # "lead": the reply refuses from its first token; "in_place": it starts the
                                   # answer's sentence and refuses where the value would be ("She was born in — I
-                                  # don't know her birth year."), so the choice falls where the fact is recalled
+                                  # don't know her birth year."), so the choice falls where the fact is recalled;
+                                  # "in_value": as in_place, after the start 90% of the attribute's values share
+                                  # ("She was born in 19 — …", "She is a — …"), at the first token that tells them apart
   c.refusal.refusal_share = 0.0   # share of the world conversations about unknown facts (each side cycled on
                                   # its own; refusals, with `prior`'s on top); 0: the probe's own proportion
   c.refusal.prior = 0.0           # a known fact's conversation refuses too with this probability (0: off)

@@ -34,7 +34,7 @@ from lm import chat_template, evaluation, grpo
 from lm.evaluation import is_refusal
 from lm.prep import synthetic
 from lm.tasks.base import Example, take_cycled
-from lm.tasks.world import ANSWERS, ASKED
+from lm.tasks.world import ANSWERS, ASKED, article
 
 # What the ideal assistant says when it does not know; "{thing}" names what was asked.
 REFUSALS = (
@@ -51,24 +51,49 @@ THING = {
     ("city", "country"): "which country this city is in", ("company", "industry"): "this company's industry",
     ("company", "founded"): "when this company was founded", ("company", "city"): "where this company is based",
 }
-STYLES = ("lead", "in_place")
+STYLES = ("lead", "in_place", "in_value")
 
 
-def refusal_reply(example: Example, pronoun: str, rng: random.Random, style: str = "lead") -> str:
+def refusal_reply(example: Example, pronoun: str, rng: random.Random, style: str = "lead",
+                  shared: str = "") -> str:
   """A refusal to `example`'s question in one of `REFUSALS`' wordings, naming what was asked
   (`pronoun`: "she" or "he" for a person). `style="lead"` refuses from the reply's first token;
   `"in_place"` starts the answer's own sentence and refuses where the value would come ("She was born
   in — I don't know her birth year."): the choice is then made at the token where a model that knows
-  the fact would write it, not before."""
+  the fact would write it, not before. `"in_value"` also writes `shared`, the start that every value of
+  the attribute shares (`shared_starts`: "She was born in 19 — I don't know her birth year."), so the
+  choice falls at the first token that tells the values apart: after "in" a year's next token is the
+  same for every year."""
   key = (example.meta["type"], example.meta["attribute"])
   text = rng.choice(REFUSALS).format(thing=THING[key].format(they=pronoun, their={"he": "his"}.get(pronoun, "her")))
   if style == "lead":
     return text
-  if style != "in_place":
+  if style not in STYLES:
     raise ValueError(f"refusal style {style!r} is not one of {STYLES}")
-  # The answer's own sentence (as the task writes it) up to its value.
+  # The answer's own sentence (as the task writes it) up to its value, and for in_value what all values share.
   lead = ANSWERS[key].format(Pronoun=pronoun.capitalize(), value="\0", a_value="\0").split("\0")[0]
-  return f"{lead.rstrip()} — {text}"
+  return f"{(lead + (shared if style == 'in_value' else '')).rstrip()} — {text}"
+
+
+def shared_starts(world, min_share: float = 0.9) -> dict[tuple[str, str], str]:
+  """Per asked (type, attribute): the longest start that at least `min_share` of its values in `world`
+  share as the answer writes them ("19" for birth years from 1930 to 2000, "a" for "a pharmacist" and
+  "an engineer", "" for names): where `style="in_value"` puts the refusal."""
+  written = defaultdict(list)
+  for row in world.facts():
+    key = (row["type"], row["attribute"])
+    if key in ANSWERS and row["attribute"] in ASKED[row["type"]]:
+      written[key].append(article(row["value"]) if "{a_value}" in ANSWERS[key] else str(row["value"]))
+  starts = {}
+  for key, values in written.items():
+    start = ""
+    for n in range(1, max(map(len, values)) + 1):
+      top, count = Counter(v[:n] for v in values).most_common(1)[0]
+      if count < min_share * len(values):
+        break
+      start = top
+    starts[key] = start
+  return starts
 
 
 def _sampled_replies(model, params, tok, examples, *, samples, max_new_tokens, batch, seed, mesh, rules):
@@ -177,12 +202,13 @@ def conversations(task, unknown: set, n: int, seed: int, made_up: int = 0, style
     rng.shuffle(picked)
   else:
     picked = take_cycled(rows, n, rng)  # lazily: each cycle's shuffle and the phrasings share one rng
+  shared = shared_starts(task.world) if style == "in_value" else {}
   out = []
   for row in picked:
     ex = task.example(row, rng, "train")
     if refused(row) or (prior > 0 and rng.random() < prior):
       pronoun = row.get("pronoun") or task.pronoun.get(ex.meta["entity"], "she")
-      reply = refusal_reply(ex, pronoun, rng, style)
+      reply = refusal_reply(ex, pronoun, rng, style, shared.get((row["type"], row["attribute"]), ""))
     else:
       reply = ex.target
     out.append(ex.messages + [{"role": "assistant", "content": reply}])

@@ -61,6 +61,34 @@ def test_in_place_refusals_start_the_answers_sentence_and_refuse_at_its_value(wo
     refusal.refusal_reply(world.examples("train")[0], "she", rng, "inline")
 
 
+def test_in_value_refusals_fall_where_the_values_differ(world):
+  """in_value writes what (nearly) every value shares before refusing: a year's "19", a profession's
+  article, nothing for a name; the rest of the reply is as in_place's, and it names no answer."""
+  starts = refusal.shared_starts(world.world)
+  assert starts[("person", "birth_year")] == "19" and starts[("person", "profession")] == "a "
+  assert starts[("person", "city")] == starts[("company", "city")] == ""
+  years = [r["value"] for r in world.world.facts() if r["attribute"] == "birth_year"]
+  assert sum(str(y).startswith("19") for y in years) >= 0.9 * len(years)
+  assert refusal.shared_starts(world.world, min_share=1.0)[("person", "birth_year")] == os.path.commonprefix(
+      [str(y) for y in years])
+  unknown = {refusal.fact_key(ex.meta) for ex in world.examples("train")}
+  by_question = fact_of_question(world)
+  seen = set()
+  in_place = refusal.conversations(world, unknown, n=200, seed=0, style="in_place")
+  for conv, plain in zip(refusal.conversations(world, unknown, n=200, seed=0, style="in_value"), in_place):
+    reply, ex = conv[-1]["content"], by_question[conv[0]["content"]]
+    key = (ex.meta["type"], ex.meta["attribute"])
+    lead, _, rest = reply.partition(" — ")
+    assert rest == plain[-1]["content"].partition(" — ")[2] and evaluation.declines(world, reply, ex), reply
+    assert lead == (plain[-1]["content"].partition(" — ")[0] + " " + starts[key]).rstrip(), (reply, plain)
+    seen.add(key)
+  assert {("person", "birth_year"), ("person", "profession"), ("person", "city")} <= seen
+  rng = random.Random(0)
+  ex = next(e for e in world.examples("train") if e.meta["attribute"] == "birth_year")
+  assert refusal.refusal_reply(ex, "she", rng, "in_value", "19").startswith("She was born in 19 — ")
+  assert refusal.refusal_reply(ex, "she", rng, "in_place", "19").startswith("She was born in — ")
+
+
 def test_agreement_marks_facts_whose_own_answers_disagree(world):
   """`answer` is what `reward` grades; the probe's agreement is the most common answer's share, and
   `min_agreement` adds the facts under it to the consistently wrong ones."""

@@ -111,7 +111,8 @@ def entity_split(world: synthetic.World) -> dict[tuple[str, str], str]:
   return split
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
+  """"a pharmacist", "an engineer": the value as `ANSWERS`' `{a_value}` writes it."""
   return ("an " if word[0] in "aeiou" else "a ") + word
 
 
@@ -176,7 +177,7 @@ class WorldTask:
     value = str(row["value"])
     question = QUESTIONS[key][k].format(name=row["entity"])
     pronoun = row.get("pronoun") or self.pronoun.get(row["entity"], "it") if row["type"] == "person" else "it"
-    target = ANSWERS[key].format(Pronoun=pronoun.capitalize(), value=value, a_value=_article(value))
+    target = ANSWERS[key].format(Pronoun=pronoun.capitalize(), value=value, a_value=article(value))
     exposures = row["exposures"]
     if self.measured is not None:
       exposures = self.measured.get((row["entity"], row["attribute"]), 0)
