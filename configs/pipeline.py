@@ -95,7 +95,8 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
   c.refusal.batch_size = 16       # rows per step (as sft_chat's)
   c.refusal.made_up = 0           # made-up people whose facts are refused too (README: 24 trades knowledge for refusals)
   # Refusals in place (at the value's token) for the facts right at most 2 of 8 times: never-seen hallucination
-  # −42% for −2.0 points on facts seen 8+ times, three seeds (the recipe's defaults, lead/1: −22% for −3.1).
+  # −42% for −2.0 points on facts seen 8+ times, three seeds on 2026-12-03's base (−38% for −4.1 on one of
+  # 2026-12-04; the recipe's defaults, lead/1: −22% for −3.1; in_value −44% for −4.6, README).
   c.refusal.style = "in_place"    # where the refusal falls: in the answer's sentence, at its value (or "lead", "in_value")
   c.refusal.samples = 8           # probe answers per fact at temperature 1
   c.refusal.max_correct = 2       # "unknown": right at most this many times

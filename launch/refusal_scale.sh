@@ -18,8 +18,10 @@
 #   fold2     the cross-fitted probe (two SFTs on halves of the training entities), max_correct=2
 #   fold1     the same, max_correct=1
 # Writes <ROOT>/<arm>/{base,sft_chat,sft_fold_a,sft_fold_b}, <ROOT>/<arm>/<variant>/s<seed> and
-# <ROOT>/<arm>/<variant>/refusal_seeds.md. PARALLEL=1 runs the arms, the folds and the seeds side by
-# side (for one accelerator: JAX then allocates device memory as it goes); 0 one at a time (CPU).
+# <ROOT>/<arm>/<variant>/refusal_seeds.md, each command's output in a .out file beside its workdir.
+# PARALLEL=1 runs the arms, the folds and the seeds side by side (for one accelerator: JAX then
+# allocates device memory as it goes); 0 one at a time (CPU). A failed command is named with its log
+# and the others go on; the script then exits 1. Relative DATA and ROOT are from the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,12 +38,21 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 for v in $VARIANTS; do
   case $v in recipe|made48|fold1|fold2) ;; *) echo "error: VARIANTS: unknown variant '$v' (recipe, made48, fold1, fold2)" >&2; exit 2;; esac
 done
+for a in $ARMS; do
+  case $a in pipeline|mid|long|wide) ;; *) echo "error: ARMS: unknown arm '$a' (pipeline, mid, long, wide)" >&2; exit 2;; esac
+done
 DATA="$(cd "$DATA" && pwd)"; mkdir -p "$ROOT"; ROOT="$(cd "$ROOT" && pwd)"
 export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$ROOT/jax_cache}"
+failed="$ROOT/failed.txt"; rm -f "$failed"
+trap 'trap - INT TERM; kill 0' INT TERM  # a stop reaches the side-by-side runs too
 
 py() { if [[ -n "${PYTHON:-}" ]]; then "$PYTHON" -m "$@"; else bash launch/local.sh "$@"; fi; }
-# Side by side, or one at a time; a failed command is named and the rest go on (--collect then says which run is missing).
-bg() { if [[ "$PARALLEL" == 1 ]]; then { "$@" || echo "failed: ${*:1:3} ..." >&2; } & else "$@" || echo "failed: ${*:1:3} ..." >&2; fi; }
+# job LOG COMMAND...: COMMAND's output into LOG; a failure is named (with LOG) and recorded, the rest go on.
+job() {
+  local log=$1; shift
+  "$@" > "$log" 2>&1 || { echo "failed: $log" >&2; echo "$log" >> "$failed"; return 0; }
+}
+bg() { if [[ "$PARALLEL" == 1 ]]; then "$@" & else "$@"; fi; }  # side by side, or one at a time
 
 steps=150
 small=()
@@ -56,22 +67,24 @@ arm() {
     long) bsteps=1500 ;;
     wide) bsteps=1500; model=(--config.model.d_model=512 --config.model.n_layers=8 --config.model.n_heads=8
                               --config.model.n_kv_heads=8 --config.model.d_ff=2048 --config.opt.lr=1.5e-3) ;;
-    *) echo "error: ARMS: unknown arm '$name' (pipeline, mid, long, wide)" >&2; return 2 ;;
   esac
   [[ "$SMOKE" == 1 ]] && bsteps=4
-  mkdir -p "$W"; [[ -d "$W/data" ]] || cp -r "$DATA" "$W/data"
+  mkdir -p "$W"
+  [[ -f "$W/data/pipeline_done.json" ]] || { rm -rf "$W/data.part"; cp -r "$DATA" "$W/data.part"; mv "$W/data.part" "$W/data"; }
   local facts=(--config.data.world="$W/data/crawl/world.json" --config.data.exposures="$W/data/shards/train/exposures.json")
-  py experiments.pipeline --config=configs/pipeline.py:tiny --workdir="$W" --config.stages=base,sft_chat \
-    --config.base.steps=$bsteps --config.sft_chat.steps=$steps \
-    --config.base.overrides="${model[*]} ${small[*]} --config.train.eval_every=$bsteps --config.train.ckpt_every=$bsteps" \
-    > "$W/pipeline.out" 2>&1 || { echo "$name: the pipeline failed; see $W/pipeline.out" >&2; return 1; }
+  if ! py experiments.pipeline --config=configs/pipeline.py:tiny --workdir="$W" --config.stages=base,sft_chat \
+      --config.base.steps=$bsteps --config.sft_chat.steps=$steps \
+      --config.base.overrides="${model[*]} ${small[*]} --config.train.eval_every=$bsteps --config.train.ckpt_every=$bsteps" \
+      > "$W/pipeline.out" 2>&1; then
+    echo "failed: $W/pipeline.out" >&2; echo "$W/pipeline.out" >> "$failed"; return 0
+  fi
   echo "$name: base and sft_chat done"
 
   if [[ " $VARIANTS " == *" fold"* ]]; then  # the cross-fitted probe's two SFTs, each on one half of the entities
     for f in a b; do
-      bg py experiments.sft --config=configs/sft.py:tiny --workdir="$W/sft_fold_$f" --config.init_from.workdir="$W/base" \
-        "${facts[@]}" --config.tasks.world.train_fold=$f --config.train.batch_size=16 --config.train.steps=$steps \
-        --config.seed=0 > "$W/sft_fold_$f.out" 2>&1
+      bg job "$W/sft_fold_$f.out" py experiments.sft --config=configs/sft.py:tiny --workdir="$W/sft_fold_$f" \
+        --config.init_from.workdir="$W/base" "${facts[@]}" --config.tasks.world.train_fold=$f \
+        --config.train.batch_size=16 --config.train.steps=$steps --config.seed=0
     done
     wait
   fi
@@ -83,19 +96,21 @@ arm() {
       fold2) flags+=(--config.refusal.fold_probes="$W/sft_fold_a,$W/sft_fold_b") ;;
     esac
     for s in 0 1 2; do
-      bg py experiments.refusal --config=configs/refusal.py:tiny --workdir="$W/$v/s$s" --config.seed=$s \
-        --config.init_from.workdir="$W/base" --config.refusal.probe="$W/sft_chat" "${facts[@]}" \
+      bg job "$W/$v.s$s.out" py experiments.refusal --config=configs/refusal.py:tiny --workdir="$W/$v/s$s" \
+        --config.seed=$s --config.init_from.workdir="$W/base" --config.refusal.probe="$W/sft_chat" "${facts[@]}" \
         --config.refusal.style=in_place --config.refusal.samples=8 "${flags[@]}" \
-        --config.train.batch_size=16 --config.train.steps=$steps > "$W/$v.s$s.out" 2>&1
+        --config.train.batch_size=16 --config.train.steps=$steps
     done
   done
   wait
   for v in $VARIANTS; do
-    py experiments.refusal --collect="$W/$v/s0,$W/$v/s1,$W/$v/s2" > "$W/$v.collect.out" 2>&1 \
-      || { echo "$name/$v: a run did not finish; see $W/$v.s*.out" >&2; continue; }
-    echo "== $name/$v ($W/$v/refusal_seeds.md)"; grep -E "^\| (never|8\+) \| (hallucinated|accuracy|refused)" "$W/$v/refusal_seeds.md"
+    job "$W/$v.collect.out" py experiments.refusal --collect="$W/$v/s0,$W/$v/s1,$W/$v/s2"
+    [[ -f "$W/$v/refusal_seeds.md" ]] || continue
+    echo "== $name/$v ($W/$v/refusal_seeds.md)"
+    grep -E "^\| (never|8\+) \| (hallucinated|accuracy|refused)" "$W/$v/refusal_seeds.md" || true
   done
 }
 
 for a in $ARMS; do bg arm "$a"; done
 wait
+if [[ -f "$failed" ]]; then echo "$(wc -l < "$failed") command(s) failed; their logs: $failed" >&2; exit 1; fi

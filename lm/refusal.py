@@ -63,7 +63,7 @@ def refusal_reply(example: Example, pronoun: str, rng: random.Random, style: str
   the fact would write it, not before. `"in_value"` also writes `shared`, the start that every value of
   the attribute shares (`shared_starts`: "She was born in 19 — I don't know her birth year."), so the
   choice falls at the first token that tells the values apart: after "in" a year's next token is the
-  same for every year."""
+  same for every year. With `shared=""` it is `"in_place"`."""
   key = (example.meta["type"], example.meta["attribute"])
   text = rng.choice(REFUSALS).format(thing=THING[key].format(they=pronoun, their={"he": "his"}.get(pronoun, "her")))
   if style == "lead":
@@ -77,8 +77,11 @@ def refusal_reply(example: Example, pronoun: str, rng: random.Random, style: str
 
 def shared_starts(world, min_share: float = 0.9) -> dict[tuple[str, str], str]:
   """Per asked (type, attribute): the longest start that at least `min_share` of its values in `world`
-  share as the answer writes them ("19" for birth years from 1930 to 2000, "a" for "a pharmacist" and
-  "an engineer", "" for names): where `style="in_value"` puts the refusal."""
+  share as the answer writes them, cut back to a whole word unless it ends in a digit ("19" for birth
+  years from 1930 to 2000, "a " for "a pharmacist" and "an architect", "" for names): where
+  `style="in_value"` puts the refusal."""
+  if not 0 < min_share <= 1:
+    raise ValueError(f"min_share={min_share} must be in (0, 1]")
   written = defaultdict(list)
   for row in world.facts():
     key = (row["type"], row["attribute"])
@@ -92,6 +95,8 @@ def shared_starts(world, min_share: float = 0.9) -> dict[tuple[str, str], str]:
       if count < min_share * len(values):
         break
       start = top
+    if start and not start[-1].isdigit() and not start[-1].isspace():  # "San" of "San Remo": no cut inside a word
+      start = start[:start.rfind(" ") + 1]
     starts[key] = start
   return starts
 

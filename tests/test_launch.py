@@ -408,11 +408,18 @@ def test_pipeline_sh_real_warcs_get_their_own_workdirs_and_no_sft(sandbox):
   assert r.returncode == 2 and r.stderr.startswith("error: SFT=runs/sft with WARC=") and not r.stdout
 
 
-def _refusal_scale(tmp_path, **env):
-  """launch/refusal_scale.sh with a stand-in python that logs each `-m module ...` and does nothing."""
+def _refusal_scale(tmp_path, fail="", **env):
+  """launch/refusal_scale.sh with a stand-in python that logs each `-m module ...`, writes the table a
+  --collect writes (refusal_seeds.md beside the runs) and fails where its arguments contain `fail`."""
   calls = tmp_path / "calls"
   stub = tmp_path / "py"
-  stub.write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\n')
+  stub.write_text(f"""#!/usr/bin/env bash
+echo "$*" >> {calls}
+for a in "$@"; do case $a in --collect=*) d=${{a#--collect=}}; d=${{d%%,*}}; d=${{d%/*}}; mkdir -p "$d"
+  printf '| never | hallucinated | 1 | 0.5 | -0.5 |\\n' > "$d/refusal_seeds.md";; esac; done
+[[ -n "{fail}" && "$*" == *"{fail}"* ]] && {{ echo boom; exit 3; }}
+exit 0
+""")
   stub.chmod(0o755)
   full_env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHON": str(stub),
               "ROOT": str(tmp_path / "out"), **env}
@@ -425,8 +432,9 @@ def test_refusal_scale_runs_each_variant_at_three_seeds(tmp_path):
   data = tmp_path / "data"
   data.mkdir()
   (data / "pipeline_done.json").write_text("{}")
-  r, calls = _refusal_scale(tmp_path, DATA=str(data), ARMS="wide mid", VARIANTS="recipe made48 fold1")
-  assert r.returncode == 0, r.stderr
+  r, calls = _refusal_scale(tmp_path, DATA=str(data), ARMS="wide mid", VARIANTS="recipe made48 fold1 fold2")
+  assert r.returncode == 0 and "failed" not in r.stderr, r.stderr
+  assert "== wide/fold2" in r.stdout and "| never | hallucinated |" in r.stdout
   by_module = {}
   for c in calls:
     by_module.setdefault(c.split()[1], []).append(c)
@@ -436,24 +444,42 @@ def test_refusal_scale_runs_each_variant_at_three_seeds(tmp_path):
   assert "--config.base.steps=720" in mid and "d_model" not in mid
   assert sorted(c.split("--config.tasks.world.train_fold=")[1][0] for c in by_module["experiments.sft"]) == list("aabb")
   runs = [c for c in by_module["experiments.refusal"] if "--collect" not in c]
-  assert len(runs) == 2 * 3 * 3
+  assert len(runs) == 2 * 4 * 3
   for arm in ("wide", "mid"):
     w = tmp_path / "out" / arm
-    for variant in ("recipe", "made48", "fold1"):
+    for variant in ("recipe", "made48", "fold1", "fold2"):
       mine = [c for c in runs if f"--workdir={w}/{variant}/s" in c]
       assert sorted(c.split("--config.seed=")[1].split()[0] for c in mine) == ["0", "1", "2"]
-      for c in mine:
-        assert "--config.refusal.style=in_place" in c and f"--config.init_from.workdir={w}/base" in c
+      for c in mine:  # the pipeline's refusal stage, with the variant's change
+        for flag in ("--config.refusal.style=in_place", f"--config.init_from.workdir={w}/base",
+                     f"--config.refusal.probe={w}/sft_chat", "--config.refusal.samples=8",
+                     "--config.train.batch_size=16", "--config.train.steps=150"):
+          assert flag in c, (flag, c)
         assert ("--config.refusal.made_up=48" in c) == (variant == "made48")
-        assert ("--config.refusal.max_correct=1" in c) == (variant == "fold1")
-        assert (f"--config.refusal.fold_probes={w}/sft_fold_a,{w}/sft_fold_b" in c) == (variant == "fold1")
+        assert f"--config.refusal.max_correct={1 if variant == 'fold1' else 2}" in c
+        assert (f"--config.refusal.fold_probes={w}/sft_fold_a,{w}/sft_fold_b" in c) == variant.startswith("fold")
   collects = [c for c in by_module["experiments.refusal"] if "--collect" in c]
   assert f"-m experiments.refusal --collect={tmp_path}/out/mid/made48/s0,{tmp_path}/out/mid/made48/s1,{tmp_path}/out/mid/made48/s2" in collects
-  assert len(collects) == 2 * 3
+  assert len(collects) == 2 * 4
+
+
+def test_refusal_scale_names_a_failed_run_goes_on_and_exits_1(tmp_path):
+  data = tmp_path / "data"
+  data.mkdir()
+  (data / "pipeline_done.json").write_text("{}")
+  r, calls = _refusal_scale(tmp_path, fail="made48/s1", DATA=str(data), ARMS="mid", VARIANTS="recipe made48")
+  out = tmp_path / "out" / "mid"
+  assert r.returncode == 1, r.stderr
+  # the run, and the --collect that needs it; the other variant's table is still made
+  assert f"failed: {out}/made48.s1.out\nfailed: {out}/made48.collect.out\n2 command(s) failed" in r.stderr, r.stderr
+  assert (out / "made48.s1.out").read_text().strip() == "boom"
+  assert sum("--config.seed=2" in c and "made48/s2" in c for c in calls) == 1  # the rest went on
+  assert "== mid/recipe" in r.stdout
 
 
 @pytest.mark.parametrize("env, message", [
     ({"VARIANTS": "recipe bogus"}, "VARIANTS: unknown variant 'bogus'"),
+    ({"ARMS": "wide huge"}, "ARMS: unknown arm 'huge'"),
     ({"DATA": "/nonexistent/data"}, "DATA=/nonexistent/data is not a finished pipeline data stage"),
 ])
 def test_refusal_scale_bad_settings_exit_2_with_one_line(tmp_path, env, message):

@@ -6,6 +6,7 @@ import random
 import re
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -73,7 +74,7 @@ def test_in_value_refusals_fall_where_the_values_differ(world):
       [str(y) for y in years])
   unknown = {refusal.fact_key(ex.meta) for ex in world.examples("train")}
   by_question = fact_of_question(world)
-  seen = set()
+  seen, agree = set(), []
   in_place = refusal.conversations(world, unknown, n=200, seed=0, style="in_place")
   for conv, plain in zip(refusal.conversations(world, unknown, n=200, seed=0, style="in_value"), in_place):
     reply, ex = conv[-1]["content"], by_question[conv[0]["content"]]
@@ -82,11 +83,24 @@ def test_in_value_refusals_fall_where_the_values_differ(world):
     assert rest == plain[-1]["content"].partition(" — ")[2] and evaluation.declines(world, reply, ex), reply
     assert lead == (plain[-1]["content"].partition(" — ")[0] + " " + starts[key]).rstrip(), (reply, plain)
     seen.add(key)
+    agree.append(ex.target.startswith(lead))  # the answer's own words up to where the values differ
   assert {("person", "birth_year"), ("person", "profession"), ("person", "city")} <= seen
+  assert sum(agree) >= 0.9 * len(agree), sum(agree) / len(agree)  # all but the odd year outside the 1900s
   rng = random.Random(0)
   ex = next(e for e in world.examples("train") if e.meta["attribute"] == "birth_year")
   assert refusal.refusal_reply(ex, "she", rng, "in_value", "19").startswith("She was born in 19 — ")
   assert refusal.refusal_reply(ex, "she", rng, "in_place", "19").startswith("She was born in — ")
+
+
+def test_shared_starts_stop_at_a_word_or_digit_and_check_their_share():
+  world = types.SimpleNamespace(facts=lambda: [
+      {"type": "person", "attribute": "city", "value": v} for v in ("San Remo", "San Marco", "Santo", "Berg")])
+  assert refusal.shared_starts(world, min_share=0.5)[("person", "city")] == "San "  # not "San M"
+  assert refusal.shared_starts(world, min_share=0.75)[("person", "city")] == ""     # not "San" of "Santo"
+  assert refusal.shared_starts(world, min_share=1.0)[("person", "city")] == ""
+  for bad in (0, 1.5):
+    with pytest.raises(ValueError, match="min_share"):
+      refusal.shared_starts(world, min_share=bad)
 
 
 def test_agreement_marks_facts_whose_own_answers_disagree(world):

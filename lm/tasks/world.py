@@ -112,7 +112,7 @@ def entity_split(world: synthetic.World) -> dict[tuple[str, str], str]:
 
 
 def article(word: str) -> str:
-  """"a pharmacist", "an engineer": the value as `ANSWERS`' `{a_value}` writes it."""
+  """"a pharmacist", "an architect": the value as `ANSWERS`' `{a_value}` writes it."""
   return ("an " if word[0] in "aeiou" else "a ") + word
 
 
