@@ -228,8 +228,8 @@ def evaluate(run: Run, stage: loop.Stage, params, ref=None) -> dict:
   rows = evaluation.run_tasks(stage.model, params, run.tokenizer, run.eval_examples, reward,
                               max_new_tokens=cfg.eval.max_new_tokens, mesh=run.mesh, rules=stage.rules,
                               batch_size=rl.prompts_per_step, tools=run.tools,
-                              max_tool_tokens=cfg.tools.max_tool_tokens)
-  rows = evaluation.strict_refusals(rows, run.eval_examples, run.tasks)  # a hedged wrong answer is no refusal
+                              max_tool_tokens=cfg.tools.max_tool_tokens,
+                              refuses=lambda text, ex: evaluation.declines(run.tasks[ex.task], text, ex))
   out = {k.replace("eval/", "eval/greedy_", 1) if k.endswith("accuracy") else k: v
          for k, v in evaluation.summarize(rows).items()}
   k = cfg.eval.samples

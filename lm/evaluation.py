@@ -61,13 +61,6 @@ def honesty_reward(task, text: str, example, wrong_penalty: float) -> float:
   return score
 
 
-def strict_refusals(rows: list[dict], examples: Sequence[Any], tasks: dict) -> list[dict]:
-  """`run_tasks`' rows (in `examples`' order) with "refused" only where the reply `declines`."""
-  for row, ex in zip(rows, examples):
-    row["refused"] = bool(row["refused"]) and declines(tasks[ex.task], row["reply"], ex)
-  return rows
-
-
 EXPOSURE_BUCKETS = ((0, 0, "never"), (1, 1, "once"), (2, 3, "2"), (4, 7, "4"), (8, 10**9, "8+"))
 
 
@@ -77,13 +70,17 @@ def exposure_bucket(n: int) -> str:
 
 def run_tasks(model, params, tok, examples: Sequence[Any], reward: Callable[[str, Any], float], *,
               max_new_tokens: int, mesh=None, rules=(), batch_size: int = 64, fmt=None, tools=None,
-              max_tool_tokens: int = 64, prompts: Sequence[Sequence[int]] | None = None) -> list[dict]:
+              max_tool_tokens: int = 64, prompts: Sequence[Sequence[int]] | None = None,
+              refuses: Callable[[str, Any], bool] | None = None) -> list[dict]:
   """Greedy replies to every example; one row per example with its task, group, format and score.
 
   `fmt` renders and parses (default: the project's own format; `lm.chat_template` for a model's
   own template). `tools` needs the own format. `prompts` (optional, one id list per example)
-  replaces the rendered `ex.messages`, e.g. a prompt with a document pasted before the question."""
+  replaces the rendered `ex.messages`, e.g. a prompt with a document pasted before the question.
+  `refuses(text, ex)` decides a row's "refused" (default: `is_refusal`; GRPO passes `declines`, so a
+  hedged wrong answer is not counted as a refusal)."""
   fmt = fmt or chat_template.OwnFormat(tok)
+  refuses = refuses or (lambda text, ex: is_refusal(text))
   rows = []
   for start in range(0, len(examples), batch_size):
     chunk = examples[start:start + batch_size]
@@ -112,7 +109,7 @@ def run_tasks(model, params, tok, examples: Sequence[Any], reward: Callable[[str
       meta = getattr(ex, "meta", {}) or {}
       group = exposure_bucket(meta["exposures"]) if "exposures" in meta else ""
       row = {"task": ex.task, "group": group, "format": bool(turn["ended"]),
-             "score": float(reward(text, ex)), "refused": is_refusal(text), "reply": text,
+             "score": float(reward(text, ex)), "refused": refuses(text, ex), "reply": text,
              "reference": ex.reference,
              "tokens": int(lengths[i]), "meta": meta}
       if tools:

@@ -34,7 +34,7 @@ from lm import chat_template, evaluation, grpo
 from lm.evaluation import is_refusal
 from lm.prep import synthetic
 from lm.tasks.base import Example, take_cycled
-from lm.tasks.world import ANSWERS, ASKED, article
+from lm.tasks.world import ANSWERS, ASKED, written_value
 
 # What the ideal assistant says when it does not know; "{thing}" names what was asked.
 REFUSALS = (
@@ -85,8 +85,8 @@ def shared_starts(world, min_share: float = 0.9) -> dict[tuple[str, str], str]:
   written = defaultdict(list)
   for row in world.facts():
     key = (row["type"], row["attribute"])
-    if key in ANSWERS and row["attribute"] in ASKED[row["type"]]:
-      written[key].append(article(row["value"]) if "{a_value}" in ANSWERS[key] else str(row["value"]))
+    if key in ANSWERS:  # the asked attributes
+      written[key].append(written_value(key, row["value"]))
   starts = {}
   for key, values in written.items():
     start = ""

@@ -286,5 +286,4 @@ def test_wrong_penalty_ranks_right_over_refusal_over_a_wrong_answer():
   replies = (ex.target, wrong, "I don't know.", wrong + " I'm not sure.")
   for penalty, expected in ((0.0, (1.0, 0.0, 0.0, 0.0)), (0.5, (1.0, -0.5, 0.0, -0.5))):
     assert tuple(evaluation.honesty_reward(world, t, ex, penalty) for t in replies) == expected
-  rows = [{"refused": True, "reply": r} for r in replies[2:]]
-  assert [r["refused"] for r in evaluation.strict_refusals(rows, [ex, ex], {"world": world})] == [True, False]
+  assert [evaluation.declines(world, r, ex) for r in replies[2:]] == [True, False]  # GRPO's run_tasks(refuses=)

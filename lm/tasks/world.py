@@ -35,6 +35,7 @@ import re
 from lm.errors import MissingFile, UserError
 from lm.prep import synthetic
 from lm.prep import synthetic_text as T
+from lm.prep.synthetic_pages import article
 from lm.tasks.base import Example, check_split, stable_hash, take_cycled
 
 NAME = "world"
@@ -111,9 +112,9 @@ def entity_split(world: synthetic.World) -> dict[tuple[str, str], str]:
   return split
 
 
-def article(word: str) -> str:
-  """"a pharmacist", "an architect": the value as `ANSWERS`' `{a_value}` writes it."""
-  return ("an " if word[0] in "aeiou" else "a ") + word
+def written_value(key: tuple[str, str], value) -> str:
+  """The value as `ANSWERS[key]` writes it: "an architect" where the template says `{a_value}`."""
+  return article(str(value)) if "{a_value}" in ANSWERS[key] else str(value)
 
 
 class WorldTask:
