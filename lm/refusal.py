@@ -70,9 +70,15 @@ def refusal_reply(example: Example, pronoun: str, rng: random.Random, style: str
     return text
   if style not in STYLES:
     raise ValueError(f"refusal style {style!r} is not one of {STYLES}")
-  # The answer's own sentence (as the task writes it) up to its value, and for in_value what all values share.
-  lead = ANSWERS[key].format(Pronoun=pronoun.capitalize(), value="\0", a_value="\0").split("\0")[0]
-  return f"{(lead + (shared if style == 'in_value' else '')).rstrip()} — {text}"
+  # The answer's own sentence up to its value, and for in_value what all values share.
+  return f"{(answer_lead(example.meta, pronoun) + (shared if style == 'in_value' else '')).rstrip()} — {text}"
+
+
+def answer_lead(meta: dict, pronoun: str) -> str:
+  """The answer's own sentence, as the task writes it, up to its value ("She was born in "): where an
+  in-place refusal falls, and where a model that knows the fact writes it."""
+  return ANSWERS[meta["type"], meta["attribute"]].format(Pronoun=pronoun.capitalize(), value="\0",
+                                                         a_value="\0").split("\0")[0]
 
 
 def shared_starts(world, min_share: float = 0.9) -> dict[tuple[str, str], str]:
