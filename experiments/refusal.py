@@ -4,6 +4,7 @@
       --config.init_from.workdir=runs/base --config.refusal.probe=runs/sft
   python -m experiments.refusal --collect=runs/refusal/seed=0,runs/refusal/seed=1,runs/refusal/seed=2
   python -m experiments.refusal --abstain=runs/refusal/seed=0,runs/refusal/seed=1,runs/refusal/seed=2
+  python -m experiments.refusal --readout=runs/refusal/seed=0,runs/refusal/seed=1,runs/refusal/seed=2
 
 1. Probe (`lm.refusal.probe`): every fact of the world task's training entities,
    exposure 0 included, asked once and answered `refusal.samples` times at
@@ -35,7 +36,11 @@
 after as mean ± std over the runs. --abstain=<runs> measures the alternative at
 inference (`lm.refusal.abstain`: n replies at temperature 1, the most common answer
 only if at least --abstain_share of them give it) for each run's probed model and its
-recipe model: refusal/abstain.json per run and abstain_seeds.md beside them. The probe's files are written once (atomically)
+recipe model: refusal/abstain.json per run and abstain_seeds.md beside them. --readout=<runs> asks whether
+each run's probed model can tell what it knows (`lm.readout`: its greedy reply's own probability, a linear
+probe of its state where the value is written, the asked name's familiarity, its samples' agreement), each
+scored by the best it could do at the bar: refusal/readout.json and readout.png per run, readout_seeds.md
+beside them. The probe's files are written once (atomically)
 and reused on resume, so a resumed run trains on exactly the same conversations.
 """
 from __future__ import annotations
@@ -50,6 +55,7 @@ from ml_collections import config_flags
 
 from experiments import sft
 from lm import cli, evaluation, init_from, refusal, report, sharding
+from lm import readout as readout_lib
 from lm.errors import UserError
 from lm.metrics import read_metrics
 from lm.tasks.world import FOLDS, WorldTask
@@ -333,6 +339,87 @@ def abstain(workdirs: list[str], samples: int, min_share: float) -> str:
       f"{len(workdirs)} runs (values per run in brackets).", lines, summary)
 
 
+READOUT = "readout.json"
+
+
+def readout(workdirs: list[str], samples: int) -> str:
+  """Can the probed model tell what it knows (`lm.readout`)? For each run's probed model, on the held-out
+  facts it answered greedily ("before"): each signal's AUROC and best trade at the bar, in
+  <run>/refusal/readout.json and readout.png (reused while n is the same), and readout_seeds.md (+ .json)
+  beside the runs, mean ± std over runs."""
+  if samples < 1:
+    raise UserError(f"--readout_samples={samples} must be ≥ 1")
+  results = []
+  for wd in workdirs:
+    folder = os.path.join(wd, "refusal")
+    paths = [os.path.join(folder, name) for name in (BEFORE_ROWS, PROBE)]
+    if not os.path.exists(os.path.join(wd, "config.json")) or not all(map(os.path.exists, paths)):
+      raise UserError(f"--readout: {wd} has no probe yet (config.json, refusal/{BEFORE_ROWS} and refusal/{PROBE} "
+                      f"are written before its SFT starts); run experiments.refusal there first")
+    out = os.path.join(folder, READOUT)
+    got = {}
+    if os.path.exists(out):
+      with open(out) as f:
+        got = json.load(f)
+    if got.get("samples") != samples:
+      with open(os.path.join(wd, "config.json")) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+      mesh, rules = sharding.make_mesh(config.mesh), tuple(tuple(r) for r in config.sharding_rules)
+      task = world_task(config)
+      held = task.examples("eval")
+      rows = [json.loads(line) for line in open(paths[0])]
+      probe_rows = [json.loads(line) for line in open(paths[1])]
+      if len(rows) != len(held):
+        raise UserError(f"--readout: {paths[0]} has {len(rows)} rows for {len(held)} held-out facts; its world "
+                        f"or exposures changed since the probe ran")
+      probed = _load(config.refusal.probe, f"{wd}/config.json refusal.probe", mesh, rules)
+      print(f"readout: {config.refusal.probe} on {len(held)} held-out facts ({samples} samples each)", flush=True)
+      signals = readout_lib.signals(probed.model, probed.params, probed.tokenizer, task, held,
+                                    [r["reply"] for r in rows], probe_rows, samples=samples,
+                                    max_new_tokens=config.refusal.max_new_tokens, batch=config.refusal.batch,
+                                    seed=config.seed * 1_000_003 + 11, mesh=mesh, rules=rules)
+      got = {"samples": samples, "probe": config.refusal.probe,
+             "before": readout_lib.trade(np.zeros(len(rows)), rows, -np.inf),
+             "signals": {name: {"auroc": readout_lib.auroc(v, rows), **readout_lib.bar_trade(v, rows)}
+                         for name, v in signals.items()}}
+      try:  # a finished run: where its fine-tune landed, beside what each signal could do
+        _, after = finished_run(wd, "--readout")
+        got["after"] = {"never_hallucinated": after["eval/world/seen_never/hallucinated"],
+                        "8+_accuracy": after["eval/world/seen_8+/accuracy"]}
+      except UserError:
+        pass
+      readout_lib.plot({name: readout_lib.curve(v, rows) for name, v in signals.items()}, got["before"],
+                       os.path.join(folder, "readout.png"), after=got.get("after"))
+      tmp = out + ".tmp"
+      with open(tmp, "w") as f:
+        json.dump(got, f, indent=1)
+      os.replace(tmp, out)
+    results.append(got)
+  cell = lambda xs: refusal.spread_cell(np.array(xs, np.float64))  # noqa: E731
+  lines = ["| signal | passes | AUROC: 8+ right above never-seen wrong | never-seen hallucinated | 8+ accuracy | "
+           "8+ declined | halves for < 5 points |", "|---|---|---|---|---|---|---|",
+           f"| none (greedy) | 1 | | {cell([r['before']['never_hallucinated'] for r in results])} | "
+           f"{cell([r['before']['8+_accuracy'] for r in results])} | | |"]
+  summary = {"before": [r["before"] for r in results]}
+  if all("after" in r for r in results):  # where the recipe's own fine-tune landed, for comparison
+    summary["after"] = [r["after"] for r in results]
+    lines.append(f"| the recipe's fine-tune (greedy, after) | 1 | | "
+                 f"{cell([r['after']['never_hallucinated'] for r in results])} | "
+                 f"{cell([r['after']['8+_accuracy'] for r in results])} | | |")
+  for name in readout_lib.SIGNALS:
+    got = [r["signals"][name] for r in results]
+    summary[name] = got
+    lines.append(f"| {name} | {readout_lib.PASSES[name].replace('n ', f'{samples} ')} | "
+                 + " | ".join(cell([g[k] for g in got]) for k in ("auroc", "never_hallucinated", "8+_accuracy",
+                                                                   "8+_declined"))
+                 + f" | {sum(g['halves'] for g in got)} of {len(got)} |")
+  return report.write_seed_table(
+      workdirs, "readout_seeds", "Can the probed model tell what it knows?",
+      f"Runs: {', '.join(workdirs)}. Held-out facts; each run's probed model (its greedy replies as the run "
+      f"recorded them). A signal declines the facts where it is lowest, at the threshold that removes the most "
+      f"never-seen hallucination for under 5 points of 8+ accuracy, chosen on these very facts (an upper bound); "
+      f"lm/readout.py says what each signal reads. mean ± std over {len(workdirs)} runs.", lines, summary)
+
 if __name__ == "__main__":
   _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path:arg).")
   _WORKDIR = flags.DEFINE_string("workdir", None, "Where the run writes everything.")
@@ -343,9 +430,13 @@ if __name__ == "__main__":
   _ABSTAIN_SAMPLES = flags.DEFINE_integer("abstain_samples", 32, "--abstain: replies per question at temperature 1.")
   _ABSTAIN_SHARE = flags.DEFINE_float("abstain_share", 0.3, "--abstain: the most common answer's share needed "
                                       "to give it (else abstain).")
+  _READOUT = flags.DEFINE_list("readout", None, "Runs' workdirs (probed, finished or not): measure what their "
+                               "probed model can tell of its own knowledge (lm/readout.py) and write the table.")
+  _READOUT_SAMPLES = flags.DEFINE_integer("readout_samples", 32, "--readout: replies per question for the "
+                                          "agreement signal.")
 
   def prepare():
-    if _COLLECT.value or _ABSTAIN.value:
+    if _COLLECT.value or _ABSTAIN.value or _READOUT.value:
       return None
     if _CONFIG.value is None or not _WORKDIR.value:
       raise UserError("--config and --workdir are required (or --collect=<runs>)")
@@ -356,6 +447,8 @@ if __name__ == "__main__":
       return train_loop(prepared)
     if _ABSTAIN.value:
       return abstain(_ABSTAIN.value, _ABSTAIN_SAMPLES.value, _ABSTAIN_SHARE.value)
+    if _READOUT.value:
+      return readout(_READOUT.value, _READOUT_SAMPLES.value)
     return collect(_COLLECT.value)
 
   cli.run(prepare, go, required=())

@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-from lm import evaluation, refusal
+from lm import evaluation, readout, refusal
 from lm.tasks.world import QUESTIONS, WorldTask
 from tests.conftest import ROOT, env
 
@@ -307,6 +307,23 @@ def test_refusal_recipe_probes_trains_reports_and_reuses_its_probe(tmp_path, bas
   bad = subprocess.run([sys.executable, "-m", "experiments.refusal", f"--abstain={base_run}"], env=env(), cwd=ROOT,
                        timeout=300, capture_output=True, text=True)
   assert bad.returncode == 2 and "not a finished experiments.refusal run" in bad.stderr
+
+  # What the probed model can tell of its own knowledge: each signal's AUROC and trade, a plot, one table.
+  out = subprocess.run([sys.executable, "-m", "experiments.refusal", f"--readout={wd}", "--readout_samples=2"],
+                       env=env(), cwd=ROOT, timeout=300, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+  got = json.loads((wd / "refusal" / "readout.json").read_text())
+  assert got["samples"] == 2 and set(got["signals"]) == set(readout.SIGNALS)
+  assert got["before"]["never_hallucinated"] == pytest.approx(b)
+  assert all(s["never_hallucinated"] <= b + 1e-9 for s in got["signals"].values())  # declining only removes
+  assert (wd / "refusal" / "readout.png").exists()
+  assert got["after"]["never_hallucinated"] == pytest.approx(a)  # the finished run's own fine-tune, plotted too
+  table = (tmp_path / "readout_seeds.md").read_text()
+  assert f"| none (greedy) | 1 | | {b:.3f} ± 0.000 [{b:.3f}] |" in table and "| agreement | 2 samples |" in table
+  assert f"| the recipe's fine-tune (greedy, after) | 1 | | {a:.3f} ± 0.000 [{a:.3f}] |" in table
+  bad = subprocess.run([sys.executable, "-m", "experiments.refusal", f"--readout={base_run}"], env=env(), cwd=ROOT,
+                       timeout=300, capture_output=True, text=True)
+  assert bad.returncode == 2 and "has no probe yet" in bad.stderr
 
 
 @pytest.mark.parametrize("overrides, needle", [
