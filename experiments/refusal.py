@@ -342,10 +342,25 @@ def abstain(workdirs: list[str], samples: int, min_share: float) -> str:
 READOUT = "readout.json"
 
 
+def _finite(x):
+  """JSON has no inf or NaN: None for them, recursively."""
+  if isinstance(x, dict):
+    return {k: _finite(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return [_finite(v) for v in x]
+  return None if isinstance(x, float) and not np.isfinite(x) else x
+
+
+def _read_jsonl(path: str) -> list[dict]:
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
 def readout(workdirs: list[str], samples: int) -> str:
   """Can the probed model tell what it knows (`lm.readout`)? For each run's probed model, on the held-out
-  facts it answered greedily ("before"): each signal's AUROC and best trade at the bar, in
-  <run>/refusal/readout.json and readout.png (reused while n is the same), and readout_seeds.md (+ .json)
+  facts it answered greedily ("before"): each signal's values (the model passes; reused while n, the probe
+  and the probe's files are the same), AUROC and best trade at the bar in <run>/refusal/readout.json, and
+  readout.png with where the run's fine-tune landed once it has finished; readout_seeds.md (+ .json)
   beside the runs, mean ± std over runs."""
   if samples < 1:
     raise UserError(f"--readout_samples={samples} must be ≥ 1")
@@ -356,48 +371,52 @@ def readout(workdirs: list[str], samples: int) -> str:
     if not os.path.exists(os.path.join(wd, "config.json")) or not all(map(os.path.exists, paths)):
       raise UserError(f"--readout: {wd} has no probe yet (config.json, refusal/{BEFORE_ROWS} and refusal/{PROBE} "
                       f"are written before its SFT starts); run experiments.refusal there first")
+    with open(os.path.join(wd, "config.json")) as f:
+      config = ml_collections.ConfigDict(json.load(f))
+    task = world_task(config)
+    held, rows = task.examples("eval"), _read_jsonl(paths[0])
+    if [refusal.fact_key(r["meta"]) for r in rows] != [refusal.fact_key(ex.meta) for ex in held]:
+      raise UserError(f"--readout: {paths[0]} does not answer this run's held-out facts in order ({len(rows)} rows "
+                      f"for {len(held)} facts); its world or exposures changed since the probe ran")
     out = os.path.join(folder, READOUT)
+    key = {"samples": samples, "probe": config.refusal.probe, "signals_read": list(readout_lib.SIGNALS),
+           "files": [[os.path.getsize(p), os.path.getmtime(p)] for p in paths]}  # what the values are of
     got = {}
     if os.path.exists(out):
       with open(out) as f:
         got = json.load(f)
-    if got.get("samples") != samples:
-      with open(os.path.join(wd, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    if any(got.get(k) != v for k, v in key.items()):
       mesh, rules = sharding.make_mesh(config.mesh), tuple(tuple(r) for r in config.sharding_rules)
-      task = world_task(config)
-      held = task.examples("eval")
-      rows = [json.loads(line) for line in open(paths[0])]
-      probe_rows = [json.loads(line) for line in open(paths[1])]
-      if len(rows) != len(held):
-        raise UserError(f"--readout: {paths[0]} has {len(rows)} rows for {len(held)} held-out facts; its world "
-                        f"or exposures changed since the probe ran")
       probed = _load(config.refusal.probe, f"{wd}/config.json refusal.probe", mesh, rules)
       print(f"readout: {config.refusal.probe} on {len(held)} held-out facts ({samples} samples each)", flush=True)
-      signals = readout_lib.signals(probed.model, probed.params, probed.tokenizer, task, held,
-                                    [r["reply"] for r in rows], probe_rows, samples=samples,
-                                    max_new_tokens=config.refusal.max_new_tokens, batch=config.refusal.batch,
-                                    seed=config.seed * 1_000_003 + 11, mesh=mesh, rules=rules)
-      got = {"samples": samples, "probe": config.refusal.probe,
-             "before": readout_lib.trade(np.zeros(len(rows)), rows, -np.inf),
-             "signals": {name: {"auroc": readout_lib.auroc(v, rows), **readout_lib.bar_trade(v, rows)}
-                         for name, v in signals.items()}}
-      try:  # a finished run: where its fine-tune landed, beside what each signal could do
-        _, after = finished_run(wd, "--readout")
-        got["after"] = {"never_hallucinated": after["eval/world/seen_never/hallucinated"],
-                        "8+_accuracy": after["eval/world/seen_8+/accuracy"]}
-      except UserError:
-        pass
-      readout_lib.plot({name: readout_lib.curve(v, rows) for name, v in signals.items()}, got["before"],
-                       os.path.join(folder, "readout.png"), after=got.get("after"))
-      tmp = out + ".tmp"
-      with open(tmp, "w") as f:
-        json.dump(got, f, indent=1)
-      os.replace(tmp, out)
+      values = readout_lib.signals(probed.model, probed.params, probed.tokenizer, task, held,
+                                   [r["reply"] for r in rows], _read_jsonl(paths[1]), samples=samples,
+                                   max_new_tokens=config.refusal.max_new_tokens, batch=config.refusal.batch,
+                                   seed=config.seed * 1_000_003 + 11, mesh=mesh, rules=rules)
+      got = {**key, "values": {name: v.tolist() for name, v in values.items()}}
+    values = {name: np.array([np.nan if x is None else x for x in got["values"][name]], np.float64)
+              for name in readout_lib.SIGNALS}
+    got["before"] = readout_lib.trade(np.zeros(len(rows)), rows, -np.inf)
+    got["scores"] = {name: {"auroc": readout_lib.auroc(v, rows), "no_score": int(np.isnan(v).sum()),
+                            **readout_lib.bar_trade(v, rows)} for name, v in values.items()}
+    got.pop("after", None)
+    try:  # a finished run: where its own fine-tune landed, beside what each signal could do
+      _, after = finished_run(wd, "--readout")
+      got["after"] = {"never_hallucinated": after["eval/world/seen_never/hallucinated"],
+                      "8+_accuracy": after["eval/world/seen_8+/accuracy"]}
+    except UserError:
+      pass
+    readout_lib.plot({name: readout_lib.curve(v, rows) for name, v in values.items()}, got["before"],
+                     os.path.join(folder, "readout.png"), after=got.get("after"))
+    got = _finite(got)
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(got, f, indent=1)
+    os.replace(tmp, out)
     results.append(got)
-  cell = lambda xs: refusal.spread_cell(np.array(xs, np.float64))  # noqa: E731
+  cell = lambda xs: refusal.spread_cell(np.array([np.nan if x is None else x for x in xs], np.float64))  # noqa: E731
   lines = ["| signal | passes | AUROC: 8+ right above never-seen wrong | never-seen hallucinated | 8+ accuracy | "
-           "8+ declined | halves for < 5 points |", "|---|---|---|---|---|---|---|",
+           "8+ declined or refused | halves for < 5 points |", "|---|---|---|---|---|---|---|",
            f"| none (greedy) | 1 | | {cell([r['before']['never_hallucinated'] for r in results])} | "
            f"{cell([r['before']['8+_accuracy'] for r in results])} | | |"]
   summary = {"before": [r["before"] for r in results]}
@@ -407,9 +426,9 @@ def readout(workdirs: list[str], samples: int) -> str:
                  f"{cell([r['after']['never_hallucinated'] for r in results])} | "
                  f"{cell([r['after']['8+_accuracy'] for r in results])} | | |")
   for name in readout_lib.SIGNALS:
-    got = [r["signals"][name] for r in results]
+    got = [r["scores"][name] for r in results]
     summary[name] = got
-    lines.append(f"| {name} | {readout_lib.PASSES[name].replace('n ', f'{samples} ')} | "
+    lines.append(f"| {name} | {readout_lib.PASSES[name].format(samples=samples)} | "
                  + " | ".join(cell([g[k] for g in got]) for k in ("auroc", "never_hallucinated", "8+_accuracy",
                                                                    "8+_declined"))
                  + f" | {sum(g['halves'] for g in got)} of {len(got)} |")
@@ -419,6 +438,7 @@ def readout(workdirs: list[str], samples: int) -> str:
       f"recorded them). A signal declines the facts where it is lowest, at the threshold that removes the most "
       f"never-seen hallucination for under 5 points of 8+ accuracy, chosen on these very facts (an upper bound); "
       f"lm/readout.py says what each signal reads. mean ± std over {len(workdirs)} runs.", lines, summary)
+
 
 if __name__ == "__main__":
   _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (path:arg).")

@@ -14,8 +14,8 @@ selective as what the model carries there. The signals, from one forward pass to
   would be written (the in-place lead, "She was born in"), fit on the recipe's own labels (the
   probe's known/unknown training facts): what a refusal at that token can read linearly.
 - `name_state_probe`: the same probe of the state at the name's last token in the question.
-- `name_logprob`: the mean log-probability of the asked entity's name tokens in the question, i.e.
-  how familiar the name is to the model (one pass over the prompt).
+- `name_logprob`: the mean log-probability of the asked entity's name tokens in the question (with
+  the space before it), i.e. how familiar the name is to the model (one pass over the prompt).
 - `agreement`: the share of `samples` replies at temperature 1 that give the most common answer
   (what `lm.refusal.abstain` reads; `samples` passes).
 
@@ -37,7 +37,7 @@ from lm.evaluation import exposure_bucket
 
 SIGNALS = ("reply_min_prob", "reply_logprob", "state_probe", "name_state_probe", "name_logprob", "agreement")
 PASSES = {"reply_min_prob": "1", "reply_logprob": "1", "state_probe": "1", "name_state_probe": "1",
-          "name_logprob": "1 (prompt)", "agreement": "n samples"}
+          "name_logprob": "1 (prompt)", "agreement": "{samples} samples"}  # passes over the model per fact
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
@@ -70,6 +70,9 @@ def _passes(fn, model, params, seqs: Sequence[Sequence[int]], batch: int) -> lis
 def name_span(tok, prompt_ids: Sequence[int], question: str, name: str) -> tuple[int, int] | None:
   """The positions of `name`'s tokens inside `prompt_ids` (which hold `question` encoded on its own), or
   None where the name does not tokenize the same inside the question as on its own (BPE across its edges)."""
+  # The span starts after the question's text before the name with its trailing space cut, so it holds the
+  # space before the name too where the tokenizer makes it a token of its own (bytes) or part of the
+  # name's first token (a "▁" piece).
   i = question.find(name)
   if i < 0:
     return None
@@ -107,7 +110,7 @@ def signals(model, params, tok, task, held: Sequence, replies: Sequence[str], pr
   `replies`. `probe_rows` are the recipe's probe rows (`lm.refusal.probe`, with "unknown"): the state probe's
   training labels, on `task`'s training facts."""
   fmt = chat_template.OwnFormat(tok)
-  pronoun = lambda m: task.pronoun.get(m["entity"], "she") if m["type"] == "person" else "it"  # noqa: E731
+  pronoun = lambda m: task.pronoun.get(m["entity"], "it") if m["type"] == "person" else "it"  # noqa: E731
   prompts = [list(fmt.render_prompt(ex.messages)) for ex in held]
   out: dict[str, np.ndarray] = {}
 
@@ -132,7 +135,7 @@ def signals(model, params, tok, task, held: Sequence, replies: Sequence[str], pr
     hs = _passes(_states, model, params, [p + lead for p, lead in zip(prompts, leads)], batch)
     spans = [name_span(tok, p, ex.messages[-1]["content"], ex.meta["entity"]) for p, ex in zip(prompts, examples)]
     return (np.stack([h[-1] for h in hs]),
-            np.stack([h[s[1] - 1] if s else np.zeros(h.shape[1], np.float32) for h, s in zip(hs, spans)]))
+            np.stack([h[s[1] - 1] if s else np.full(h.shape[1], np.nan, np.float32) for h, s in zip(hs, spans)]))
 
   unknown = {refusal.fact_key(r): bool(r["unknown"]) for r in probe_rows}
   train = [ex for ex in task.examples("train", None, seed) if refusal.fact_key(ex.meta) in unknown]
@@ -141,13 +144,14 @@ def signals(model, params, tok, task, held: Sequence, replies: Sequence[str], pr
     out[name] = np.full(len(held), np.nan)  # one class only: nothing to fit
   if 0 < labels.sum() < len(labels):
     for name, X, Xh in zip(("state_probe", "name_state_probe"), states(train), states(held)):
-      out[name] = -fit_logistic(X, labels, l2)(Xh)  # the probe scores "unknown": confidence is its negative
+      ok = ~np.isnan(X).any(1)  # facts whose name was found in the question (NaN scores stay NaN)
+      out[name] = -fit_logistic(X[ok], labels[ok], l2)(Xh)  # the probe scores "unknown": confidence is its negative
 
   # Agreement of sampled replies (what abstaining reads).
   out["agreement"] = np.array([
-      max(refusal._answers(task, ex, rs).values(), default=0) / samples
-      for ex, rs in refusal._sampled_replies(model, params, tok, held, samples=samples, max_new_tokens=max_new_tokens,
-                                             batch=batch, seed=seed, mesh=mesh, rules=rules)])
+      refusal.agreement(task, ex, rs)
+      for ex, rs in refusal.sampled_replies(model, params, tok, held, samples=samples, max_new_tokens=max_new_tokens,
+                                            batch=batch, seed=seed, mesh=mesh, rules=rules)])
   return out
 
 

@@ -107,7 +107,7 @@ def shared_starts(world, min_share: float = 0.9) -> dict[tuple[str, str], str]:
   return starts
 
 
-def _sampled_replies(model, params, tok, examples, *, samples, max_new_tokens, batch, seed, mesh, rules):
+def sampled_replies(model, params, tok, examples, *, samples, max_new_tokens, batch, seed, mesh, rules):
   """(example, its `samples` replies at temperature 1) for every example, one prefill per question."""
   fmt = chat_template.OwnFormat(tok)
   prompts = [fmt.render_prompt(ex.messages).tolist() for ex in examples]
@@ -117,7 +117,7 @@ def _sampled_replies(model, params, tok, examples, *, samples, max_new_tokens, b
       yield ex, [grpo.completion_text(out, i * samples + j, tok)[0] for j in range(samples)]
 
 
-def _answers(task, ex, replies) -> Counter:
+def answer_counts(task, ex, replies) -> Counter:
   """How many replies give each answer (refusals and replies naming none agree with nothing)."""
   answers = Counter(task.answer(text, ex) for text in replies if not is_refusal(text))
   answers.pop(frozenset(), None)
@@ -130,15 +130,20 @@ def probe(model, params, tok, task, examples: Sequence[Example], *, samples: int
   task: one row per example with its fact, exposures, the number right, the most common answer's
   share (agreement) and two of its replies."""
   rows = []
-  for ex, replies in _sampled_replies(model, params, tok, examples, samples=samples, max_new_tokens=max_new_tokens,
+  for ex, replies in sampled_replies(model, params, tok, examples, samples=samples, max_new_tokens=max_new_tokens,
                                       batch=batch, seed=seed, mesh=mesh, rules=rules):
     scores = [task.reward(text, ex) for text in replies]
     rows.append({"entity": ex.meta["entity"], "type": ex.meta["type"], "attribute": ex.meta["attribute"],
                  "exposures": ex.meta["exposures"], "reference": ex.reference, "question": ex.messages[-1]["content"],
                  "correct": int(sum(s > 0.5 for s in scores)), "samples": samples,
                  "refused": int(sum(is_refusal(t) for t in replies)),
-                 "agreement": max(_answers(task, ex, replies).values(), default=0) / samples, "replies": replies[:2]})
+                 "agreement": agreement(task, ex, replies), "replies": replies[:2]})
   return rows
+
+
+def agreement(task, ex, replies: Sequence[str]) -> float:
+  """The most common answer's share of `replies` (0 when none gives an answer): what self-consistency reads."""
+  return max(answer_counts(task, ex, replies).values(), default=0) / len(replies)
 
 
 ABSTAIN_REPLY = "I don't know."
@@ -147,7 +152,7 @@ ABSTAIN_REPLY = "I don't know."
 def abstained_reply(task, ex, replies: Sequence[str], min_share: float) -> tuple[str, float]:
   """(a reply giving the most common answer, or `ABSTAIN_REPLY` when under `min_share` of `replies` give it;
   that answer's share)."""
-  answers = _answers(task, ex, replies)
+  answers = answer_counts(task, ex, replies)
   top, count = answers.most_common(1)[0] if answers else (None, 0)
   share = count / len(replies)
   if share < min_share or not answers:
@@ -162,7 +167,7 @@ def abstain(model, params, tok, task, examples: Sequence[Example], *, samples: i
   `ABSTAIN_REPLY`. Rows as `evaluation.run_tasks` writes them (so `evaluation.summarize` counts
   accuracy, refusals and hallucinations per exposure), plus the answer's share."""
   rows = []
-  for ex, replies in _sampled_replies(model, params, tok, examples, samples=samples, max_new_tokens=max_new_tokens,
+  for ex, replies in sampled_replies(model, params, tok, examples, samples=samples, max_new_tokens=max_new_tokens,
                                       batch=batch, seed=seed, mesh=mesh, rules=rules):
     text, share = abstained_reply(task, ex, replies, min_share)
     meta = ex.meta

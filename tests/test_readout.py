@@ -1,4 +1,6 @@
 """lm.readout: each signal computed as a direct pass computes it, and scored against the refusal bar."""
+import random
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -73,8 +75,35 @@ def test_name_span_finds_the_names_tokens_in_the_prompt(loaded):
   for ex in WorldTask(seed=0).examples("eval")[:20]:
     prompt = list(fmt.render_prompt(ex.messages))
     a, b = readout.name_span(tok, prompt, ex.messages[-1]["content"], ex.meta["entity"])
-    assert tok.decode(prompt[a:b]).strip() == ex.meta["entity"]
+    lead = ex.messages[-1]["content"].split(ex.meta["entity"])[0]  # bytes: a space before it is a token of its own
+    assert tok.decode(prompt[a:b]) == lead[len(lead.rstrip()):] + ex.meta["entity"]
+    assert tok.decode(prompt[b - 1:b]) == ex.meta["entity"][-1]  # where name_state_probe reads the state
   assert readout.name_span(tok, prompt, "Who is it?", "Nobody Here") is None
+
+
+class _Merging:
+  """A tokenizer that merges "ab" into one token: a name ending in "a" before "b" tokenizes differently inside
+  the question than on its own."""
+  def encode(self, text):
+    out, i = [], 0
+    while i < len(text):
+      if text.startswith("ab", i):
+        out.append(1000)
+        i += 2
+      else:
+        out.append(ord(text[i]))
+        i += 1
+    return out
+
+
+def test_name_span_is_none_where_the_name_does_not_tokenize_alone():
+  tok = _Merging()
+  question = "Where is Ola bank?"  # "Ola" + " bank": no merge across; fine
+  prompt = [5, 6] + tok.encode(question) + [7]
+  a, b = readout.name_span(tok, prompt, question, "Ola")
+  assert prompt[a:b] == tok.encode(" Ola")
+  question = "Where is Olab?"  # the name "Ola" ends inside the merged "ab"
+  assert readout.name_span(tok, [5] + tok.encode(question), question, "Ola") is None
 
 
 def test_signals_match_a_direct_pass_of_each_sequence(loaded):
@@ -93,12 +122,19 @@ def test_signals_match_a_direct_pass_of_each_sequence(loaded):
 
   for i, (ex, reply) in enumerate(zip(held, replies)):
     r = fmt.render(list(ex.messages) + [{"role": "assistant", "content": reply}])
+    assert loaded.tokenizer.decode(r.ids_T[1:][r.mask_T[1:] == 1]) == reply + "<|im_end|>"  # the reply's tokens
     lp = logp(r.ids_T)[np.flatnonzero(r.mask_T[1:])]
     assert got["reply_logprob"][i] == pytest.approx(lp.sum(), rel=1e-4, abs=1e-4)
     assert got["reply_min_prob"][i] == pytest.approx(np.exp(lp.min()), rel=1e-4, abs=1e-6)
     prompt = list(fmt.render_prompt(ex.messages))
     a, b = readout.name_span(loaded.tokenizer, prompt, ex.messages[-1]["content"], ex.meta["entity"])
     assert got["name_logprob"][i] == pytest.approx(logp(prompt)[a - 1:b - 1].mean(), rel=1e-4, abs=1e-4)
+  # The same for the first example without any slicing of a whole pass: one prefix per name token.
+  prompt = list(fmt.render_prompt(held[0].messages))
+  a, b = readout.name_span(loaded.tokenizer, prompt, held[0].messages[-1]["content"], held[0].meta["entity"])
+  direct = [jax.nn.log_softmax(loaded.model.apply({"params": loaded.params}, jnp.asarray(prompt[:j])[None])[0, -1])[prompt[j]]
+            for j in range(a, b)]
+  assert got["name_logprob"][0] == pytest.approx(float(np.mean(direct)), rel=1e-4, abs=1e-4)
   assert set(np.round(got["agreement"] * 3, 6)) <= {0.0, 1.0, 2.0, 3.0}
   assert np.isfinite(got["state_probe"]).all() and np.isfinite(got["name_state_probe"]).all()
   one_class = [{**r, "unknown": True} for r in probe_rows]  # nothing to fit: no score, never declined
@@ -111,4 +147,4 @@ def test_answer_lead_is_the_in_place_refusals_opening():
   task = WorldTask(seed=0)
   ex = next(e for e in task.examples("eval") if e.meta["attribute"] == "birth_year")
   assert refusal.answer_lead(ex.meta, "she") == "She was born in "
-  assert refusal.refusal_reply(ex, "she", __import__("random").Random(0), "in_place").startswith("She was born in — ")
+  assert refusal.refusal_reply(ex, "she", random.Random(0), "in_place").startswith("She was born in — ")

@@ -313,10 +313,17 @@ def test_refusal_recipe_probes_trains_reports_and_reuses_its_probe(tmp_path, bas
                        env=env(), cwd=ROOT, timeout=300, capture_output=True, text=True)
   assert out.returncode == 0, out.stderr[-3000:]
   got = json.loads((wd / "refusal" / "readout.json").read_text())
-  assert got["samples"] == 2 and set(got["signals"]) == set(readout.SIGNALS)
+  assert got["samples"] == 2 and set(got["scores"]) == set(readout.SIGNALS) == set(got["values"])
+  assert all(len(v) == len(before_rows) for v in got["values"].values())
   assert got["before"]["never_hallucinated"] == pytest.approx(b)
-  assert all(s["never_hallucinated"] <= b + 1e-9 for s in got["signals"].values())  # declining only removes
+  for s in got["scores"].values():  # within the budget, and "halves" as the figures say
+    assert s["8+_accuracy"] > got["before"]["8+_accuracy"] - 0.05
+    assert s["halves"] == (s["never_hallucinated"] <= b / 2)
   assert (wd / "refusal" / "readout.png").exists()
+  again = subprocess.run([sys.executable, "-m", "experiments.refusal", f"--readout={wd}", "--readout_samples=2"],
+                         env=env(), cwd=ROOT, timeout=300, capture_output=True, text=True)
+  assert again.returncode == 0 and "readout: " not in again.stdout  # the values are reused: no model pass
+  assert json.loads((wd / "refusal" / "readout.json").read_text()) == got
   assert got["after"]["never_hallucinated"] == pytest.approx(a)  # the finished run's own fine-tune, plotted too
   table = (tmp_path / "readout_seeds.md").read_text()
   assert f"| none (greedy) | 1 | | {b:.3f} ± 0.000 [{b:.3f}] |" in table and "| agreement | 2 samples |" in table
