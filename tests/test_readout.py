@@ -112,13 +112,19 @@ def test_signals_match_a_direct_pass_of_each_sequence(loaded):
   replies = ["She was born in 1950.", "I don't know.", "He is a baker.", "It is in Norland.", "x"]
   probe_rows = [{**ex.meta, "unknown": i % 2 == 0} for i, ex in enumerate(task.examples("train", None, 0))]
   got = readout.signals(loaded.model, loaded.params, loaded.tokenizer, task, held, replies, probe_rows,
-                        samples=3, max_new_tokens=8, batch=4, seed=0)
+                        samples=3, max_new_tokens=8, batch=32, seed=0)
   assert set(got) == set(readout.SIGNALS) and all(len(v) == 5 for v in got.values())
   fmt = chat_template.OwnFormat(loaded.tokenizer)
 
-  def logp(ids):  # one sequence alone, unpadded
-    lp = jax.nn.log_softmax(loaded.model.apply({"params": loaded.params}, jnp.asarray(ids)[None])[0, :-1], -1)
-    return np.asarray(lp)[np.arange(len(ids) - 1), np.asarray(ids[1:])]
+  @jax.jit
+  def log_softmax(tokens):  # one sequence, right-padded to 160 (causal: the padding changes nothing before it)
+    return jax.nn.log_softmax(loaded.model.apply({"params": loaded.params}, tokens[None])[0], -1)
+
+  def next_logps(ids):  # row i: the log-probabilities of the token after ids[:i + 1]
+    return np.asarray(log_softmax(jnp.asarray(np.pad(np.asarray(ids, np.int32), (0, 160 - len(ids))))))
+
+  def logp(ids):
+    return next_logps(ids)[np.arange(len(ids) - 1), np.asarray(ids[1:])]
 
   for i, (ex, reply) in enumerate(zip(held, replies)):
     r = fmt.render(list(ex.messages) + [{"role": "assistant", "content": reply}])
@@ -132,14 +138,13 @@ def test_signals_match_a_direct_pass_of_each_sequence(loaded):
   # The same for the first example without any slicing of a whole pass: one prefix per name token.
   prompt = list(fmt.render_prompt(held[0].messages))
   a, b = readout.name_span(loaded.tokenizer, prompt, held[0].messages[-1]["content"], held[0].meta["entity"])
-  direct = [jax.nn.log_softmax(loaded.model.apply({"params": loaded.params}, jnp.asarray(prompt[:j])[None])[0, -1])[prompt[j]]
-            for j in range(a, b)]
+  direct = [next_logps(prompt[:j])[j - 1, prompt[j]] for j in range(a, b)]
   assert got["name_logprob"][0] == pytest.approx(float(np.mean(direct)), rel=1e-4, abs=1e-4)
   assert set(np.round(got["agreement"] * 3, 6)) <= {0.0, 1.0, 2.0, 3.0}
   assert np.isfinite(got["state_probe"]).all() and np.isfinite(got["name_state_probe"]).all()
   one_class = [{**r, "unknown": True} for r in probe_rows]  # nothing to fit: no score, never declined
   got = readout.signals(loaded.model, loaded.params, loaded.tokenizer, task, held, replies, one_class,
-                        samples=1, max_new_tokens=4, batch=4, seed=0)
+                        samples=1, max_new_tokens=4, batch=32, seed=0)
   assert np.isnan(got["state_probe"]).all() and np.isnan(got["name_state_probe"]).all()
 
 

@@ -250,7 +250,7 @@ def base_run(byte_base):
   return byte_base
 
 
-def test_refusal_recipe_probes_trains_reports_and_reuses_its_probe(tmp_path, base_run):
+def test_refusal_recipe_probes_trains_reports_and_reuses_its_probe(tmp_path, base_run, capsys):
   wd = tmp_path / "refusal"
   out = run("experiments.refusal", wd, "configs/refusal.py:tiny", *RECIPE, *source(base_run))
   assert out.returncode == 0, out.stderr[-3000:]
@@ -320,9 +320,9 @@ def test_refusal_recipe_probes_trains_reports_and_reuses_its_probe(tmp_path, bas
     assert s["8+_accuracy"] > got["before"]["8+_accuracy"] - 0.05
     assert s["halves"] == (s["never_hallucinated"] <= b / 2)
   assert (wd / "refusal" / "readout.png").exists()
-  again = subprocess.run([sys.executable, "-m", "experiments.refusal", f"--readout={wd}", "--readout_samples=2"],
-                         env=env(), cwd=ROOT, timeout=300, capture_output=True, text=True)
-  assert again.returncode == 0 and "readout: " not in again.stdout  # the values are reused: no model pass
+  from experiments import refusal as refusal_experiment  # in process: the second call only reads and tabulates
+  refusal_experiment.readout([str(wd)], 2)
+  assert "readout: " not in capsys.readouterr().out  # the values are reused: no model pass
   assert json.loads((wd / "refusal" / "readout.json").read_text()) == got
   assert got["after"]["never_hallucinated"] == pytest.approx(a)  # the finished run's own fine-tune, plotted too
   table = (tmp_path / "readout_seeds.md").read_text()
