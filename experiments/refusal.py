@@ -58,6 +58,7 @@ from lm import cli, evaluation, init_from, refusal, report, sharding
 from lm import readout as readout_lib
 from lm.errors import UserError
 from lm.metrics import read_metrics
+from lm.stage_outputs import read_jsonl, write_json
 from lm.tasks.world import FOLDS, WorldTask
 
 PROBE, CONVERSATIONS, BEFORE, BEFORE_ROWS = "probe.jsonl", "conversations.jsonl", "before.json", "before_eval.jsonl"
@@ -316,10 +317,7 @@ def abstain(workdirs: list[str], samples: int, min_share: float) -> str:
                                batch=config.refusal.batch, seed=config.seed * 1_000_003 + 7, mesh=mesh, rules=rules)
         summaries[name] = {k: v for k, v in evaluation.summarize(rows).items() if k.startswith("eval/world")}
       previous = {**key, **summaries}
-      tmp = out + ".tmp"
-      with open(tmp, "w") as f:
-        json.dump(previous, f, indent=1)
-      os.replace(tmp, out)
+      write_json(out, previous)
     results.append((before, previous["before"], after, previous["after"]))
   lines = ["| held-out facts seen | figure | before, greedy | before, abstaining | after, greedy | after, abstaining |",
            "|---|---|---|---|---|---|"]
@@ -351,11 +349,6 @@ def _finite(x):
   return None if isinstance(x, float) and not np.isfinite(x) else x
 
 
-def _read_jsonl(path: str) -> list[dict]:
-  with open(path) as f:
-    return [json.loads(line) for line in f]
-
-
 def readout(workdirs: list[str], samples: int) -> str:
   """Can the probed model tell what it knows (`lm.readout`)? For each run's probed model, on the held-out
   facts it answered greedily ("before"): each signal's values (the model passes; reused while n, the probe
@@ -374,7 +367,7 @@ def readout(workdirs: list[str], samples: int) -> str:
     with open(os.path.join(wd, "config.json")) as f:
       config = ml_collections.ConfigDict(json.load(f))
     task = world_task(config)
-    held, rows = task.examples("eval"), _read_jsonl(paths[0])
+    held, rows = task.examples("eval"), read_jsonl(paths[0])
     if [refusal.fact_key(r["meta"]) for r in rows] != [refusal.fact_key(ex.meta) for ex in held]:
       raise UserError(f"--readout: {paths[0]} does not answer this run's held-out facts in order ({len(rows)} rows "
                       f"for {len(held)} facts); its world or exposures changed since the probe ran")
@@ -390,7 +383,7 @@ def readout(workdirs: list[str], samples: int) -> str:
       probed = _load(config.refusal.probe, f"{wd}/config.json refusal.probe", mesh, rules)
       print(f"readout: {config.refusal.probe} on {len(held)} held-out facts ({samples} samples each)", flush=True)
       values = readout_lib.signals(probed.model, probed.params, probed.tokenizer, task, held,
-                                   [r["reply"] for r in rows], _read_jsonl(paths[1]), samples=samples,
+                                   [r["reply"] for r in rows], read_jsonl(paths[1]), samples=samples,
                                    max_new_tokens=config.refusal.max_new_tokens, batch=config.refusal.batch,
                                    seed=config.seed * 1_000_003 + 11, mesh=mesh, rules=rules)
       got = {**key, "values": {name: v.tolist() for name, v in values.items()}}
@@ -409,10 +402,7 @@ def readout(workdirs: list[str], samples: int) -> str:
     readout_lib.plot({name: readout_lib.curve(v, rows) for name, v in values.items()}, got["before"],
                      os.path.join(folder, "readout.png"), after=got.get("after"))
     got = _finite(got)
-    tmp = out + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(got, f, indent=1)
-    os.replace(tmp, out)
+    write_json(out, got)
     results.append(got)
   cell = lambda xs: refusal.spread_cell(np.array([np.nan if x is None else x for x in xs], np.float64))  # noqa: E731
   lines = ["| signal | passes | AUROC: 8+ right above never-seen wrong | never-seen hallucinated | 8+ accuracy | "

@@ -30,6 +30,7 @@ import threading
 import time
 from typing import BinaryIO, Callable, Sequence, TextIO
 
+from lm import stage_outputs
 from lm.errors import UserError
 
 DONE_FILE = "pipeline_done.json"
@@ -190,17 +191,6 @@ def read_done(workdir: str, name: str) -> dict | None:
     return None
 
 
-def _write_atomic(path: str, record: dict) -> None:
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump(record, f, indent=1)
-    f.write("\n")
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 class Interrupted(Exception):
   """The pipeline got SIGINT/SIGTERM and passed it to its stage, which saved (if it trains) and stopped."""
 
@@ -336,7 +326,7 @@ def run_stages(stages: list[Stage], chosen: Sequence[Stage], workdir: str, runne
         raise UserError(f"stage {stage.name!r} exited 0 but did not finish: {missing}; see {log_path}, "
                         "then run the same command again to resume it")
       seconds = time.perf_counter() - t0  # this run's: an interrupted earlier attempt is not counted
-      _write_atomic(done_path(workdir, stage.name), {
+      stage_outputs.write_json(done_path(workdir, stage.name), {
           "stage": stage.name, "seconds": round(seconds, 1), "exit_code": 0, "commands": commands,
           "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")})
       ran.append(stage.name)

@@ -110,30 +110,29 @@ def signals(model, params, tok, task, held: Sequence, replies: Sequence[str], pr
   `replies`. `probe_rows` are the recipe's probe rows (`lm.refusal.probe`, with "unknown"): the state probe's
   training labels, on `task`'s training facts."""
   fmt = chat_template.OwnFormat(tok)
-  pronoun = lambda m: task.pronoun.get(m["entity"], "it") if m["type"] == "person" else "it"  # noqa: E731
-  prompts = [list(fmt.render_prompt(ex.messages)) for ex in held]
+
+  def prompts_and_spans(examples):
+    prompts = [list(fmt.render_prompt(ex.messages)) for ex in examples]
+    return prompts, [name_span(tok, p, ex.messages[-1]["content"], ex.meta["entity"]) for p, ex in zip(prompts, examples)]
+
+  prompts, spans = prompts_and_spans(held)
   out: dict[str, np.ndarray] = {}
 
-  # The greedy reply, teacher-forced: each of its tokens' probability (the end-of-turn token included).
+  # One pass over each rendered conversation with its greedy reply: each reply token's probability (the
+  # end-of-turn token included) and, since the prompt is a prefix of it, each name token's (familiarity).
   full = [fmt.render(list(ex.messages) + [{"role": "assistant", "content": r}]) for ex, r in zip(held, replies)]
-  logps = [lp[np.flatnonzero(f.mask_T[1:])]
-           for lp, f in zip(_passes(_token_logprobs, model, params, [f.ids_T for f in full], batch), full)]
+  passes = _passes(_token_logprobs, model, params, [f.ids_T for f in full], batch)
+  logps = [lp[np.flatnonzero(f.mask_T[1:])] for lp, f in zip(passes, full)]
   out["reply_min_prob"] = np.array([np.exp(lp.min()) for lp in logps])
   out["reply_logprob"] = np.array([lp.sum() for lp in logps])
-
-  # The name's familiarity, from the prompt's own pass.
-  spans = [name_span(tok, p, ex.messages[-1]["content"], ex.meta["entity"]) for p, ex in zip(prompts, held)]
-  out["name_logprob"] = np.array([np.nan if s is None else lp[s[0] - 1:s[1] - 1].mean()
-                                  for lp, s in zip(_passes(_token_logprobs, model, params, prompts, batch), spans)])
+  out["name_logprob"] = np.array([np.nan if s is None else lp[s[0] - 1:s[1] - 1].mean() for lp, s in zip(passes, spans)])
 
   # Linear probes, fit on the recipe's labels, of the final state where the value would be written and
   # of the state at the name's last token.
-  def states(examples):
-    """(state where the value would be written, state at the name's last token: zeros where not found)."""
-    prompts = [list(fmt.render_prompt(ex.messages)) for ex in examples]
-    leads = [tok.encode(refusal.answer_lead(ex.meta, pronoun(ex.meta)).rstrip()) for ex in examples]
+  def states(examples, prompts, spans):
+    """(state where the value would be written, state at the name's last token: NaN where not found)."""
+    leads = [tok.encode(refusal.answer_lead(ex.meta, task.pronoun_of(ex.meta)).rstrip()) for ex in examples]
     hs = _passes(_states, model, params, [p + lead for p, lead in zip(prompts, leads)], batch)
-    spans = [name_span(tok, p, ex.messages[-1]["content"], ex.meta["entity"]) for p, ex in zip(prompts, examples)]
     return (np.stack([h[-1] for h in hs]),
             np.stack([h[s[1] - 1] if s else np.full(h.shape[1], np.nan, np.float32) for h, s in zip(hs, spans)]))
 
@@ -143,7 +142,8 @@ def signals(model, params, tok, task, held: Sequence, replies: Sequence[str], pr
   for name in ("state_probe", "name_state_probe"):
     out[name] = np.full(len(held), np.nan)  # one class only: nothing to fit
   if 0 < labels.sum() < len(labels):
-    for name, X, Xh in zip(("state_probe", "name_state_probe"), states(train), states(held)):
+    for name, X, Xh in zip(("state_probe", "name_state_probe"), states(train, *prompts_and_spans(train)),
+                           states(held, prompts, spans)):
       ok = ~np.isnan(X).any(1)  # facts whose name was found in the question (NaN scores stay NaN)
       out[name] = -fit_logistic(X[ok], labels[ok], l2)(Xh)  # the probe scores "unknown": confidence is its negative
 

@@ -223,8 +223,7 @@ def conversations(task, unknown: set, n: int, seed: int, made_up: int = 0, style
   for row in picked:
     ex = task.example(row, rng, "train")
     if refused(row) or (prior > 0 and rng.random() < prior):
-      pronoun = row.get("pronoun") or task.pronoun.get(ex.meta["entity"], "she")
-      reply = refusal_reply(ex, pronoun, rng, style, shared.get((row["type"], row["attribute"]), ""))
+      reply = refusal_reply(ex, task.pronoun_of(row), rng, style, shared.get((row["type"], row["attribute"]), ""))
     else:
       reply = ex.target
     out.append(ex.messages + [{"role": "assistant", "content": reply}])

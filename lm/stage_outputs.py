@@ -3,6 +3,7 @@
 Tolerant by design (the pipeline's report card reads stages that may be half-way): a missing
 file is empty, a torn last line (a run killed mid-write) is skipped. `read_jsonl` is also what
 `lm.metrics.read_metrics` reads with (this module stays free of JAX: the pipeline process imports it).
+`write_json` is the atomic writer of such files.
 """
 from __future__ import annotations
 
@@ -19,6 +20,19 @@ def read_json(path: str):
       return json.load(f)
   except (OSError, ValueError):
     return None
+
+
+def write_json(path: str, record) -> None:
+  """`record` as JSON at `path`, all or nothing (a temporary file, synced, then renamed): what a reader
+  finds is the old file or the new one, never half of one."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(record, f, indent=1)
+    f.write("\n")
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
 
 
 def read_jsonl(path: str) -> list[dict]:

@@ -171,13 +171,20 @@ class WorldTask:
     rng = random.Random(f"{NAME}/{split}/{seed}")
     return [self.example(row, rng, split) for row in take_cycled(facts, n, rng)]
 
+  def pronoun_of(self, row: dict) -> str:
+    """How an answer about `row`'s entity (a fact row or an example's meta) refers to it: "she" or "he" for
+    a person (a made-up person's row carries its own), "it" for anything else."""
+    if row["type"] != "person":
+      return "it"
+    return row.get("pronoun") or self.pronoun.get(row["entity"], "it")
+
   def example(self, row: dict, rng: random.Random, split: str) -> Example:
     """The question about one fact row (`World.facts()`'s form), in a random phrasing drawn from `rng`."""
     key = (row["type"], row["attribute"])
     k = rng.randrange(len(QUESTIONS[key]))
     value = str(row["value"])
     question = QUESTIONS[key][k].format(name=row["entity"])
-    pronoun = row.get("pronoun") or self.pronoun.get(row["entity"], "it") if row["type"] == "person" else "it"
+    pronoun = self.pronoun_of(row)
     target = ANSWERS[key].format(Pronoun=pronoun.capitalize(), value=value, a_value=article(value))
     exposures = row["exposures"]
     if self.measured is not None:
